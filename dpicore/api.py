@@ -1,0 +1,145 @@
+"""The Python API, in go-dpi's spirit.
+
+::
+
+    from dpicore import Classifier
+
+    with Classifier() as dpi:
+        for flow in dpi.classify_pcap("capture.pcap"):
+            print(flow.verdict.protocol if flow.verdict else "Unknown")
+        verdict = dpi.classify_payload(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+
+A :class:`Classifier` owns one engine (one nDPI module, one flow table), so
+use one per thread or process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import dpkt
+
+from .config import Config
+from .decode import CaptureSource, Decoder
+from .decode.packets import DLT_RAW
+from .engine import Engine
+from .model import ACK, PSH, SYN, TCP, UDP, Flow, FlowKey, Packet, Verdict, parse_ip
+from .plugins import PluginSet, discover
+from .protocols import UNKNOWN
+
+#: Documentation addresses (RFC 5737) for synthetic first-payload flows.
+CLIENT_IP = "192.0.2.1"
+SERVER_IP = "198.51.100.1"
+DEFAULT_CLIENT_PORT = 49152
+DEFAULT_SERVER_PORT = 1
+
+_TRANSPORTS = {"tcp": TCP, "udp": UDP}
+
+
+def flow_from_packet(pkt: Packet) -> Flow:
+    """A new flow whose first packet is ``pkt`` (the sender is the client), as go-dpi's GetPacketFlow."""
+    return Flow(FlowKey.of(pkt), pkt.proto, pkt.vlan, pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.ip_version,
+                pkt.ts, pkt.ts, number=pkt.number)
+
+
+class Classifier:
+    """Discover the installed layers once; classify captures, packet lists, flows or single payloads."""
+
+    def __init__(self, config: Config | None = None, layers: Iterable[str] | None = None,
+                 all_layers: bool | None = None, plugins: PluginSet | None = None,
+                 extra_plugins: Iterable[tuple[str, object]] = ()) -> None:
+        config = config or Config()
+        if layers is not None:
+            config = config.with_layers(list(layers))
+        if all_layers is not None:
+            config.all_layers = all_layers
+        self.config = config
+        self.plugins = plugins or discover(config, extra=extra_plugins)
+        self.engine = Engine(self.plugins, config)
+        #: The last capture read by :meth:`classify_pcap` (for its damage report).
+        self.last_source: CaptureSource | None = None
+
+    @property
+    def layers(self) -> list[str]:
+        return [layer.id for layer in self.engine.layers]
+
+    def classify_pcap(self, path: str | Path) -> Iterator[Flow]:
+        """Every flow of a capture, yielded as it ends (streamed: memory follows live flows only)."""
+        source = CaptureSource(path)
+        self.last_source = source
+        yield from self.engine.run(source)
+
+    def classify_packets(self, packets: Iterable[Packet]) -> Iterator[Flow]:
+        yield from self.engine.run(packets)
+
+    def classify_flow(self, packets: Iterable[Packet]) -> Flow:
+        """Classify packets that form one flow; returns that flow with its verdict(s)."""
+        flows = list(self.engine.run(packets))
+        if len(flows) != 1:
+            raise ValueError(f"the packets form {len(flows)} flows, not one")
+        return flows[0]
+
+    def classify_payload(self, payload: bytes, transport: str = "tcp", src_port: int | None = None,
+                         dst_port: int | None = None, from_server: bool = False) -> Verdict:
+        """Name the protocol of one connection's first payload (what a honeypot needs).
+
+        ``from_server`` says the payload is the server's greeting (FTP, SMTP,
+        SSH, MySQL, …), for protocols where the server speaks first.  Ports
+        are optional; structure decides, ports only break ties.
+        """
+        proto = _TRANSPORTS.get(transport.lower())
+        if proto is None:
+            raise ValueError(f"transport must be 'tcp' or 'udp', not {transport!r}")
+        sport = DEFAULT_CLIENT_PORT if src_port is None else src_port
+        dport = DEFAULT_SERVER_PORT if dst_port is None else dst_port
+        packets = synthetic_packets(payload, proto, sport, dport, from_server)
+        flow = self.classify_flow(packets)
+        return flow.verdict or Verdict(UNKNOWN, source="", confidence=0.0)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def synthetic_packets(payload: bytes, proto: int, sport: int, dport: int, from_server: bool) -> list[Packet]:
+    """Real IPv4 packets around one payload: a TCP handshake first, so layers that
+    track TCP state (nDPI) see what they would on the wire."""
+    client, server = bytes(parse_ip(CLIENT_IP)), bytes(parse_ip(SERVER_IP))
+    decoder = Decoder()
+    frames: list[bytes] = []
+
+    def ip_packet(src: bytes, dst: bytes, l4: dpkt.Packet, p: int) -> bytes:
+        ip = dpkt.ip.IP(src=src, dst=dst, p=p, ttl=64, data=l4)
+        ip.len = len(ip)  # dpkt fills checksums and length on bytes()
+        return bytes(ip)
+
+    if proto == TCP:
+        cseq, sseq = 1000, 5000
+        frames.append(ip_packet(client, server, dpkt.tcp.TCP(sport=sport, dport=dport, seq=cseq, flags=SYN), TCP))
+        frames.append(ip_packet(server, client, dpkt.tcp.TCP(sport=dport, dport=sport, seq=sseq, ack=cseq + 1,
+                                                             flags=SYN | ACK), TCP))
+        frames.append(ip_packet(client, server, dpkt.tcp.TCP(sport=sport, dport=dport, seq=cseq + 1,
+                                                             ack=sseq + 1, flags=ACK), TCP))
+        if from_server:
+            seg = dpkt.tcp.TCP(sport=dport, dport=sport, seq=sseq + 1, ack=cseq + 1, flags=PSH | ACK, data=payload)
+            frames.append(ip_packet(server, client, seg, TCP))
+        else:
+            seg = dpkt.tcp.TCP(sport=sport, dport=dport, seq=cseq + 1, ack=sseq + 1, flags=PSH | ACK, data=payload)
+            frames.append(ip_packet(client, server, seg, TCP))
+    else:
+        src, dst, sp, dp = (server, client, dport, sport) if from_server else (client, server, sport, dport)
+        udp = dpkt.udp.UDP(sport=sp, dport=dp, data=payload)
+        udp.ulen = len(udp)
+        frames.append(ip_packet(src, dst, udp, UDP))
+    packets = []
+    for i, frame in enumerate(frames):
+        pkt = decoder.decode(DLT_RAW, frame, float(i) * 0.001, len(frame), i + 1)
+        assert pkt is not None
+        packets.append(pkt)
+    return packets

@@ -1,0 +1,209 @@
+"""The ``dpi`` command.
+
+Exit codes scripts can rely on: 0 success; 1 some input was damaged or
+unreadable (every flow that could be read was still written); 2 usage error
+(bad option, bad configuration, a required layer missing, a path that does
+not exist).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import IO, Iterator
+
+import click
+
+from . import __version__
+from .api import Classifier
+from .config import Config, ConfigError, load_config
+from .output import FORMATS, RecordWriter, flow_record
+from .plugins import FAILED, LOADED, PluginError, PluginSet, discover
+
+EXIT_OK = 0
+EXIT_DAMAGED = 1
+EXIT_USAGE = 2
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _expand(paths: tuple[str, ...]) -> list[Path]:
+    """Files as given; directories become the capture files inside them, sorted."""
+    out: list[Path] = []
+    for text in paths:
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES))
+            if not found:
+                raise click.UsageError(f"{p}: directory holds no capture files ({', '.join(CAPTURE_SUFFIXES)})")
+            out.extend(found)
+        elif not p.exists():
+            raise click.UsageError(f"{p}: no such file or directory")
+        else:
+            out.append(p)
+    return out
+
+
+def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tuple[Config, PluginSet]:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if layers:
+        config = config.with_layers([x.strip() for x in layers.split(",") if x.strip()])
+    if all_layers:
+        config.all_layers = True
+    try:
+        plugins = discover(config)
+    except PluginError as exc:
+        raise click.UsageError(f"{exc}. Run 'dpi plugins' to see what is installed.") from None
+    return config, plugins
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dpi")
+def main() -> None:
+    """dpicore: name the application protocol of every network flow.
+
+    Layers (heuristics, nDPI, libprotoident, ML, third-party plugins) are
+    installed as separate packages and run in priority order; see
+    'dpi plugins'.
+    """
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format [default: table on a terminal, jsonl otherwise].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write records to FILE instead of standard output.")
+@click.option("--layers", "-l", default=None, metavar="A,B",
+              help="Run only these layers (comma-separated ids); each must be available.")
+@click.option("--all-layers", is_flag=True, help="Ask every layer and add a 'verdicts' list to each record.")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration: layers, priorities, threshold, timeouts, flow cap.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on standard error.")
+def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers: str | None, all_layers: bool,
+             config_path: str | None, quiet: bool) -> None:
+    """Classify every flow of the capture files (or directories of them) in PATHS.
+
+    pcap and pcapng, optionally gzip-compressed.  Records are written as flows
+    end; each file's flows end with the file.
+    """
+    files = _expand(paths)
+    config, plugins = _load(config_path, layers, all_layers)
+    for st in plugins.statuses.values():
+        if st.status == FAILED:
+            _err(f"warning: plugin {st.id} unavailable: {st.reason}")
+    clf = Classifier(config=config, plugins=plugins)
+    if not clf.layers:
+        _err("warning: no classifier layer is installed or enabled; every flow will be Unknown "
+             "(install dpi-heuristics, dpi-ndpi, … and see 'dpi plugins')")
+    if fmt is None:
+        fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
+    out: IO[str]
+    if output:
+        try:
+            out = open(output, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise click.UsageError(f"{output}: cannot write: {exc.strerror}") from None
+    else:
+        out = sys.stdout
+    writer = RecordWriter(out, fmt, config.all_layers)
+    damaged = False
+    show = not quiet and sys.stderr.isatty()
+    try:
+        for path, flows in _progress(clf, files, show):
+            for flow in flows:
+                writer.write(flow_record(flow, config.all_layers))
+            src = clf.last_source
+            if src is not None:
+                for line in src.problems:
+                    _err(line)
+                damaged |= src.damaged
+    except BrokenPipeError:
+        sys.stderr.close()  # reader went away (| head): not an error of ours
+        sys.exit(EXIT_OK)
+    finally:
+        writer.close()
+        if output:
+            out.close()
+        clf.close()
+    if not quiet:
+        errors = clf.engine.stats.layer_errors
+        if errors:
+            _err(f"warning: layers raised {errors} errors (see the 'errors' metadata of the flows; "
+                 + "; ".join(f"{l.id}: {l.last_error}" for l in clf.engine.layers if l.errors) + ")")
+        if clf.engine.stats.evicted:
+            _err(f"note: {clf.engine.stats.evicted} flows were evicted early by the flow cap "
+                 f"({config.max_flows}); their records say end_reason evicted")
+    sys.exit(EXIT_DAMAGED if damaged else EXIT_OK)
+
+
+def _progress(clf: Classifier, files: list[Path], show: bool) -> Iterator[tuple[Path, Iterator]]:
+    """Yield (path, flows) per file, with a progress bar on a terminal."""
+    if not show:
+        for path in files:
+            yield path, clf.classify_pcap(path)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[packets]} packets"), transient=True,
+                  console=__import__("rich.console").console.Console(stderr=True)) as bar:
+        task = bar.add_task("classifying", total=len(files), packets=0)
+        for path in files:
+            bar.update(task, description=path.name[:40])
+
+            def counted(flows: Iterator, path: Path = path) -> Iterator:
+                for i, flow in enumerate(flows):
+                    if i % 256 == 0:
+                        bar.update(task, packets=clf.engine.stats.packets)
+                    yield flow
+
+            yield path, counted(clf.classify_pcap(path))
+            bar.update(task, advance=1, packets=clf.engine.stats.packets)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Apply this configuration (enabled/blocked layers, priorities).")
+def plugins(as_json: bool, config_path: str | None) -> None:
+    """List installed plugins: id, distribution, version, priority, status."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    config.require = []  # listing must work even when a required layer is missing
+    ps = discover(config)
+    rows = sorted(ps.statuses.values(), key=lambda s: (s.status != LOADED, s.priority or 0, s.id))
+    ps.close()
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no plugins installed (install dpi-heuristics, dpi-ndpi, dpi-lpi or dpi-ml)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "distribution", "version", "priority", "status", "detail"):
+        table.add_column(col)
+    for r in rows:
+        detail = r.reason if r.status != LOADED else r.description
+        table.add_row(r.id, r.distribution or "-", r.version or "-",
+                      "-" if r.priority is None else str(r.priority), r.status, detail)
+    Console(width=160).print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,229 @@
+"""Capture-file readers: pcap (µs and ns), pcapng (several interfaces and
+sections), either of them gzip-compressed.
+
+dpkt parses the file and interface headers; the per-record loop reads the
+fixed record headers with ``struct`` itself, because dpkt's readers neither
+expose the original (wire) length nor say that the last record was cut off,
+and both matter: libprotoident needs wire lengths, and a user needs to know
+that a capture was truncated and where.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+from typing import BinaryIO, Iterator, NamedTuple
+
+import dpkt.pcap
+import dpkt.pcapng
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_RECORD = 256 * 1024  # larger records mean a corrupt file, not a jumbo frame
+
+
+class CaptureError(Exception):
+    """A capture could not be read (further).  ``packet`` is 1-based, 0 for the file header."""
+
+    def __init__(self, path: str, message: str, packet: int = 0) -> None:
+        self.path = path
+        self.packet = packet
+        self.message = message
+        where = f" at packet {packet}" if packet else ""
+        super().__init__(f"{path}{where}: {message}")
+
+
+class Frame(NamedTuple):
+    number: int
+    ts: float
+    linktype: int
+    data: bytes
+    wire_len: int
+
+
+def _open(path: str) -> BinaryIO:
+    try:
+        fh: BinaryIO = open(path, "rb")
+    except FileNotFoundError:
+        raise CaptureError(path, "no such file") from None
+    except IsADirectoryError:
+        raise CaptureError(path, "is a directory, not a capture file") from None
+    except OSError as exc:
+        raise CaptureError(path, f"cannot open: {exc.strerror or exc}") from None
+    head = fh.read(2)
+    fh.seek(0)
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=fh)  # type: ignore[return-value]
+    return fh
+
+
+class CaptureReader:
+    """Iterate the frames of one capture file.
+
+    Iteration raises :class:`CaptureError` when it meets damage, after every
+    good frame before it has been yielded, so callers can report what they
+    have and then the error.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._fh = _open(self.path)
+        try:
+            self._magic = self._fh.read(4)
+        except (OSError, EOFError) as exc:  # gzip that is not really gzip
+            self._fh.close()
+            raise CaptureError(self.path, f"cannot read: {exc}") from None
+        self._fh.seek(0)
+        if self._magic in PCAP_MAGICS:
+            self.format = "pcap"
+        elif self._magic == PCAPNG_SHB:
+            self.format = "pcapng"
+        else:
+            self._fh.close()
+            if not self._magic:
+                raise CaptureError(self.path, "empty file, not a capture")
+            raise CaptureError(self.path, "not a pcap or pcapng capture (unknown magic "
+                               f"{self._magic.hex()})")
+        self.linktypes: list[int] = []
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "CaptureReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            if self.format == "pcap":
+                yield from self._pcap()
+            else:
+                yield from self._pcapng()
+        except (OSError, EOFError, gzip.BadGzipFile, struct.error, dpkt.Error) as exc:
+            raise CaptureError(self.path, f"unreadable data: {exc}", self._number + 1) from None
+
+    _number = 0
+
+    # -- pcap --------------------------------------------------------------
+    def _pcap(self) -> Iterator[Frame]:
+        order, unit = PCAP_MAGICS[self._magic]
+        head = self._fh.read(24)
+        if len(head) < 24:
+            raise CaptureError(self.path, "file header cut short")
+        hdr = dpkt.pcap.LEFileHdr(head) if order == "<" else dpkt.pcap.FileHdr(head)
+        linktype = hdr.linktype & 0xFFFF
+        self.linktypes = [linktype]
+        rec = struct.Struct(order + "IIII")
+        read = self._fh.read
+        number = 0
+        while True:
+            raw = read(16)
+            if not raw:
+                return
+            if len(raw) < 16:
+                self._number = number
+                raise CaptureError(self.path, "capture cut short inside a record header", number + 1)
+            sec, frac, caplen, wire = rec.unpack(raw)
+            if caplen > MAX_RECORD:
+                raise CaptureError(self.path, f"corrupt record (captured length {caplen})", number + 1)
+            data = read(caplen)
+            number += 1
+            self._number = number
+            if len(data) < caplen:
+                raise CaptureError(self.path, f"capture cut short: packet has {len(data)} of "
+                                   f"{caplen} bytes", number)
+            yield Frame(number, sec + frac * unit, linktype, data, max(wire, caplen))
+
+    # -- pcapng ------------------------------------------------------------
+    def _pcapng(self) -> Iterator[Frame]:
+        read = self._fh.read
+        order = "<"
+        interfaces: list[tuple[int, float, int]] = []  # linktype, seconds per tick, offset
+        number = 0
+        while True:
+            head = read(8)
+            if not head:
+                return
+            if len(head) < 8:
+                raise CaptureError(self.path, "capture cut short inside a block header", number + 1)
+            if head[:4] == PCAPNG_SHB:
+                bom = read(4)
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    order = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    order = ">"
+                else:
+                    raise CaptureError(self.path, "pcapng section header with unknown byte order", number + 1)
+                (length,) = struct.unpack(order + "I", head[4:8])
+                if length < 28 or length > MAX_RECORD:
+                    raise CaptureError(self.path, f"corrupt section header (length {length})", number + 1)
+                rest = read(length - 12)
+                if len(rest) < length - 12:
+                    raise CaptureError(self.path, "capture cut short inside a section header", number + 1)
+                interfaces = []
+                continue
+            btype, length = struct.unpack(order + "II", head)
+            if length < 12 or length % 4 or length > MAX_RECORD:
+                raise CaptureError(self.path, f"corrupt block (type {btype}, length {length})", number + 1)
+            body = read(length - 8)
+            if len(body) < length - 8:
+                raise CaptureError(self.path, "capture cut short inside a block", number + 1)
+            if btype == 1:  # interface description
+                cls = dpkt.pcapng.InterfaceDescriptionBlockLE if order == "<" else dpkt.pcapng.InterfaceDescriptionBlock
+                idb = cls(head + body)
+                tick, offset = 1e-6, 0
+                for opt in idb.opts:
+                    if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL and opt.data:
+                        v = opt.data[0]
+                        tick = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -(v & 0x7F)
+                    elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) >= 8:
+                        offset = struct.unpack(order + "q", opt.data[:8])[0]
+                interfaces.append((idb.linktype & 0xFFFF, tick, offset))
+                self.linktypes.append(idb.linktype & 0xFFFF)
+            elif btype in (6, 2):  # enhanced packet / obsolete packet block
+                number += 1
+                self._number = number
+                if btype == 6:
+                    iface, hi, lo, caplen, wire = struct.unpack_from(order + "IIIII", body, 0)
+                else:
+                    iface, _drops, hi, lo, caplen, wire = struct.unpack_from(order + "HHIIII", body, 0)
+                if iface >= len(interfaces):
+                    raise CaptureError(self.path, f"packet names interface {iface}, which was never described",
+                                       number)
+                if 20 + caplen > len(body):
+                    raise CaptureError(self.path, f"corrupt packet block (captured length {caplen})", number)
+                linktype, tick, offset = interfaces[iface]
+                yield Frame(number, ((hi << 32) | lo) * tick + offset, linktype,
+                            body[20:20 + caplen], max(wire, caplen))
+            elif btype == 3:  # simple packet block: no timestamp
+                number += 1
+                self._number = number
+                if not interfaces:
+                    raise CaptureError(self.path, "simple packet before any interface description", number)
+                (wire,) = struct.unpack_from(order + "I", body, 0)
+                data = body[4:4 + min(wire, len(body) - 8)]
+                yield Frame(number, 0.0, interfaces[0][0], data, wire)
+            # other blocks (name resolution, statistics, custom) carry no packets
+
+
+def read_frames(path: str | Path) -> Iterator[Frame]:
+    """Frames of a capture file; see :class:`CaptureReader` for error behaviour."""
+    with CaptureReader(path) as reader:
+        yield from reader
+
+
+def is_capture(data: bytes) -> bool:
+    """Whether ``data`` starts like a capture file (pcap, pcapng or gzip)."""
+    return data[:4] in PCAP_MAGICS or data[:4] == PCAPNG_SHB or data[:2] == GZIP_MAGIC
+
+
+__all__ = ["CaptureError", "CaptureReader", "Frame", "read_frames", "is_capture"]

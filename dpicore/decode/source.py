@@ -1,0 +1,89 @@
+"""A capture file as a stream of packets, with its damage recorded, not raised.
+
+Traffic is hostile input: a garbage frame must cost one counted error, never
+the run.  A file that cannot be read further (cut mid-record, corrupt block)
+ends the stream early; everything decoded before the damage has already been
+yielded, and :attr:`CaptureSource.problems` says what happened and where.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from ..model import Packet
+from .capture import CaptureError, CaptureReader
+from .packets import LINKTYPE_NAMES, DecodeError, Decoder, UnsupportedLinkType
+
+#: Per-file cap on the decode errors described one by one.
+MAX_DESCRIBED = 3
+
+
+class CaptureSource:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.frames = 0
+        self.packets = 0
+        self.undecodable = 0
+        self.unsupported: dict[int, int] = {}
+        self.problems: list[str] = []
+        #: The file ended early (damage) or could not be opened at all.
+        self.damaged = False
+        self.fatal: CaptureError | None = None
+        self._decoder = Decoder()
+
+    @property
+    def non_ip(self) -> int:
+        return self._decoder.non_ip
+
+    def __iter__(self) -> Iterator[Packet]:
+        decoder = self._decoder
+        decode = decoder.decode
+        try:
+            reader = CaptureReader(self.path)
+        except CaptureError as exc:
+            self._fatal(exc)
+            return
+        try:
+            for number, ts, linktype, data, wire_len in reader:
+                self.frames = number
+                try:
+                    pkt = decode(linktype, data, ts, wire_len, number)
+                except UnsupportedLinkType:
+                    self.unsupported[linktype] = self.unsupported.get(linktype, 0) + 1
+                    continue
+                except DecodeError as exc:
+                    self.undecodable += 1
+                    if self.undecodable <= MAX_DESCRIBED:
+                        self.problems.append(f"{self.path}: packet {number}: cannot decode: {exc}")
+                    continue
+                if pkt is not None:
+                    self.packets += 1
+                    yield pkt
+        except CaptureError as exc:
+            self._fatal(exc)
+        finally:
+            reader.close()
+            self._summarise()
+
+    def _fatal(self, exc: CaptureError) -> None:
+        self.damaged = True
+        self.fatal = exc
+        self.problems.append(str(exc))
+
+    def _summarise(self) -> None:
+        if self.undecodable > MAX_DESCRIBED:
+            self.problems.append(f"{self.path}: {self.undecodable} packets could not be decoded in all")
+        for linktype, count in sorted(self.unsupported.items()):
+            name = LINKTYPE_NAMES.get(linktype, "unknown")
+            self.problems.append(f"{self.path}: {count} packets with unsupported link type {linktype} ({name}) "
+                                 "skipped; supported: " + ", ".join(sorted(set(LINKTYPE_NAMES.values()))))
+        if self.unsupported and not self.packets:
+            self.damaged = True
+        if self.undecodable:
+            self.damaged = True
+
+
+def packets_from_pcap(path: str | Path) -> Iterator[Packet]:
+    """Decoded packets of a capture; damage ends the stream silently (use CaptureSource to see it)."""
+    return iter(CaptureSource(path))

@@ -1,0 +1,273 @@
+"""The pipeline: packets → flow table → layers in priority order → ended flows.
+
+Per packet of a flow that is already decided the cost is one dict lookup
+and a few counter updates.  Undecided flows hand *new* payload (never a
+replay of the flow from its start) to the layers still interested, in
+priority order, until a verdict reaches the confidence threshold.  Every
+layer call is isolated: an exception is recorded on the flow and the layer,
+and a layer that keeps failing is switched off for new flows.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Iterator
+
+import attrs
+
+from .config import Config
+from .flowtable import END_EOF, FlowTable
+from .model import C2S, TCP, Flow, FlowKey, Packet, Verdict
+from .plugins import Layer, PluginSet
+from .protocols import UNKNOWN, ProtocolRegistry
+
+log = logging.getLogger(__name__)
+
+#: A layer is switched off for new flows after this many exceptions.
+MAX_LAYER_ERRORS = 100
+
+REASON_VERDICT = "verdict"
+REASON_BUDGET = "budget"
+REASON_DECIDED = "decided"
+REASON_ERROR = "error"
+
+
+@attrs.define(slots=True, eq=False)
+class _Pending:
+    """One layer's interest in one flow."""
+
+    layer: Layer
+    state: Any
+    seen: int = 0
+
+
+@attrs.define(slots=True)
+class EngineStats:
+    packets: int = 0
+    non_ip: int = 0
+    flows: int = 0
+    evicted: int = 0
+    layer_errors: int = 0
+
+
+def _seq_after(a: int, b: int) -> bool:
+    """a > b in 32-bit sequence space."""
+    return 0 < ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+
+class Engine:
+    """Tracks flows and runs the layers of a :class:`PluginSet` over them.
+
+    Feed packets with :meth:`feed` (returns the flows that ended because of
+    it); call :meth:`flush` at the end of an input to end the rest.
+    """
+
+    def __init__(self, plugins: PluginSet, config: Config | None = None) -> None:
+        self.plugins = plugins
+        self.config = config or plugins.config
+        self.registry: ProtocolRegistry = plugins.registry
+        self.layers: list[Layer] = list(plugins.layers)
+        self.threshold = self.config.threshold
+        self.all_layers = self.config.all_layers
+        self.max_payloads = self.config.max_payloads
+        self.table = FlowTable(self.config.idle_timeout, self.config.active_timeout, self.config.max_flows)
+        self.stats = EngineStats()
+        self._next_expiry = float("-inf")
+        # Per-flow TCP stream position per direction, kept off the Flow to keep it small.
+        self._layer_rank = {layer.id: i for i, layer in enumerate(self.layers)}
+
+    # -- packets ---------------------------------------------------------------
+    def feed(self, pkt: Packet) -> list[Flow]:
+        """Account ``pkt`` and run the layers; return flows that ended meanwhile."""
+        ended: list[Flow] = []
+        self.stats.packets += 1
+        ts = pkt.ts
+        if ts >= self._next_expiry:
+            self._next_expiry = ts + 1.0
+            for flow in self.table.expire(ts):
+                ended.append(self._finish(flow))
+        table = self.table
+        key = FlowKey.of(pkt)
+        flow = table.flows.get(key)
+        if flow is not None:
+            reason = table.must_restart(flow, pkt)
+            if reason is not None:
+                table.remove(flow, reason)
+                ended.append(self._finish(flow))
+                flow = None
+        if flow is None:
+            victim = table.evict_for_new()
+            if victim is not None:
+                self.stats.evicted += 1
+                ended.append(self._finish(victim))
+            flow = table.new_flow(key, pkt)
+            table.insert(flow)
+            self._start(flow, pkt)
+        else:
+            table.flows.move_to_end(key)
+        direction = C2S if (pkt.src == flow.client and pkt.sport == flow.client_port) else 1
+        if direction == C2S:
+            flow.c2s_packets += 1
+            flow.c2s_bytes += pkt.wire_len
+        else:
+            flow.s2c_packets += 1
+            flow.s2c_bytes += pkt.wire_len
+        flow.last_seen = ts
+        if pkt.proto == TCP and pkt.tcp_flags & 0x05:
+            table.note_tcp_flags(flow, pkt.tcp_flags, direction, ts)
+        if flow.pending:
+            self._classify(flow, pkt, direction)
+        return ended
+
+    def flush(self) -> list[Flow]:
+        """End every live flow (end of input) and return them, oldest first."""
+        return [self._finish(flow) for flow in self.table.drain()]
+
+    def run(self, packets: Iterable[Packet]) -> Iterator[Flow]:
+        """Classify a stream of packets; yield every flow once it has ended."""
+        for pkt in packets:
+            ended = self.feed(pkt)
+            if ended:
+                yield from ended
+        yield from self.flush()
+
+    # -- layers ----------------------------------------------------------------
+    def _start(self, flow: Flow, pkt: Packet) -> None:
+        self.stats.flows += 1
+        pending: list[_Pending] = []
+        for layer in self.layers:
+            if layer.disabled:
+                continue
+            state = None
+            if layer.flow_new is not None:
+                try:
+                    state = layer.flow_new(flow, pkt)
+                except Exception as exc:
+                    self._layer_failed(flow, layer, "dpi_flow_new", exc)
+                    continue
+            pending.append(_Pending(layer, state))
+        flow.pending = pending
+        if not pending:
+            flow.final = True
+
+    def _classify(self, flow: Flow, pkt: Packet, direction: int) -> None:
+        payload = pkt.payload
+        if payload and not self._new_payload(flow, pkt, direction):
+            payload = b""  # a retransmission: layers have seen these bytes
+        elif payload and len(flow.payloads) < self.max_payloads:
+            flow.payloads.append((direction, payload))
+        pending = flow.pending
+        assert pending is not None
+        for entry in list(pending):
+            layer = entry.layer
+            if not payload and not layer.info.wants_empty:
+                continue
+            if layer.classify is None:
+                continue
+            entry.seen += 1
+            try:
+                verdict = layer.classify(flow, pkt, direction, entry.state)
+            except Exception as exc:
+                self._layer_failed(flow, layer, "dpi_classify", exc)
+                self._leave(flow, entry, REASON_ERROR)
+                continue
+            if verdict is not None:
+                self._leave(flow, entry, REASON_VERDICT, verdict)
+                if flow.final:
+                    return
+            elif entry.seen >= layer.info.max_packets:
+                self._leave(flow, entry, REASON_BUDGET)
+                if flow.final:
+                    return
+        if not pending:
+            flow.final = True
+
+    def _new_payload(self, flow: Flow, pkt: Packet, direction: int) -> bool:
+        """False for a TCP segment that only repeats bytes already seen."""
+        if pkt.proto != TCP:
+            return True
+        notes = flow.notes
+        key = "_seq%d" % direction
+        end = (pkt.seq + len(pkt.payload)) & 0xFFFFFFFF
+        last = notes.get(key)
+        if last is not None and not _seq_after(end, last):
+            return False
+        notes[key] = end
+        return True
+
+    def _leave(self, flow: Flow, entry: _Pending, reason: str, verdict: Verdict | None = None) -> None:
+        """Take ``entry``'s layer off the flow, giving it its ``dpi_flow_end`` call."""
+        pending = flow.pending
+        if pending is not None and entry in pending:
+            pending.remove(entry)
+        layer = entry.layer
+        if layer.flow_end is not None:
+            try:
+                last = layer.flow_end(flow, entry.state, reason)
+            except Exception as exc:
+                self._layer_failed(flow, layer, "dpi_flow_end", exc)
+                last = None
+            if verdict is None:
+                verdict = last
+        if verdict is not None and not flow.final:
+            self._accept(flow, layer, verdict)
+
+    def _accept(self, flow: Flow, layer: Layer, verdict: Verdict) -> None:
+        if not isinstance(verdict, Verdict):
+            self._layer_failed(flow, layer, "dpi_classify",
+                               TypeError(f"returned {type(verdict).__name__}, not Verdict"))
+            return
+        verdict.protocol = self.registry.canonical(verdict.protocol)
+        if not verdict.source:
+            verdict.source = layer.id
+        flow.verdicts.append(verdict)
+        if (not self.all_layers and verdict.protocol != UNKNOWN and verdict.confidence >= self.threshold):
+            flow.verdict = verdict
+            self._decide(flow)
+
+    def _decide(self, flow: Flow) -> None:
+        """The flow is final: release every layer still looking at it."""
+        flow.final = True
+        pending = flow.pending or []
+        flow.pending = None
+        for entry in pending:
+            self._leave(flow, entry, REASON_DECIDED)
+
+    def _layer_failed(self, flow: Flow, layer: Layer, hook: str, exc: BaseException) -> None:
+        message = f"{layer.id}: {hook} raised {type(exc).__name__}: {exc}"
+        flow.errors.append(message)
+        layer.errors += 1
+        layer.last_error = message
+        self.stats.layer_errors += 1
+        if layer.errors == MAX_LAYER_ERRORS:
+            layer.disabled = True
+            log.warning("layer %s disabled for new flows after %d errors; last: %s", layer.id, layer.errors,
+                        message)
+
+    def _finish(self, flow: Flow) -> Flow:
+        """The flow ended: release layers, pick the verdict."""
+        pending = flow.pending
+        if pending:
+            flow.pending = None
+            reason = flow.end_reason or END_EOF
+            for entry in list(pending):
+                self._leave(flow, entry, reason)
+        flow.final = True
+        flow.payloads = []
+        if flow.verdict is None:
+            flow.verdict = self.choose(flow.verdicts)
+        return flow
+
+    def choose(self, verdicts: list[Verdict]) -> Verdict | None:
+        """The flow's verdict: the highest-priority confident one, else the most confident one."""
+        named = [v for v in verdicts if v.protocol != UNKNOWN]
+        if not named:
+            return verdicts[0] if verdicts else None
+        rank = self._layer_rank
+        confident = [v for v in named if v.confidence >= self.threshold]
+        if confident:
+            return min(confident, key=lambda v: rank.get(v.source, len(rank)))
+        return max(named, key=lambda v: (v.confidence, -rank.get(v.source, len(rank))))
+
+    def close(self) -> None:
+        self.plugins.close()

@@ -1,0 +1,129 @@
+"""The flow table: bidirectional flows keyed by transport, endpoints and VLAN.
+
+Flows live in an ``OrderedDict`` kept in last-seen order (each packet moves
+its flow to the end), so the idle flows are always at the front: expiring
+them and evicting under the live-flow cap never scans the table.
+
+TCP: a FIN from both sides or a RST puts the flow into a short *closing*
+state; the trailing ACKs still count on it, and a new SYN on the same
+5-tuple (or the closing timeout) ends it, so a reused 5-tuple starts a new
+flow instead of merging two connections.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Iterator
+
+from .model import ACK, FIN, RST, SYN, TCP, Flow, FlowKey, Packet
+
+#: End reasons, as records and ``dpi_flow_end`` see them.
+END_FIN = "fin"
+END_RST = "rst"
+END_IDLE = "idle"
+END_ACTIVE = "active"
+END_EVICTED = "evicted"
+END_EOF = "eof"
+END_REUSED = "reused"
+
+CLOSING = 0x4  # bit in Flow.fin_mask: connection closed, waiting for stragglers
+
+
+class FlowTable:
+    def __init__(self, idle_timeout: float = 120.0, active_timeout: float = 1800.0,
+                 max_flows: int = 1_000_000, close_timeout: float = 5.0) -> None:
+        self.idle_timeout = idle_timeout
+        self.active_timeout = active_timeout
+        self.max_flows = max_flows
+        self.close_timeout = close_timeout
+        self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
+        self._closing: deque[tuple[float, Flow]] = deque()
+        self.evicted = 0
+        self.created = 0
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def new_flow(self, key: FlowKey, pkt: Packet) -> Flow:
+        """A flow for ``pkt``'s key; the SYN/ACK rule picks the client."""
+        if pkt.proto == TCP and pkt.tcp_flags & (SYN | ACK) == SYN | ACK:
+            client, cport, server, sport = pkt.dst, pkt.dport, pkt.src, pkt.sport
+        else:
+            client, cport, server, sport = pkt.src, pkt.sport, pkt.dst, pkt.dport
+        self.created += 1
+        return Flow(key, pkt.proto, pkt.vlan, client, cport, server, sport, pkt.ip_version, pkt.ts, pkt.ts,
+                    number=pkt.number)
+
+    def insert(self, flow: Flow) -> None:
+        self.flows[flow.key] = flow
+
+    def remove(self, flow: Flow, reason: str) -> Flow:
+        if self.flows.get(flow.key) is flow:
+            del self.flows[flow.key]
+        if not flow.end_reason:
+            flow.end_reason = reason
+        return flow
+
+    def must_restart(self, flow: Flow, pkt: Packet) -> str | None:
+        """Why ``pkt`` cannot join ``flow`` and starts a new one (None if it can)."""
+        if pkt.ts - flow.first_seen > self.active_timeout:
+            return END_ACTIVE
+        if pkt.ts - flow.last_seen > self.idle_timeout:
+            return END_IDLE
+        if flow.fin_mask & CLOSING and pkt.tcp_flags & (SYN | ACK) == SYN:
+            return END_REUSED
+        return None
+
+    def note_tcp_flags(self, flow: Flow, flags: int, direction: int, ts: float) -> None:
+        """Track FIN/RST; schedules the flow's end once the connection is closed."""
+        if flow.fin_mask & CLOSING:
+            return
+        if flags & RST:
+            flow.end_reason = END_RST
+        elif flags & FIN:
+            flow.fin_mask |= 1 << direction
+            if flow.fin_mask & 3 != 3:
+                return
+            flow.end_reason = END_FIN
+        else:
+            return
+        flow.fin_mask |= CLOSING
+        self._closing.append((ts + self.close_timeout, flow))
+
+    def expire(self, now: float) -> Iterator[Flow]:
+        """Remove and yield the flows that ended by ``now`` (closing and idle ones)."""
+        closing = self._closing
+        while closing and closing[0][0] <= now:
+            _, flow = closing.popleft()
+            if self.flows.get(flow.key) is flow:
+                yield self.remove(flow, flow.end_reason)
+        flows = self.flows
+        limit = now - self.idle_timeout
+        while flows:
+            key = next(iter(flows))
+            flow = flows[key]
+            if flow.last_seen >= limit:
+                break
+            del flows[key]
+            if not flow.end_reason or not flow.fin_mask & CLOSING:
+                flow.end_reason = END_IDLE
+            yield flow
+
+    def evict_for_new(self) -> Flow | None:
+        """Make room for a new flow when the cap is reached: the least recently seen goes."""
+        if len(self.flows) < self.max_flows:
+            return None
+        _, flow = self.flows.popitem(last=False)
+        self.evicted += 1
+        if not flow.fin_mask & CLOSING:
+            flow.end_reason = END_EVICTED
+        return flow
+
+    def drain(self) -> Iterator[Flow]:
+        """Remove and yield every flow (end of input), oldest first."""
+        while self.flows:
+            _, flow = self.flows.popitem(last=False)
+            if not flow.fin_mask & CLOSING:
+                flow.end_reason = END_EOF
+            yield flow
+        self._closing.clear()

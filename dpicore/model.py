@@ -1,0 +1,195 @@
+"""The data model shared by the core and every layer: Packet, FlowKey, Flow, Verdict.
+
+All classes are slotted attrs classes: a busy capture creates millions of
+packets and hundreds of thousands of flows, and slots keep both smaller and
+faster.  Addresses stay as raw bytes (4 or 16) on the hot path and become text
+only when a record is written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, NamedTuple
+
+import attrs
+
+# Transport numbers the engine treats specially.
+ICMP = 1
+IGMP = 2
+TCP = 6
+UDP = 17
+ICMPV6 = 58
+SCTP = 132
+
+TRANSPORT_NAMES: dict[int, str] = {
+    ICMP: "ICMP", IGMP: "IGMP", TCP: "TCP", UDP: "UDP", ICMPV6: "ICMPV6", SCTP: "SCTP",
+    47: "GRE", 50: "ESP", 51: "AH", 41: "IPV6", 4: "IPIP", 89: "OSPF", 103: "PIM",
+    112: "VRRP",
+}
+
+#: Transports whose packets carry ports.
+PORTED = frozenset({TCP, UDP, SCTP})
+
+# TCP flag bits.
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+#: Direction of a packet within its flow.
+C2S = 0
+S2C = 1
+
+
+def transport_name(proto: int) -> str:
+    """Name of an IP protocol number as records print it (numbers for the rare ones)."""
+    return TRANSPORT_NAMES.get(proto, str(proto))
+
+
+def format_ip(addr: bytes) -> str:
+    """Printable form of a raw 4- or 16-byte address."""
+    if len(addr) == 4:
+        return "%d.%d.%d.%d" % (addr[0], addr[1], addr[2], addr[3])
+    return str(ipaddress.IPv6Address(addr))
+
+
+def parse_ip(text: str) -> bytes:
+    return ipaddress.ip_address(text).packed
+
+
+@attrs.define(slots=True)
+class Packet:
+    """One decoded IP packet.
+
+    ``payload`` is the captured transport payload (possibly shorter than on
+    the wire when the capture was cut by a snap length); ``payload_len`` is the
+    length the IP header announces, which is what libprotoident wants.
+    ``ip`` is the IP-layer bytes nDPI expects.
+    """
+
+    ts: float
+    ip_version: int
+    src: bytes
+    dst: bytes
+    proto: int
+    sport: int = 0
+    dport: int = 0
+    tcp_flags: int = 0
+    wire_len: int = 0
+    payload: bytes = b""
+    payload_len: int = 0
+    ip: bytes = b""
+    vlan: int = 0
+    seq: int = 0
+    number: int = 0
+    #: Set for non-first IPv4 fragments: they count on their flow but carry no
+    #: transport header of their own.
+    fragment: bool = False
+
+
+class FlowKey(NamedTuple):
+    """Bidirectional flow identity: transport, VLAN and both endpoints, lower first."""
+
+    proto: int
+    vlan: int
+    addr_a: bytes
+    port_a: int
+    addr_b: bytes
+    port_b: int
+
+    @classmethod
+    def of(cls, pkt: Packet) -> "FlowKey":
+        a = (pkt.src, pkt.sport)
+        b = (pkt.dst, pkt.dport)
+        if b < a:
+            a, b = b, a
+        return cls(pkt.proto, pkt.vlan, a[0], a[1], b[0], b[1])
+
+
+@attrs.define(slots=True)
+class Verdict:
+    """One layer's answer about a flow.
+
+    ``confidence`` is in [0, 1]; the pipeline compares it with the configured
+    threshold.  ``protocol`` is canonicalised by the pipeline, so a layer may
+    return its own library's spelling.
+    """
+
+    protocol: str
+    source: str = ""
+    confidence: float = 1.0
+    app: str | None = None
+    category: str | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "source": self.source,
+            "confidence": round(self.confidence, 4),
+            "app": self.app,
+            "category": self.category,
+            "metadata": self.metadata,
+        }
+
+
+@attrs.define(slots=True, eq=False)
+class Flow:
+    """A bidirectional conversation; the client is whoever sent the first packet seen.
+
+    When the capture shows a SYN/ACK before anything else, the flow table
+    swaps the roles so the SYN sender is still the client.
+    """
+
+    key: FlowKey
+    proto: int
+    vlan: int
+    client: bytes
+    client_port: int
+    server: bytes
+    server_port: int
+    ip_version: int
+    first_seen: float
+    last_seen: float
+    c2s_packets: int = 0
+    s2c_packets: int = 0
+    c2s_bytes: int = 0
+    s2c_bytes: int = 0
+    #: First payloads per direction, in order, bounded by the flow table.
+    payloads: list[tuple[int, bytes]] = attrs.field(factory=list)
+    #: Per-layer private state, keyed by layer id.
+    state: dict[str, Any] = attrs.field(factory=dict)
+    verdicts: list[Verdict] = attrs.field(factory=list)
+    verdict: Verdict | None = None
+    final: bool = False
+    errors: list[str] = attrs.field(factory=list)
+    end_reason: str = ""
+    #: Layers still looking at this flow (pipeline-owned).
+    pending: list[Any] | None = None
+    #: TCP: FIN seen from client / server; the flow ends when both are seen or on RST.
+    fin_mask: int = 0
+    #: The number of the packet that opened the flow in its source (for stable ordering).
+    number: int = 0
+    #: Extra annotations a layer wants other layers to see (e.g. an expected FTP data port).
+    notes: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def packets(self) -> int:
+        return self.c2s_packets + self.s2c_packets
+
+    @property
+    def bytes(self) -> int:
+        return self.c2s_bytes + self.s2c_bytes
+
+    def direction_of(self, pkt: Packet) -> int:
+        """C2S when ``pkt`` comes from the client side, S2C otherwise."""
+        if pkt.src == self.client and pkt.sport == self.client_port:
+            return C2S
+        return S2C
+
+    def first_payload(self, direction: int) -> bytes | None:
+        for d, data in self.payloads:
+            if d == direction:
+                return data
+        return None
+
+    def stream(self, direction: int) -> bytes:
+        """The captured payload bytes of one direction joined (bounded by the table's payload cap)."""
+        return b"".join(data for d, data in self.payloads if d == direction)

@@ -1,0 +1,133 @@
+"""Flow records and the writers that print them (JSONL, CSV, table).
+
+The JSONL record is a stable contract (DESIGN.md): exactly these fields,
+``src_*`` is the client, unknown flows say ``"protocol": "Unknown"``, and
+``--all-layers`` adds a ``verdicts`` list.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import IO, Any, Iterable
+
+from .model import Flow, format_ip, transport_name
+from .protocols import UNKNOWN
+
+RECORD_FIELDS: tuple[str, ...] = (
+    "transport", "src_ip", "src_port", "dst_ip", "dst_port", "vlan", "first_seen", "last_seen",
+    "packets", "bytes", "c2s_packets", "s2c_packets", "c2s_bytes", "s2c_bytes",
+    "protocol", "source", "confidence", "category", "metadata",
+)
+
+FORMATS = ("table", "jsonl", "csv")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe metadata: bytes as hex, sets as sorted lists, everything else as text."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_clean(v) for v in value)
+    return str(value)
+
+
+def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
+    v = flow.verdict
+    metadata: dict[str, Any] = {}
+    if v is not None:
+        metadata.update(v.metadata)
+        if v.app and v.app != v.protocol:
+            metadata.setdefault("app", v.app)
+    if flow.errors:
+        metadata["errors"] = flow.errors
+    record: dict[str, Any] = {
+        "transport": transport_name(flow.proto),
+        "src_ip": format_ip(flow.client),
+        "src_port": flow.client_port,
+        "dst_ip": format_ip(flow.server),
+        "dst_port": flow.server_port,
+        "vlan": flow.vlan,
+        "first_seen": round(flow.first_seen, 6),
+        "last_seen": round(flow.last_seen, 6),
+        "packets": flow.c2s_packets + flow.s2c_packets,
+        "bytes": flow.c2s_bytes + flow.s2c_bytes,
+        "c2s_packets": flow.c2s_packets,
+        "s2c_packets": flow.s2c_packets,
+        "c2s_bytes": flow.c2s_bytes,
+        "s2c_bytes": flow.s2c_bytes,
+        "protocol": v.protocol if v is not None and v.protocol else UNKNOWN,
+        "source": v.source if v is not None else None,
+        "confidence": round(v.confidence, 4) if v is not None else 0.0,
+        "category": v.category if v is not None else None,
+        "metadata": _clean(metadata),
+    }
+    if all_layers:
+        record["verdicts"] = [_clean(x.to_dict()) for x in flow.verdicts]
+    return record
+
+
+class RecordWriter:
+    """Streams records to ``out`` in one of :data:`FORMATS`.
+
+    JSONL and CSV are written as flows end, so memory does not grow with the
+    capture; the table is laid out at :meth:`close` (it is meant for people,
+    and column widths need every row).
+    """
+
+    def __init__(self, out: IO[str], fmt: str = "jsonl", all_layers: bool = False) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+        self.out = out
+        self.fmt = fmt
+        self.all_layers = all_layers
+        self.count = 0
+        self._rows: list[dict[str, Any]] = []
+        self._csv: Any = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.count += 1
+        if self.fmt == "jsonl":
+            self.out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        elif self.fmt == "csv":
+            if self._csv is None:
+                fields = list(RECORD_FIELDS) + (["verdicts"] if self.all_layers else [])
+                self._csv = csv.DictWriter(self.out, fieldnames=fields, extrasaction="ignore")
+                self._csv.writeheader()
+            row = dict(record)
+            row["metadata"] = json.dumps(record["metadata"], separators=(",", ":"))
+            if "verdicts" in row:
+                row["verdicts"] = json.dumps(record["verdicts"], separators=(",", ":"))
+            self._csv.writerow(row)
+        else:
+            self._rows.append(record)
+
+    def write_all(self, records: Iterable[dict[str, Any]]) -> None:
+        for r in records:
+            self.write(r)
+
+    def close(self) -> None:
+        if self.fmt == "table":
+            self._table()
+        self.out.flush()
+
+    def _table(self) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for col in ("transport", "client", "server", "pkts", "bytes", "protocol", "source", "conf", "detail"):
+            table.add_column(col, justify="right" if col in ("pkts", "bytes", "conf") else "left")
+        for r in self._rows:
+            md = r["metadata"]
+            detail = next((str(md[k]) for k in ("host", "sni", "query", "banner", "app") if md.get(k)), "")
+            table.add_row(r["transport"], f"{r['src_ip']}:{r['src_port']}", f"{r['dst_ip']}:{r['dst_port']}",
+                          str(r["packets"]), str(r["bytes"]), r["protocol"], r["source"] or "-",
+                          f"{r['confidence']:.2f}", detail[:40])
+        Console(file=self.out, width=200, no_color=not self.out.isatty()).print(table)

@@ -1,0 +1,237 @@
+"""Plugin discovery and the layer table.
+
+Loading is our own loop over ``importlib.metadata.entry_points`` with one
+try/except per plugin, so a broken plugin is reported (``dpi plugins`` shows it
+failed and why) and the rest keep working.  pluggy has no numeric priority,
+so the order of layers is ours: ``LayerInfo.priority`` unless the
+configuration overrides it, ties broken by id.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Callable, Iterable
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .config import Config
+from .protocols import ProtocolRegistry, ProtocolSpec, registry as default_registry
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "dpicore.plugins"
+
+LOADED = "loaded"
+DISABLED = "disabled"
+FAILED = "failed"
+
+
+class PluginError(RuntimeError):
+    """A layer the configuration requires could not be loaded."""
+
+
+@attrs.define(slots=True, frozen=True)
+class LayerInfo:
+    """What a layer tells the core about itself (returned by ``dpi_layer_info``)."""
+
+    id: str
+    priority: int = 50
+    protocols: tuple[str, ...] = ()
+    #: Packets per flow the layer wants to see before it gives up.
+    max_packets: int = 10
+    #: Also call the layer for packets without payload (nDPI tracks TCP state).
+    wants_empty: bool = False
+    description: str = ""
+
+
+@attrs.define(slots=True)
+class PluginStatus:
+    """One row of ``dpi plugins``."""
+
+    id: str
+    distribution: str | None
+    version: str | None
+    priority: int | None
+    status: str
+    reason: str = ""
+    description: str = ""
+    protocols: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.define(slots=True, eq=False)
+class Layer:
+    """A loaded layer as the pipeline uses it: plain callables, no pluggy dispatch."""
+
+    id: str
+    priority: int
+    info: LayerInfo
+    classify: Callable[[Any, Any, int, Any], Any] | None
+    flow_new: Callable[[Any, Any], Any] | None
+    flow_end: Callable[[Any, Any, str], Any] | None
+    errors: int = 0
+    last_error: str = ""
+    disabled: bool = False
+
+
+def _bind(impl: pluggy.HookImpl, params: tuple[str, ...]) -> Callable[..., Any]:
+    """Adapt an implementation that accepts a subset of ``params`` to positional calls."""
+    fn = impl.function
+    names = tuple(impl.argnames)
+    if names == params:
+        return fn
+    unknown = set(names) - set(params)
+    if unknown:
+        raise TypeError(f"{impl.plugin_name}: {fn.__name__} takes unknown arguments {sorted(unknown)}")
+    index = [params.index(n) for n in names]
+    return lambda *args: fn(*[args[i] for i in index])
+
+
+def _impls(pm: pluggy.PluginManager, hook: str, name: str) -> pluggy.HookImpl | None:
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        if impl.plugin_name == name:
+            return impl
+    return None
+
+
+def _call(pm: pluggy.PluginManager, hook: str, name: str, **kwargs: Any) -> Any:
+    impl = _impls(pm, hook, name)
+    if impl is None:
+        return None
+    return impl.function(*[kwargs[a] for a in impl.argnames])
+
+
+class PluginSet:
+    """The plugin manager plus the status of every plugin it was offered."""
+
+    def __init__(self, config: Config | None = None, registry: ProtocolRegistry | None = None) -> None:
+        self.config = config or Config()
+        self.registry = registry or default_registry
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.statuses: dict[str, PluginStatus] = {}
+        self.layers: list[Layer] = []
+        self._configured: list[str] = []
+
+    # -- loading ---------------------------------------------------------
+    def load_entry_points(self, eps: Iterable[EntryPoint] | None = None) -> None:
+        if eps is None:
+            eps = entry_points(group=ENTRY_POINT_GROUP)
+        for ep in sorted(eps, key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.name if dist is not None else None
+            version = dist.version if dist is not None else None
+            if ep.name in self.statuses:
+                self.statuses[ep.name + "@" + (dist_name or "?")] = PluginStatus(
+                    ep.name, dist_name, version, None, FAILED,
+                    f"duplicate layer id {ep.name!r} (already provided by "
+                    f"{self.statuses[ep.name].distribution})")
+                continue
+            if not self.config.allows(ep.name):
+                self.statuses[ep.name] = PluginStatus(ep.name, dist_name, version, None, DISABLED,
+                                                      "disabled by configuration")
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # any import-time error of a third-party plugin
+                self._fail(ep.name, dist_name, version, f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            self.add(ep.name, obj, dist_name, version)
+
+    def add(self, name: str, obj: object, distribution: str | None = None, version: str | None = None) -> bool:
+        """Register one plugin object or module under ``name``; report instead of raising."""
+        if not self.config.allows(name):
+            self.statuses[name] = PluginStatus(name, distribution, version, None, DISABLED,
+                                               "disabled by configuration")
+            return False
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:
+            self._fail(name, distribution, version, f"registration failed: {type(exc).__name__}: {exc}")
+            return False
+        try:
+            info = _call(self.pm, "dpi_layer_info", name)
+            if info is not None and not isinstance(info, LayerInfo):
+                raise TypeError(f"dpi_layer_info returned {type(info).__name__}, not LayerInfo")
+            specs = _call(self.pm, "dpi_register_protocols", name) or ()
+            count = 0
+            for spec in specs:
+                if not isinstance(spec, (str, ProtocolSpec)):
+                    raise TypeError(f"dpi_register_protocols yielded {type(spec).__name__}")
+                self.registry.register(spec, source=name)
+                count += 1
+            if info is not None:
+                for proto in info.protocols:
+                    self.registry.register(proto, source=name)
+            _call(self.pm, "dpi_configure", name, config=dict(self.config.layer_settings.get(name, {})))
+            self._configured.append(name)
+            layer = self._make_layer(name, info) if info is not None else None
+        except Exception as exc:
+            self.pm.unregister(name=name)
+            self._fail(name, distribution, version, f"{type(exc).__name__}: {exc}")
+            return False
+        priority = layer.priority if layer else None
+        self.statuses[name] = PluginStatus(
+            name, distribution, version, priority, LOADED,
+            description=info.description if info else "protocol names only",
+            protocols=len(info.protocols) if info else count)
+        if layer is not None:
+            self.layers.append(layer)
+            self.layers.sort(key=lambda l: (l.priority, l.id))
+        return True
+
+    def _make_layer(self, name: str, info: LayerInfo) -> Layer:
+        if info.id != name:
+            raise ValueError(f"layer id {info.id!r} differs from its entry-point name {name!r}")
+        classify = _impls(self.pm, "dpi_classify", name)
+        new = _impls(self.pm, "dpi_flow_new", name)
+        end = _impls(self.pm, "dpi_flow_end", name)
+        override = self.config.priority_override(name)
+        return Layer(
+            id=name,
+            priority=info.priority if override is None else override,
+            info=info,
+            classify=_bind(classify, ("flow", "packet", "direction", "state")) if classify else None,
+            flow_new=_bind(new, ("flow", "packet")) if new else None,
+            flow_end=_bind(end, ("flow", "state", "reason")) if end else None,
+        )
+
+    def _fail(self, name: str, dist: str | None, version: str | None, reason: str) -> None:
+        log.warning("plugin %s failed: %s", name, reason)
+        self.statuses[name] = PluginStatus(name, dist, version, None, FAILED, reason)
+
+    def check_required(self) -> None:
+        """Raise :class:`PluginError` naming each required layer that is not loaded."""
+        missing = []
+        for name in self.config.require:
+            st = self.statuses.get(name)
+            if st is None:
+                missing.append(f"{name}: not installed (no entry point in group {ENTRY_POINT_GROUP!r})")
+            elif st.status != LOADED:
+                missing.append(f"{name}: {st.status}: {st.reason}")
+        if missing:
+            raise PluginError("required layer unavailable: " + "; ".join(missing))
+
+    def close(self) -> None:
+        for name in reversed(self._configured):
+            try:
+                _call(self.pm, "dpi_unconfigure", name)
+            except Exception as exc:
+                log.warning("plugin %s failed to unconfigure: %s", name, exc)
+        self._configured.clear()
+
+
+def discover(config: Config | None = None, extra: Iterable[tuple[str, object]] = (),
+             eps: Iterable[EntryPoint] | None = None) -> PluginSet:
+    """Load every installed plugin (plus ``extra`` objects) and check required layers."""
+    plugins = PluginSet(config)
+    plugins.load_entry_points(eps)
+    for name, obj in extra:
+        plugins.add(name, obj)
+    plugins.check_required()
+    return plugins
