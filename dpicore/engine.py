@@ -39,6 +39,8 @@ class _Pending:
     layer: Layer
     state: Any
     seen: int = 0
+    #: Packets left to observe after this layer decided the flow (Verdict.watch).
+    watching: int = 0
 
 
 @attrs.define(slots=True)
@@ -164,6 +166,9 @@ class Engine:
                 continue
             if layer.classify is None:
                 continue
+            if entry.watching:
+                self._watch(flow, pkt, direction, entry)
+                continue
             entry.seen += 1
             try:
                 verdict = layer.classify(flow, pkt, direction, entry.state)
@@ -172,6 +177,10 @@ class Engine:
                 self._leave(flow, entry, REASON_ERROR)
                 continue
             if verdict is not None:
+                if isinstance(verdict, Verdict) and verdict.watch > 0 and not self.all_layers \
+                        and verdict.protocol != UNKNOWN and verdict.confidence >= self.threshold:
+                    self._accept(flow, layer, verdict, keep=entry)
+                    return
                 self._leave(flow, entry, REASON_VERDICT, verdict)
                 if flow.final:
                     return
@@ -181,6 +190,21 @@ class Engine:
                     return
         if not pending:
             flow.final = True
+            flow.pending = None
+
+    def _watch(self, flow: Flow, pkt: Packet, direction: int, entry: _Pending) -> None:
+        """Let the deciding layer observe one more packet; a verdict it returns updates the metadata."""
+        entry.watching -= 1
+        try:
+            verdict = entry.layer.classify(flow, pkt, direction, entry.state)
+        except Exception as exc:
+            self._layer_failed(flow, entry.layer, "dpi_classify", exc)
+            verdict = None
+            entry.watching = 0
+        if isinstance(verdict, Verdict) and flow.verdict is not None:
+            flow.verdict.metadata.update(verdict.metadata)
+        if entry.watching <= 0:
+            self._leave(flow, entry, REASON_VERDICT)
 
     def _new_payload(self, flow: Flow, pkt: Packet, direction: int) -> bool:
         """False for a TCP segment that only repeats bytes already seen."""
@@ -212,7 +236,7 @@ class Engine:
         if verdict is not None and not flow.final:
             self._accept(flow, layer, verdict)
 
-    def _accept(self, flow: Flow, layer: Layer, verdict: Verdict) -> None:
+    def _accept(self, flow: Flow, layer: Layer, verdict: Verdict, keep: _Pending | None = None) -> None:
         if not isinstance(verdict, Verdict):
             self._layer_failed(flow, layer, "dpi_classify",
                                TypeError(f"returned {type(verdict).__name__}, not Verdict"))
@@ -223,15 +247,19 @@ class Engine:
         flow.verdicts.append(verdict)
         if (not self.all_layers and verdict.protocol != UNKNOWN and verdict.confidence >= self.threshold):
             flow.verdict = verdict
-            self._decide(flow)
+            self._decide(flow, keep)
 
-    def _decide(self, flow: Flow) -> None:
-        """The flow is final: release every layer still looking at it."""
+    def _decide(self, flow: Flow, keep: _Pending | None = None) -> None:
+        """The flow is final: release every layer still looking at it (but a watching one)."""
         flow.final = True
         pending = flow.pending or []
         flow.pending = None
         for entry in pending:
-            self._leave(flow, entry, REASON_DECIDED)
+            if entry is not keep:
+                self._leave(flow, entry, REASON_DECIDED)
+        if keep is not None:
+            keep.watching = flow.verdict.watch if flow.verdict is not None else 0
+            flow.pending = [keep]
 
     def _layer_failed(self, flow: Flow, layer: Layer, hook: str, exc: BaseException) -> None:
         message = f"{layer.id}: {hook} raised {type(exc).__name__}: {exc}"

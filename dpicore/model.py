@@ -118,6 +118,10 @@ class Verdict:
     app: str | None = None
     category: str | None = None
     metadata: dict[str, Any] = attrs.field(factory=dict)
+    #: Payload packets the deciding layer still wants to observe after the
+    #: verdict (like nDPI's extra dissection: FTP control announcing data
+    #: ports, TLS certificates).  Not part of the record.
+    watch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {

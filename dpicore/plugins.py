@@ -155,6 +155,9 @@ class PluginSet:
             self._fail(name, distribution, version, f"registration failed: {type(exc).__name__}: {exc}")
             return False
         try:
+            # Configure first: a layer's info (packet budget, protocols) may depend on its settings.
+            _call(self.pm, "dpi_configure", name, config=dict(self.config.layer_settings.get(name, {})))
+            self._configured.append(name)
             info = _call(self.pm, "dpi_layer_info", name)
             if info is not None and not isinstance(info, LayerInfo):
                 raise TypeError(f"dpi_layer_info returned {type(info).__name__}, not LayerInfo")
@@ -168,10 +171,14 @@ class PluginSet:
             if info is not None:
                 for proto in info.protocols:
                     self.registry.register(proto, source=name)
-            _call(self.pm, "dpi_configure", name, config=dict(self.config.layer_settings.get(name, {})))
-            self._configured.append(name)
             layer = self._make_layer(name, info) if info is not None else None
         except Exception as exc:
+            if name in self._configured:
+                self._configured.remove(name)
+                try:
+                    _call(self.pm, "dpi_unconfigure", name)
+                except Exception:
+                    pass
             self.pm.unregister(name=name)
             self._fail(name, distribution, version, f"{type(exc).__name__}: {exc}")
             return False

@@ -1,0 +1,87 @@
+"""The dpicore hooks of the heuristics layer.
+
+Configuration (``[layers.heuristics]``)::
+
+    enable = ["HTTP", "TLS"]   # only these protocols' heuristics (default: all)
+    block = ["RTP"]            # never run these
+    max_packets = 8            # payload packets per flow before giving up
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpicore import LayerInfo, Verdict, hookimpl
+from dpicore.protocols import UNKNOWN
+
+from .base import LAYER_ID, MORE, Heuristic
+from .dispatch import Dispatcher, FlowState
+from .protocols import all_heuristics
+
+DEFAULT_PRIORITY = 10
+DEFAULT_MAX_PACKETS = 8
+
+_dispatcher: Dispatcher | None = None
+_max_packets = DEFAULT_MAX_PACKETS
+
+
+def select(heuristics: list[Heuristic], config: dict[str, Any]) -> list[Heuristic]:
+    """Apply the layer's enable/block lists; unknown names are a configuration error."""
+    names = {h.name.lower() for h in heuristics}
+    enable = config.get("enable")
+    block = config.get("block", [])
+    for key, value in (("enable", enable or []), ("block", block)):
+        unknown = [n for n in value if n.lower() not in names]
+        if unknown:
+            raise ValueError(f"layers.heuristics.{key}: unknown protocol(s) {', '.join(unknown)}; known: "
+                             + ", ".join(sorted({h.name for h in heuristics})))
+    blocked = {n.lower() for n in block}
+    wanted = None if enable is None else {n.lower() for n in enable}
+    return [h for h in heuristics
+            if h.name.lower() not in blocked and (wanted is None or h.name.lower() in wanted)]
+
+
+def protocol_names() -> tuple[str, ...]:
+    return tuple(sorted({n for h in all_heuristics() for n in (h.name, *h.also)}))
+
+
+@hookimpl
+def dpi_layer_info() -> LayerInfo:
+    return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY, protocols=protocol_names(),
+                     max_packets=_max_packets,
+                     description="port-independent payload heuristics")
+
+
+@hookimpl
+def dpi_configure(config: dict[str, Any]) -> None:
+    global _dispatcher, _max_packets
+    _max_packets = int(config.get("max_packets", DEFAULT_MAX_PACKETS))
+    _dispatcher = Dispatcher(select(all_heuristics(), config))
+
+
+@hookimpl
+def dpi_unconfigure() -> None:
+    global _dispatcher
+    _dispatcher = None
+
+
+def dispatcher() -> Dispatcher:
+    global _dispatcher
+    if _dispatcher is None:
+        _dispatcher = Dispatcher(all_heuristics())
+    return _dispatcher
+
+
+@hookimpl
+def dpi_flow_new(flow: Any, packet: Any) -> FlowState:
+    return FlowState()
+
+
+@hookimpl
+def dpi_classify(flow: Any, packet: Any, direction: int, state: FlowState) -> Verdict | None:
+    result = dispatcher().classify(state, (flow, packet.proto, direction, packet.payload))
+    if result is MORE:
+        return None
+    if result is None:
+        return Verdict(UNKNOWN, LAYER_ID, 0.0)
+    return result

@@ -1,0 +1,104 @@
+"""HTTP/1.x requests and responses, also when the request head spans segments.
+
+A request line is ``METHOD SP target SP HTTP/1.x``; a response starts with
+``HTTP/1.x SP 3DIGIT``.  Methods come from the IANA method registry plus
+WebDAV's; an unknown token followed by a valid request line still counts,
+at a lower confidence, because RFC 9110 lets servers define methods.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dpicore import Verdict
+
+from ..base import CERTAIN, LIKELY, MORE, STRONG, TCP_ONLY, Context, Heuristic, found, starts, text
+
+METHODS = (
+    "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PATCH", "PROPFIND", "PROPPATCH",
+    "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE",
+    "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE", "ACL", "BIND", "LINK", "UNLINK", "MKCALENDAR",
+    "VERSION-CONTROL", "BASELINE-CONTROL", "UPDATE", "LABEL", "ORDERPATCH", "REBIND", "UNBIND", "M-SEARCH",
+)
+_METHOD_SET = frozenset(m.encode() for m in METHODS)
+_REQUEST = re.compile(rb"^([A-Z][A-Z_-]{1,19}) (\S{1,8192}) HTTP/(1\.[01]|0\.9)\r?\n")
+_RESPONSE = re.compile(rb"^HTTP/(1\.[01]|2|2\.0) ([1-5]\d\d)(?: [^\r\n]*)?\r?\n")
+_HEADER = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\r\n]*)\r?$", re.M)
+MAX_HEAD = 16384
+
+
+def headers(head: bytes) -> dict[str, str]:
+    """Header fields of a message head (lower-case names, first occurrence wins)."""
+    out: dict[str, str] = {}
+    for name, value in _HEADER.findall(head):
+        out.setdefault(name.decode("latin-1").lower(), value.decode("latin-1").strip())
+    return out
+
+
+def _upgrade(h: dict[str, str]) -> str | None:
+    up = h.get("upgrade", "").lower()
+    if "websocket" in up:
+        return "WebSocket"
+    if "h2c" in up and "http2-settings" in h:
+        return "HTTP2"
+    return None
+
+
+def request(data: bytes) -> Verdict | None | object:
+    """Decide on a client stream that may hold a (partial) HTTP request head."""
+    m = _REQUEST.match(data)
+    if m is None:
+        # An incomplete first line: keep waiting while it still looks like one.
+        line = data.split(b"\n", 1)[0]
+        if b"\n" not in data and len(data) < 8192 and b" " in line:
+            method = line.split(b" ", 1)[0]
+            if method in _METHOD_SET:
+                return MORE
+        return None
+    method, target, version = m.group(1), m.group(2), m.group(3)
+    known = method in _METHOD_SET
+    if not known and method.upper() != method:
+        return None
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        end = data.find(b"\n\n")
+    if end < 0 and len(data) < MAX_HEAD:
+        if known:
+            # The request line alone is already unambiguous; read on for Host and friends.
+            return MORE if len(data) < 2048 else _verdict(method, target, version, data, known)
+        return MORE
+    return _verdict(method, target, version, data[:end] if end >= 0 else data, known)
+
+
+def _verdict(method: bytes, target: bytes, version: bytes, head: bytes, known: bool) -> Verdict:
+    h = headers(head)
+    proto = _upgrade(h) or "HTTP"
+    confidence = CERTAIN if known else LIKELY
+    return found(proto, confidence, method=method.decode(), host=h.get("host"), path=text(target, 512),
+                 user_agent=h.get("user-agent"), version="HTTP/" + version.decode(),
+                 upgrade=h.get("upgrade"))
+
+
+def detect(ctx: Context) -> Verdict | None | object:
+    data = ctx.stream if ctx.index > 1 else ctx.payload
+    if ctx.from_client:
+        result = request(data)
+        if result is MORE and ctx.index >= 6:
+            return None
+        return result
+    m = _RESPONSE.match(data)
+    if m is None:
+        return None
+    end = data.find(b"\r\n\r\n")
+    h = headers(data[:end] if end >= 0 else data[:MAX_HEAD])
+    proto = "HTTP"
+    if m.group(2) == b"101":
+        proto = _upgrade(h) or "HTTP"
+    return found(proto, STRONG, status=int(m.group(2)), server=h.get("server"),
+                 content_type=h.get("content-type"))
+
+
+HEURISTICS = [
+    Heuristic("HTTP", detect, TCP_ONLY, starts(*METHODS, "HTTP/") | frozenset(range(ord("A"), ord("Z") + 1)),
+              server_first=False, order=20, also=("WebSocket",)),
+]
