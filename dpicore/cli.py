@@ -66,14 +66,49 @@ def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tupl
     return config, plugins
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+COMMANDS_GROUP = "dpicore.commands"
+
+
+class PluginCommands(click.Group):
+    """Built-in commands plus those plugins add through the ``dpicore.commands``
+    entry-point group (e.g. ``dpi ml`` from dpi-ml), loaded only when used."""
+
+    def _entry_points(self) -> dict[str, object]:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        ep = self._entry_points().get(name)
+        if ep is None:
+            return None
+        try:
+            loaded = ep.load()  # type: ignore[attr-defined]
+        except Exception as exc:  # a broken plugin must not break 'dpi --help'
+            return click.Command(name, help=f"(unavailable: {type(exc).__name__}: {exc})",
+                                 callback=lambda: _fail_command(name, exc))
+        return loaded if isinstance(loaded, click.Command) else None
+
+
+def _fail_command(name: str, exc: Exception) -> None:
+    raise click.UsageError(f"command {name!r} is unavailable: {type(exc).__name__}: {exc}")
+
+
+@click.group(cls=PluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dpi")
 def main() -> None:
     """dpicore: name the application protocol of every network flow.
 
     Layers (heuristics, nDPI, libprotoident, ML, third-party plugins) are
     installed as separate packages and run in priority order; see
-    'dpi plugins'.
+    'dpi plugins'.  Plugins may add commands (entry-point group
+    dpicore.commands), such as 'dpi ml' from dpi-ml.
     """
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
 
