@@ -15,8 +15,9 @@ use one per thread or process.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import dpkt
 
@@ -59,6 +60,8 @@ class Classifier:
         self.engine = Engine(self.plugins, config)
         #: The last capture read by :meth:`classify_pcap` (for its damage report).
         self.last_source: CaptureSource | None = None
+        #: The last live source opened by :meth:`classify_live` (for its counters).
+        self.last_live: Any = None
 
     @property
     def layers(self) -> list[str]:
@@ -69,6 +72,34 @@ class Classifier:
         source = CaptureSource(path)
         self.last_source = source
         yield from self.engine.run(source)
+
+    def classify_live(self, interface: str, bpf: str | None = None, duration: float | None = None,
+                      write_pcap: str | None = None, close_timeout: float = 0.5) -> Iterator[Flow]:
+        """Flows of a live interface, each yielded when it ends.
+
+        Stops after ``duration`` seconds or on Ctrl-C; either way every open
+        flow is then ended and yielded.  A closed TCP connection is reported
+        ``close_timeout`` seconds after its last FIN/RST.  Raises
+        :class:`dpicore.live.LiveCaptureError` when the interface cannot be
+        opened (no such interface, no permission, bad filter).
+        """
+        from .live import LiveSource
+
+        source = LiveSource(interface, bpf=bpf, duration=duration, write_pcap=write_pcap)
+        self.last_live = source
+        engine = self.engine
+        engine.table.close_timeout = close_timeout
+        feed, tick = engine.feed, engine.tick
+        try:
+            for pkt in source:
+                ended = tick(time.time()) if pkt is None else feed(pkt)
+                if ended:
+                    yield from ended
+        except KeyboardInterrupt:
+            source.interrupted = True
+        finally:
+            source.close()
+        yield from engine.flush()
 
     def classify_packets(self, packets: Iterable[Packet]) -> Iterator[Flow]:
         yield from self.engine.run(packets)

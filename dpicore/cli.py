@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -134,24 +136,12 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
     """
     files = _expand(paths)
     config, plugins = _load(config_path, layers, all_layers)
-    for st in plugins.statuses.values():
-        if st.status == FAILED:
-            _err(f"warning: plugin {st.id} unavailable: {st.reason}")
+    _warn_failed(plugins)
     clf = Classifier(config=config, plugins=plugins)
     if not clf.layers:
         _err("warning: no classifier layer is installed or enabled; every flow will be Unknown "
              "(install dpi-heuristics, dpi-ndpi, … and see 'dpi plugins')")
-    if fmt is None:
-        fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
-    out: IO[str]
-    if output:
-        try:
-            out = open(output, "w", encoding="utf-8", newline="")
-        except OSError as exc:
-            raise click.UsageError(f"{output}: cannot write: {exc.strerror}") from None
-    else:
-        out = sys.stdout
-    writer = RecordWriter(out, fmt, config.all_layers)
+    out, writer = _open_writer(output, fmt, config.all_layers)
     damaged = False
     show = not quiet and sys.stderr.isatty()
     try:
@@ -182,6 +172,27 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
     sys.exit(EXIT_DAMAGED if damaged else EXIT_OK)
 
 
+def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple[IO[str], RecordWriter]:
+    """Standard output or FILE; table on a terminal, JSONL otherwise unless ``fmt`` says."""
+    if fmt is None:
+        fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
+    out: IO[str]
+    if output:
+        try:
+            out = open(output, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise click.UsageError(f"{output}: cannot write: {exc.strerror}") from None
+    else:
+        out = sys.stdout
+    return out, RecordWriter(out, fmt, all_layers)
+
+
+def _warn_failed(plugins: PluginSet) -> None:
+    for st in plugins.statuses.values():
+        if st.status == FAILED:
+            _err(f"warning: plugin {st.id} unavailable: {st.reason}")
+
+
 def _progress(clf: Classifier, files: list[Path], show: bool) -> Iterator[tuple[Path, Iterator]]:
     """Yield (path, flows) per file, with a progress bar on a terminal."""
     if not show:
@@ -205,6 +216,77 @@ def _progress(clf: Classifier, files: list[Path], show: bool) -> Iterator[tuple[
 
             yield path, counted(clf.classify_pcap(path))
             bar.update(task, advance=1, packets=clf.engine.stats.packets)
+
+
+@main.command()
+@click.option("--interface", "-i", required=True, help="Interface to capture on (e.g. eth0, lo, any).")
+@click.option("--bpf", default=None, metavar="FILTER", help="libpcap capture filter, e.g. 'tcp port 80'.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds (default: until Ctrl-C).")
+@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format [default: table on a terminal, jsonl otherwise].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write records to FILE instead of standard output.")
+@click.option("--write-pcap", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also keep every captured frame in this pcap file.")
+@click.option("--layers", "-l", default=None, metavar="A,B", help="Run only these layers.")
+@click.option("--all-layers", is_flag=True, help="Ask every layer and add a 'verdicts' list to each record.")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration: layers, priorities, threshold, timeouts, flow cap.")
+@click.option("--summary-every", type=click.FloatRange(min=0), default=10.0, metavar="S",
+              help="Print a summary line on standard error every S seconds (0: never).")
+@click.option("--quiet", "-q", is_flag=True, help="No summary lines on standard error.")
+def live(interface: str, bpf: str | None, duration: float | None, fmt: str | None, output: str | None,
+         write_pcap: str | None, layers: str | None, all_layers: bool, config_path: str | None,
+         summary_every: float, quiet: bool) -> None:
+    """Classify traffic on a network interface as it arrives.
+
+    A flow's record is written when the flow ends (FIN/RST, idle timeout);
+    Ctrl-C or --duration ends and writes every open flow.  Capturing needs
+    root or CAP_NET_RAW.
+    """
+    from .live import LiveCaptureError
+
+    config, plugins = _load(config_path, layers, all_layers)
+    _warn_failed(plugins)
+    clf = Classifier(config=config, plugins=plugins)
+    out, writer = _open_writer(output, fmt, config.all_layers)
+    if writer.fmt == "table":
+        writer = RecordWriter(out, "jsonl", config.all_layers)  # a table cannot stream; live output must
+    counts: Counter[str] = Counter()
+    last_summary = time.time()
+    try:
+        for flow in clf.classify_live(interface, bpf=bpf, duration=duration, write_pcap=write_pcap):
+            record = flow_record(flow, config.all_layers)
+            writer.write(record)
+            out.flush()
+            counts[record["protocol"]] += 1
+            now = time.time()
+            if not quiet and summary_every and now - last_summary >= summary_every:
+                last_summary = now
+                _live_summary(clf, counts)
+    except LiveCaptureError as exc:
+        _err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(EXIT_OK)
+    finally:
+        writer.close()
+        if output:
+            out.close()
+        clf.close()
+    if not quiet:
+        _live_summary(clf, counts, final=True)
+    sys.exit(EXIT_OK)
+
+
+def _live_summary(clf: Classifier, counts: "Counter[str]", final: bool = False) -> None:
+    src = clf.last_live
+    top = ", ".join(f"{name} {n}" for name, n in counts.most_common(5)) or "none yet"
+    head = "stopped" if final else time.strftime("%H:%M:%S")
+    _err(f"{head}: {src.packets if src else 0} packets, {sum(counts.values())} flows written, "
+         f"{len(clf.engine.table)} open; top: {top}")
 
 
 @main.command()

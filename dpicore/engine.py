@@ -121,6 +121,11 @@ class Engine:
             self._classify(flow, pkt, direction)
         return ended
 
+    def tick(self, now: float) -> list[Flow]:
+        """End the flows that timed out by ``now`` (live capture: the wall clock moves without packets)."""
+        self._next_expiry = now + 1.0
+        return [self._finish(flow) for flow in self.table.expire(now)]
+
     def flush(self) -> list[Flow]:
         """End every live flow (end of input) and return them, oldest first."""
         return [self._finish(flow) for flow in self.table.drain()]
