@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import dpkt
 
@@ -74,7 +74,8 @@ class Classifier:
         yield from self.engine.run(source)
 
     def classify_live(self, interface: str, bpf: str | None = None, duration: float | None = None,
-                      write_pcap: str | None = None, close_timeout: float = 0.5) -> Iterator[Flow]:
+                      write_pcap: str | None = None, close_timeout: float = 0.5,
+                      on_ready: Callable[[Any], None] | None = None) -> Iterator[Flow]:
         """Flows of a live interface, each yielded when it ends.
 
         Stops after ``duration`` seconds or on Ctrl-C; either way every open
@@ -87,6 +88,8 @@ class Classifier:
 
         source = LiveSource(interface, bpf=bpf, duration=duration, write_pcap=write_pcap)
         self.last_live = source
+        if on_ready is not None:
+            on_ready(source)
         engine = self.engine
         engine.table.close_timeout = close_timeout
         feed, tick = engine.feed, engine.tick

@@ -256,7 +256,9 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
     counts: Counter[str] = Counter()
     last_summary = time.time()
     try:
-        for flow in clf.classify_live(interface, bpf=bpf, duration=duration, write_pcap=write_pcap):
+        ready = None if quiet else (lambda src: _err(f"listening on {src.interface}, link type {src.linktype}"))
+        for flow in clf.classify_live(interface, bpf=bpf, duration=duration, write_pcap=write_pcap,
+                                      on_ready=ready):
             record = flow_record(flow, config.all_layers)
             writer.write(record)
             out.flush()

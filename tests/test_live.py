@@ -1,0 +1,187 @@
+"""`dpi live` on loopback while real clients talk to real local servers.
+
+Needs root (capture rights) and the client/server programs that
+scripts/install.sh installs (curl, dig, dnsmasq, openssl); skips with the
+reason otherwise.  Traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root (CI runs as root)"),
+]
+
+DPI = [sys.executable, "-m", "dpicore.cli"]
+
+
+def _need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"missing programs {missing}: run scripts/install.sh")
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not come up")
+
+
+class LiveRun:
+    """`dpi live` in the background; records are timestamped as they arrive."""
+
+    def __init__(self, bpf: str, duration: float) -> None:
+        self.proc = subprocess.Popen(DPI + ["live", "-i", "lo", "--bpf", bpf, "--duration", str(duration),
+                                            "-f", "jsonl", "--summary-every", "0"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.records: list[tuple[float, dict]] = []
+        self.ready = threading.Event()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read_out, daemon=True).start()
+        threading.Thread(target=self._read_err, daemon=True).start()
+        if not self.ready.wait(15):
+            self.proc.kill()
+            raise RuntimeError("dpi live did not start: " + "".join(self.stderr))
+
+    def _read_out(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.records.append((time.time(), json.loads(line)))
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if line.startswith("listening on"):
+                self.ready.set()
+
+    def finish(self) -> list[dict]:
+        self.proc.wait(timeout=30)
+        time.sleep(0.2)
+        assert self.proc.returncode == 0, "".join(self.stderr)
+        return [r for _, r in self.records]
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[int]:
+    port = _free_port()
+    (tmp_path / "index.html").write_text("hello\n")
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def test_live_http_reported_within_a_second_of_close(http_server: int) -> None:
+    _need("curl")
+    run = LiveRun(f"tcp port {http_server}", duration=6)
+    subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{http_server}/index.html"], check=True,
+                   timeout=10)
+    closed = time.time()
+    deadline = closed + 1.0
+    while time.time() < deadline and not run.records:
+        time.sleep(0.02)
+    assert run.records, "no flow record within 1 s of the connection closing"
+    arrived, first = run.records[0]
+    assert arrived - closed <= 1.0
+    records = run.finish()
+    http = [r for r in records if r["dst_port"] == http_server]
+    assert len(http) == 1
+    assert http[0]["protocol"] == "HTTP"
+    assert http[0]["metadata"]["path"] == "/index.html"
+    assert http[0]["c2s_packets"] > 0 and http[0]["s2c_packets"] > 0
+
+
+def test_live_dns_and_tls(tmp_path: Path) -> None:
+    _need("dig", "dnsmasq", "openssl")
+    dns_port, tls_port = _free_port(socket.SOCK_DGRAM), _free_port()
+    dnsmasq = subprocess.Popen(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                                f"--port={dns_port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                                "--address=/example.test/127.0.0.5"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=example.test"], check=True, capture_output=True)
+    server = subprocess.Popen(["openssl", "s_server", "-accept", str(tls_port), "-key", str(key), "-cert",
+                               str(cert), "-quiet", "-naccept", "1"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(tls_port)
+        run = LiveRun(f"port {dns_port} or port {tls_port}", duration=5)
+        out = subprocess.run(["dig", "@127.0.0.1", "-p", str(dns_port), "example.test", "A", "+tries=1",
+                              "+time=2"], capture_output=True, text=True, timeout=10)
+        assert "127.0.0.5" in out.stdout
+        subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{tls_port}", "-servername",
+                        "example.test"], input="", capture_output=True, text=True, timeout=10)
+        records = run.finish()
+    finally:
+        dnsmasq.terminate()
+        server.terminate()
+        dnsmasq.wait()
+        server.wait()
+    by_port = {r["dst_port"]: r for r in records}
+    assert by_port[dns_port]["protocol"] == "DNS"
+    assert by_port[dns_port]["metadata"]["query"] == "example.test"
+    assert by_port[tls_port]["protocol"] == "TLS"
+    assert by_port[tls_port]["metadata"].get("sni") == "example.test"
+
+
+def test_live_write_pcap_keeps_the_frames(http_server: int, tmp_path: Path) -> None:
+    _need("curl")
+    pcap = tmp_path / "kept.pcap"
+    proc = subprocess.Popen(DPI + ["live", "-i", "lo", "--bpf", f"tcp port {http_server}", "--duration", "3",
+                                   "-q", "-f", "jsonl", "--write-pcap", str(pcap)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{http_server}/"], check=True, timeout=10)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    live = [json.loads(line) for line in out.splitlines()]
+    offline = subprocess.run(DPI + ["classify", "-q", "-f", "jsonl", str(pcap)], capture_output=True, text=True,
+                             timeout=60)
+    assert offline.returncode == 0, offline.stderr
+    again = [json.loads(line) for line in offline.stdout.splitlines()]
+    assert [(r["src_port"], r["protocol"], r["packets"]) for r in live] == \
+        [(r["src_port"], r["protocol"], r["packets"]) for r in again]
+
+
+def test_live_unknown_interface_is_a_clear_error() -> None:
+    proc = subprocess.run(DPI + ["live", "-i", "nope0", "--duration", "1"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2
+    assert "nope0: no such interface" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_live_bad_filter_is_a_clear_error() -> None:
+    proc = subprocess.run(DPI + ["live", "-i", "lo", "--bpf", "tcp port nonsense((", "--duration", "1"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "invalid capture filter" in proc.stderr
