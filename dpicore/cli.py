@@ -35,13 +35,14 @@ def _err(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _expand(paths: tuple[str, ...]) -> list[Path]:
-    """Files as given; directories become the capture files inside them, sorted."""
+def _expand(paths: tuple[str, ...], jsonl: bool = False) -> list[Path]:
+    """Files as given; directories become the capture (and, if asked, JSONL) files inside them, sorted."""
+    suffixes = CAPTURE_SUFFIXES + ((".jsonl",) if jsonl else ())
     out: list[Path] = []
     for text in paths:
         p = Path(text)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES))
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(suffixes))
             if not found:
                 raise click.UsageError(f"{p}: directory holds no capture files ({', '.join(CAPTURE_SUFFIXES)})")
             out.extend(found)
@@ -289,6 +290,59 @@ def _live_summary(clf: Classifier, counts: "Counter[str]", final: bool = False) 
     head = "stopped" if final else time.strftime("%H:%M:%S")
     _err(f"{head}: {src.packets if src else 0} packets, {sum(counts.values())} flows written, "
          f"{len(clf.engine.table)} open; top: {top}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="report.html",
+              show_default=True, help="The HTML file to write.")
+@click.option("--title", default="dpicore report", show_default=True, help="Heading of the report.")
+@click.option("--layers", "-l", default=None, metavar="A,B", help="Run only these layers (captures only).")
+@click.option("--all-layers", is_flag=True, help="Ask every layer, so the report can show where layers agree.")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration (captures only).")
+def report(paths: tuple[str, ...], output: str, title: str, layers: str | None, all_layers: bool,
+           config_path: str | None) -> None:
+    """Write a self-contained HTML report for captures or JSONL record files.
+
+    PATHS may be capture files (classified now), directories of them, or
+    JSONL files written by 'dpi classify --format jsonl'.  The report shows
+    totals, protocols by flows and bytes, traffic over time, top talkers,
+    the flows that stayed Unknown and, with --all-layers, where layers agree.
+    """
+    from .decode import is_capture
+    from .report import ReportError, read_records, write_report
+
+    records: list[dict] = []
+    damaged = False
+    clf: Classifier | None = None
+    files = _expand(paths, jsonl=True)
+    try:
+        for path in files:
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+            if not is_capture(head):
+                records.extend(read_records(path))
+                continue
+            if clf is None:
+                config, plugins = _load(config_path, layers, all_layers)
+                _warn_failed(plugins)
+                clf = Classifier(config=config, plugins=plugins)
+            records.extend(flow_record(f, clf.config.all_layers) for f in clf.classify_pcap(path))
+            src = clf.last_source
+            if src is not None:
+                for line in src.problems:
+                    _err(line)
+                damaged |= src.damaged
+        write_report(records, output, title, [str(p) for p in files])
+    except ReportError as exc:
+        _err(f"error: {exc}")
+        sys.exit(EXIT_DAMAGED if records or damaged else EXIT_USAGE)
+    finally:
+        if clf is not None:
+            clf.close()
+    _err(f"wrote {output}: {len(records)} flows")
+    sys.exit(EXIT_DAMAGED if damaged else EXIT_OK)
 
 
 @main.command()

@@ -1,0 +1,104 @@
+"""`dpi report`: one self-contained HTML file, rendered for real in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpicore.report import ReportError, read_records, render
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/install.sh)")
+DPI = [sys.executable, "-m", "dpicore.cli"]
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
+
+
+def chromium(page: Path, tmp: Path, *args: str) -> tuple[str, list[str]]:
+    """Run Chromium on a local page; returns (stdout, console messages)."""
+    assert CHROMIUM
+    proc = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args,
+                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    failed_loads = [line for line in proc.stderr.splitlines() if "net::ERR_" in line]
+    return proc.stdout, console + failed_loads
+
+
+def _make_report(corpus: Path, tmp_path: Path, *extra: str) -> Path:
+    out = tmp_path / "report.html"
+    pcaps = [corpus / "pcap" / n for n in ("dns-google-nsid.pcapng", "ftp.pcap", "sites.pcapng")]
+    proc = subprocess.run(DPI + ["report", *map(str, pcaps), "-o", str(out), *extra], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_report_is_self_contained(corpus: Path, tmp_path: Path) -> None:
+    page = _make_report(corpus, tmp_path).read_text()
+    assert "<script" not in page
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page), "report fetches from the network"
+    assert "@import" not in page and "url(http" not in page
+    for heading in ("Protocols", "Traffic over time", "Top talkers", "Unknown flows", "Layers"):
+        assert f"<h2>{heading}" in page
+
+
+@needs_chromium
+def test_report_renders_in_chromium_with_charts_and_no_console_errors(corpus: Path, tmp_path: Path) -> None:
+    report = _make_report(corpus, tmp_path, "--all-layers")
+    dom, console = chromium(report, tmp_path, "--dump-dom")
+    assert console == [], console
+    svgs = re.findall(r"<svg.*?</svg>", dom, flags=re.S)
+    assert len(svgs) >= 4
+    for svg in svgs:
+        assert len(re.findall(r"<path", svg)) > 5, "a chart drew nothing"
+    png = tmp_path / "shot.png"
+    chromium(report, tmp_path, "--window-size=1200,2400", f"--screenshot={png}")
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[0] >= 2000 and pixels.std() > 0.05, "the screenshot is blank"
+
+
+@needs_chromium
+def test_console_check_catches_script_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><body><script>throw new Error("kaput")</script></body></html>')
+    _, console = chromium(bad, tmp_path, "--dump-dom")
+    assert any("kaput" in line for line in console)
+
+
+def test_report_from_jsonl_shows_layer_agreement(tmp_path: Path) -> None:
+    base = {"transport": "TCP", "src_ip": "192.0.2.1", "dst_ip": "198.51.100.1", "vlan": 0, "first_seen": 10.0,
+            "last_seen": 12.0, "packets": 10, "bytes": 1000, "c2s_packets": 5, "s2c_packets": 5,
+            "c2s_bytes": 400, "s2c_bytes": 600, "category": None, "metadata": {}}
+    records = [
+        dict(base, src_port=1000, dst_port=80, protocol="HTTP", source="heuristics", confidence=0.95,
+             verdicts=[{"protocol": "HTTP", "source": "heuristics"}, {"protocol": "HTTP", "source": "ndpi"}]),
+        dict(base, src_port=1001, dst_port=443, protocol="TLS", source="heuristics", confidence=0.95,
+             verdicts=[{"protocol": "TLS", "source": "heuristics"}, {"protocol": "QUIC", "source": "ndpi"}]),
+        dict(base, src_port=1002, dst_port=9, protocol="Unknown", source=None, confidence=0.0, verdicts=[]),
+    ]
+    path = tmp_path / "flows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    page = render(read_records(path))
+    assert "50.0%" in page  # heuristics and ndpi agree on one of the two flows both named
+    assert "QUIC" in page and "Where layers disagree" in page
+    assert "198.51.100.1:9" in page  # the unknown flow is listed
+
+
+def test_report_rejects_files_that_are_not_records(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"hello": 1}\n')
+    with pytest.raises(ReportError, match="line 1"):
+        read_records(path)
+    proc = subprocess.run(DPI + ["report", str(path), "-o", str(tmp_path / "r.html")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "not a dpicore flow record" in proc.stderr and "Traceback" not in proc.stderr
