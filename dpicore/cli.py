@@ -127,7 +127,8 @@ def main() -> None:
 @click.option("--all-layers", is_flag=True, help="Ask every layer and add a 'verdicts' list to each record.")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML configuration: layers, priorities, threshold, timeouts, flow cap.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on standard error.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar, protocol counts or summary on standard error.")
 def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers: str | None, all_layers: bool,
              config_path: str | None, quiet: bool) -> None:
     """Classify every flow of the capture files (or directories of them) in PATHS.
@@ -195,28 +196,44 @@ def _warn_failed(plugins: PluginSet) -> None:
 
 
 def _progress(clf: Classifier, files: list[Path], show: bool) -> Iterator[tuple[Path, Iterator]]:
-    """Yield (path, flows) per file, with a progress bar on a terminal."""
+    """Yield (path, flows) per file; on a terminal, a progress bar with live protocol counts under it."""
     if not show:
         for path in files:
             yield path, clf.classify_pcap(path)
         return
+    from rich.console import Console, Group
+    from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[packets]} packets"), transient=True,
-                  console=__import__("rich.console").console.Console(stderr=True)) as bar:
-        task = bar.add_task("classifying", total=len(files), packets=0)
+    counts: Counter[str] = Counter()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[packets]:,} packets, {task.fields[flows]:,} flows"))
+    task = bar.add_task("classifying", total=len(files), packets=0, flows=0)
+
+    def table() -> Table:
+        t = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        t.add_column("protocol")
+        t.add_column("flows", justify="right")
+        for name, n in counts.most_common(10):
+            t.add_row(name, f"{n:,}")
+        return t
+
+    with Live(Group(bar, table()), console=Console(stderr=True), transient=True, refresh_per_second=4) as live:
         for path in files:
             bar.update(task, description=path.name[:40])
 
             def counted(flows: Iterator, path: Path = path) -> Iterator:
-                for i, flow in enumerate(flows):
-                    if i % 256 == 0:
-                        bar.update(task, packets=clf.engine.stats.packets)
+                for flow in flows:
+                    counts[flow.verdict.protocol if flow.verdict else "Unknown"] += 1
+                    if counts.total() % 64 == 0:
+                        bar.update(task, packets=clf.engine.stats.packets, flows=counts.total())
+                        live.update(Group(bar, table()))
                     yield flow
 
             yield path, counted(clf.classify_pcap(path))
-            bar.update(task, advance=1, packets=clf.engine.stats.packets)
+            bar.update(task, advance=1, packets=clf.engine.stats.packets, flows=counts.total())
+            live.update(Group(bar, table()))
 
 
 @main.command()
