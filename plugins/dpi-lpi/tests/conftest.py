@@ -24,7 +24,7 @@ def _parse_dump(name: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in name.split())
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def parse_dump() -> Callable[[str], dict[str, str]]:
     return _parse_dump
 
