@@ -113,9 +113,9 @@ class Decoder:
         elif linktype in (DLT_NULL, DLT_LOOP):
             if len(data) < 4:
                 raise Truncated("loopback header needs 4 bytes")
-            family = struct.unpack_from("!I" if linktype == DLT_LOOP else "=I", data)[0]
-            if family > 0xFFFF:  # written on a host of the other byte order
-                family = struct.unpack_from("<I" if data[0] == 0 else ">I", data)[0]
+            # DLT_NULL holds the family in the byte order of the host that wrote the capture
+            # (DLT_LOOP: always network order); families are small, so the smaller reading is right.
+            family = min(struct.unpack_from("<I", data)[0], struct.unpack_from(">I", data)[0])
             off = 4
             etype = ETH_IPV4 if family == 2 else ETH_IPV6 if family in (10, 24, 28, 30) else 0
         else:

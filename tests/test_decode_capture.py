@@ -1,0 +1,203 @@
+"""Capture-file readers (dpicore/decode/capture.py and source.py): pcap in
+both byte orders and resolutions, pcapng with several interfaces, link types,
+timestamp resolutions and sections, gzip, and damage reported with the
+packet number after every good frame was yielded.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from dpicore.decode import CaptureError, CaptureReader, CaptureSource, read_frames
+from dpicore.decode import packets as P
+from tests.helpers.frames import (PSH, ACK, eth, gzip_bytes, pcap_bytes, pcapng_bytes, sll2, tcp4, udp4)
+
+T0 = 1_600_000_000.0
+FRAMES = [eth(tcp4(sport=40000 + i, flags=PSH | ACK, payload=b"x" * i)) for i in range(5)]
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("nano", [False, True], ids=["usec", "nsec"])
+@pytest.mark.parametrize("big", [False, True], ids=["le", "be"])
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_pcap_variants(tmp_path: Path, nano: bool, big: bool, gz: bool) -> None:
+    stamps = [T0 + 0.123456 + i * 1.000001 for i in range(len(FRAMES))]
+    if nano:
+        stamps = [T0 + 0.123456789 + i * 1.000000001 for i in range(len(FRAMES))]
+    data = pcap_bytes(list(zip(stamps, FRAMES)), linktype=1, nano=nano, big=big)
+    path = _write(tmp_path, "x.pcap.gz" if gz else "x.pcap", gzip_bytes(data) if gz else data)
+    frames = list(read_frames(path))
+    assert [f.data for f in frames] == FRAMES
+    assert [f.number for f in frames] == [1, 2, 3, 4, 5]
+    assert all(f.linktype == 1 and f.wire_len == len(f.data) for f in frames)
+    tolerance = 2e-9 if nano else 2e-6
+    assert all(abs(f.ts - ts) < tolerance * 100 for f, ts in zip(frames, stamps))
+    # the sub-second part is read with the right unit, not just the seconds
+    assert abs((frames[1].ts - frames[0].ts) - (stamps[1] - stamps[0])) < tolerance
+
+
+def test_pcap_wire_length_is_kept(tmp_path: Path) -> None:
+    frame = FRAMES[4]
+    path = _write(tmp_path, "snap.pcap", pcap_bytes([(T0, frame[:40], 1514)]))
+    (f,) = read_frames(path)
+    assert f.data == frame[:40] and f.wire_len == 1514
+
+
+def test_pcap_link_type_and_fcs_bits(tmp_path: Path) -> None:
+    """The upper bits of the link-type field carry FCS information, not the link type."""
+    data = bytearray(pcap_bytes([(T0, sll2(udp4()))], linktype=276))
+    struct.pack_into("<I", data, 20, 276 | 0x10000000)
+    path = _write(tmp_path, "fcs.pcap", bytes(data))
+    (f,) = read_frames(path)
+    assert f.linktype == 276
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["le", "be"])
+def test_pcapng_interfaces_resolutions_and_sections(tmp_path: Path, big: bool) -> None:
+    ipv4 = udp4(payload=b"raw")
+    sections = [
+        ([(1, None), (P.DLT_RAW, 9), (P.DLT_LINUX_SLL2, 0x80 | 20)],   # µs default, ns, 2^-20 s
+         [(0, T0 + 0.5, FRAMES[0]), (1, T0 + 1.123456789, ipv4), (2, T0 + 2.25, sll2(ipv4)),
+          (0, T0 + 3.000001, FRAMES[1])]),
+        ([(P.DLT_NULL, 3)],                                             # a new section resets interfaces
+         [(0, T0 + 4.001, struct.pack("<I", 2) + ipv4)]),
+    ]
+    path = _write(tmp_path, "multi.pcapng", pcapng_bytes(sections, big=big))
+    with CaptureReader(path) as reader:
+        frames = list(reader)
+        assert reader.format == "pcapng"
+    assert [f.linktype for f in frames] == [1, P.DLT_RAW, P.DLT_LINUX_SLL2, 1, P.DLT_NULL]
+    assert [f.number for f in frames] == [1, 2, 3, 4, 5]
+    expect = [T0 + 0.5, T0 + 1.123456789, T0 + 2.25, T0 + 3.000001, T0 + 4.001]
+    for f, ts in zip(frames, expect):
+        assert abs(f.ts - ts) < 2e-6, (f.number, f.ts, ts)
+    assert abs(frames[1].ts - (T0 + 1.123456789)) < 1e-6
+    assert frames[2].data == sll2(ipv4)
+    # and every frame decodes to a packet through the source
+    src = CaptureSource(path)
+    pkts = list(src)
+    assert len(pkts) == 5 and not src.problems and not src.damaged
+    assert {p.payload for p in pkts[1:3] + pkts[4:]} == {b"raw"}
+
+
+def test_pcapng_sections_of_different_byte_order(tmp_path: Path) -> None:
+    a = pcapng_bytes([([(1, None)], [(0, T0, FRAMES[0])])], big=False)
+    b = pcapng_bytes([([(P.DLT_RAW, None)], [(0, T0 + 1, FRAMES[1][14:])])], big=True)
+    frames = list(read_frames(_write(tmp_path, "mixed.pcapng", a + b)))
+    assert [(f.linktype, f.data) for f in frames] == [(1, FRAMES[0]), (P.DLT_RAW, FRAMES[1][14:])]
+
+
+def test_pcapng_unknown_blocks_are_skipped(tmp_path: Path) -> None:
+    data = pcapng_bytes([([(1, None)], [(0, T0, FRAMES[0])])])
+    nrb = struct.pack("<II", 4, 16) + b"\x00\x00\x00\x00" + struct.pack("<I", 16)   # name resolution
+    custom = struct.pack("<II", 0xBAD, 20) + b"\xff" * 8 + struct.pack("<I", 20)
+    more = pcapng_bytes([([(1, None)], [(0, T0 + 1, FRAMES[1])])])
+    more = more[more.index(struct.pack("<I", 6)):]  # only the packet block of the second file
+    frames = list(read_frames(_write(tmp_path, "x.pcapng", data + nrb + custom + more)))
+    assert [f.data for f in frames] == FRAMES[:2]
+
+
+def test_pcapng_gzip(tmp_path: Path) -> None:
+    data = pcapng_bytes([([(1, 6)], [(0, T0 + i, f) for i, f in enumerate(FRAMES)])])
+    frames = list(read_frames(_write(tmp_path, "x.pcapng.gz", gzip_bytes(data))))
+    assert [f.data for f in frames] == FRAMES
+
+
+# -- damage ---------------------------------------------------------------------------
+def _good_then_cut(cut: int) -> bytes:
+    data = pcap_bytes([(T0 + i, f) for i, f in enumerate(FRAMES)])
+    return data[:len(data) - cut]
+
+
+@pytest.mark.parametrize("cut, where", [(5, "packet has"), (len(FRAMES[4]) + 6, "record header")])
+def test_pcap_cut_mid_record(tmp_path: Path, cut: int, where: str) -> None:
+    path = _write(tmp_path, "cut.pcap", _good_then_cut(cut))
+    got = []
+    with pytest.raises(CaptureError) as info:
+        for f in read_frames(path):
+            got.append(f.data)
+    assert got == FRAMES[:4], "every frame before the damage is yielded first"
+    assert info.value.packet == 5 and where in info.value.message
+    assert str(path) in str(info.value) and "packet 5" in str(info.value)
+
+
+def test_gzip_cut_short(tmp_path: Path) -> None:
+    data = gzip_bytes(pcap_bytes([(T0 + i, f) for i, f in enumerate(FRAMES * 50)]))
+    path = _write(tmp_path, "cut.pcap.gz", data[:len(data) // 2])
+    src = CaptureSource(path)
+    pkts = list(src)
+    assert 0 < len(pkts) < 250
+    assert src.damaged and len(src.problems) == 1 and str(path) in src.problems[0]
+    assert f"packet {len(pkts) + 1}" in src.problems[0]
+
+
+def test_pcap_corrupt_record_length(tmp_path: Path) -> None:
+    data = bytearray(pcap_bytes([(T0 + i, f) for i, f in enumerate(FRAMES)]))
+    rec3 = 24 + sum(16 + len(f) for f in FRAMES[:2])
+    struct.pack_into("<I", data, rec3 + 8, 0x7FFFFFFF)
+    src = CaptureSource(_write(tmp_path, "corrupt.pcap", bytes(data)))
+    assert len(list(src)) == 2
+    assert src.damaged and "packet 3" in src.problems[0] and "corrupt record" in src.problems[0]
+
+
+def test_pcapng_cut_mid_block(tmp_path: Path) -> None:
+    data = pcapng_bytes([([(1, None)], [(0, T0 + i, f) for i, f in enumerate(FRAMES)])])
+    src = CaptureSource(_write(tmp_path, "cut.pcapng", data[:-10]))
+    assert len(list(src)) == 4
+    assert src.damaged and "packet 5" in src.problems[0]
+
+
+def test_pcapng_packet_on_undescribed_interface(tmp_path: Path) -> None:
+    data = pcapng_bytes([([(1, None)], [(0, T0, FRAMES[0]), (7, T0, FRAMES[1])])])
+    src = CaptureSource(_write(tmp_path, "iface.pcapng", data))
+    assert len(list(src)) == 1
+    assert src.damaged and "interface 7" in src.problems[0] and "packet 2" in src.problems[0]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file"),
+    (b"hello, this is a text file\n" * 20, "not a pcap or pcapng"),
+    (bytes(range(256)), "not a pcap or pcapng"),
+    (b"\x1f\x8b" + b"garbage" * 10, "cannot read"),
+    (pcap_bytes([])[:10], "file header cut short"),
+])
+def test_not_a_capture(tmp_path: Path, content: bytes, message: str) -> None:
+    path = _write(tmp_path, "bad.pcap", content)
+    with pytest.raises(CaptureError) as info:
+        list(read_frames(path))
+    assert message in str(info.value) and str(path) in str(info.value)
+    src = CaptureSource(path)
+    assert list(src) == [] and src.damaged and len(src.problems) == 1
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CaptureError, match="no such file"):
+        CaptureReader(tmp_path / "nope.pcap")
+
+
+def test_source_counts_garbage_packets_and_keeps_going(tmp_path: Path) -> None:
+    frames = [FRAMES[0], b"\x00" * 10, eth(b"\x47" + b"\x00" * 30), FRAMES[1], eth(b"\x45\x00"), FRAMES[2],
+              eth(b"\x45\x00", 0x8100), eth(b"\x00" * 20, 0x0806)]
+    src = CaptureSource(_write(tmp_path, "garbage.pcap", pcap_bytes([(T0 + i, f) for i, f in enumerate(frames)])))
+    pkts = list(src)
+    assert [p.number for p in pkts] == [1, 4, 6]
+    assert src.undecodable == 4 and src.non_ip == 1 and src.frames == 8
+    assert src.damaged
+    assert len(src.problems) == 4  # three described one by one, then the total
+    assert src.problems[0].startswith(f"{tmp_path / 'garbage.pcap'}: packet 2: cannot decode")
+    assert "4 packets could not be decoded" in src.problems[-1]
+
+
+def test_source_unknown_link_type(tmp_path: Path) -> None:
+    src = CaptureSource(_write(tmp_path, "lt.pcap", pcap_bytes([(T0, FRAMES[0])] * 3, linktype=147)))
+    assert list(src) == []
+    assert src.damaged and src.unsupported == {147: 3}
+    assert "unsupported link type 147" in src.problems[0] and "lt.pcap" in src.problems[0]
