@@ -127,10 +127,7 @@ class PluginSet:
             dist_name = dist.name if dist is not None else None
             version = dist.version if dist is not None else None
             if ep.name in self.statuses:
-                self.statuses[ep.name + "@" + (dist_name or "?")] = PluginStatus(
-                    ep.name, dist_name, version, None, FAILED,
-                    f"duplicate layer id {ep.name!r} (already provided by "
-                    f"{self.statuses[ep.name].distribution})")
+                self._duplicate(ep.name, dist_name, version)
                 continue
             if not self.config.allows(ep.name):
                 self.statuses[ep.name] = PluginStatus(ep.name, dist_name, version, None, DISABLED,
@@ -145,6 +142,9 @@ class PluginSet:
 
     def add(self, name: str, obj: object, distribution: str | None = None, version: str | None = None) -> bool:
         """Register one plugin object or module under ``name``; report instead of raising."""
+        if self.pm.has_plugin(name):  # keep the loaded one's status: it still runs
+            self._duplicate(name, distribution, version)
+            return False
         if not self.config.allows(name):
             self.statuses[name] = PluginStatus(name, distribution, version, None, DISABLED,
                                                "disabled by configuration")
@@ -207,6 +207,12 @@ class PluginSet:
             flow_new=_bind(new, ("flow", "packet")) if new else None,
             flow_end=_bind(end, ("flow", "state", "reason")) if end else None,
         )
+
+    def _duplicate(self, name: str, dist: str | None, version: str | None) -> None:
+        first = self.statuses[name].distribution if name in self.statuses else None
+        self.statuses[name + "@" + (dist or "?")] = PluginStatus(
+            name, dist, version, None, FAILED,
+            f"duplicate layer id {name!r} (already provided by {first or 'another plugin'})")
 
     def _fail(self, name: str, dist: str | None, version: str | None, reason: str) -> None:
         log.warning("plugin %s failed: %s", name, reason)

@@ -1,0 +1,279 @@
+"""The pipeline (dpicore/engine.py): layer order, first-verdict and
+all-layers modes, packet budgets, retransmissions, isolation of a layer that
+raises, Verdict.watch, and the dpi_flow_end contract.
+
+The layers are small in-test plugin objects registered through the real
+loader (PluginSet.add): they test our own pipeline, not a classifier.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dpicore import LayerInfo, Verdict, hookimpl
+from dpicore.config import Config
+from dpicore.engine import MAX_LAYER_ERRORS, Engine
+from dpicore.model import Flow
+from dpicore.plugins import PluginSet
+from dpicore.protocols import ProtocolRegistry
+from tests.helpers.frames import ACK, PSH, SYN, packet, tcp_session
+
+
+class Recorder:
+    """A layer that logs its calls and answers from a script: ``answers[n]`` for its n-th call on a flow."""
+
+    def __init__(self, layer_id: str, priority: int = 50, answers: dict[int, Any] | None = None,
+                 max_packets: int = 10, wants_empty: bool = False, log: list | None = None,
+                 raises: Exception | None = None) -> None:
+        self.id = layer_id
+        self.info = LayerInfo(id=layer_id, priority=priority, max_packets=max_packets, wants_empty=wants_empty)
+        self.answers = answers or {}
+        self.log = log if log is not None else []
+        self.raises = raises
+        self.calls = 0
+        self.payloads: list[bytes] = []
+        self.ends: list[tuple[int, str]] = []
+        self.news = 0
+
+    @hookimpl
+    def dpi_layer_info(self) -> LayerInfo:
+        return self.info
+
+    @hookimpl
+    def dpi_flow_new(self, flow: Flow, packet: Any) -> dict:
+        self.news += 1
+        return {"flow": id(flow), "calls": 0}
+
+    @hookimpl
+    def dpi_classify(self, flow: Flow, packet: Any, state: dict) -> Verdict | None:
+        assert state["flow"] == id(flow), "the state of this flow is passed back"
+        self.calls += 1
+        state["calls"] += 1
+        self.log.append(self.id)
+        self.payloads.append(bytes(packet.payload))
+        if self.raises is not None:
+            raise self.raises
+        answer = self.answers.get(state["calls"])
+        return answer() if callable(answer) else answer
+
+    @hookimpl
+    def dpi_flow_end(self, flow: Flow, reason: str) -> None:
+        self.ends.append((id(flow), reason))
+
+
+def build(*layers: Recorder, **settings: Any) -> Engine:
+    config = Config(**{k: v for k, v in settings.items() if k != "layer_settings"})
+    config.layer_settings = settings.get("layer_settings", {})
+    plugins = PluginSet(config, registry=ProtocolRegistry())
+    for layer in layers:
+        assert plugins.add(layer.id, layer), plugins.statuses[layer.id].reason
+    return Engine(plugins, config)
+
+
+def data_packets(n: int, t0: float = 1.0, sport: int = 40000) -> list:
+    """A flow of ``n`` client payload packets with increasing sequence numbers."""
+    return [packet(t0 + i * 0.01, sport=sport, flags=PSH | ACK, payload=b"p%03d" % i, seq=1 + 4 * i)
+            for i in range(n)]
+
+
+def test_layers_run_in_priority_order() -> None:
+    log: list[str] = []
+    layers = [Recorder("c", 30, log=log), Recorder("a", 10, log=log), Recorder("b", 20, log=log)]
+    e = build(*layers)
+    assert [l.id for l in e.layers] == ["a", "b", "c"]
+    list(e.run(data_packets(2)))
+    assert log == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_config_overrides_priority() -> None:
+    log: list[str] = []
+    layers = [Recorder("a", 10, log=log), Recorder("b", 20, log=log), Recorder("c", 30, log=log)]
+    e = build(*layers, layer_settings={"c": {"priority": 5}, "a": {"priority": 25}})
+    assert [(l.id, l.priority) for l in e.layers] == [("c", 5), ("b", 20), ("a", 25)]
+    list(e.run(data_packets(1)))
+    assert log == ["c", "b", "a"]
+
+
+def test_ties_are_broken_by_id() -> None:
+    e = build(Recorder("zz", 10), Recorder("aa", 10))
+    assert [l.id for l in e.layers] == ["aa", "zz"]
+
+
+def test_first_verdict_stops_at_the_first_confident_layer() -> None:
+    weak = Recorder("weak", 10, answers={1: lambda: Verdict("DNS", confidence=0.3)})
+    strong = Recorder("strong", 20, answers={2: lambda: Verdict("http", confidence=0.9, metadata={"host": "x"})})
+    late = Recorder("late", 30)
+    e = build(weak, strong, late)
+    (flow,) = e.run(data_packets(5))
+    assert flow.verdict.protocol == "HTTP" and flow.verdict.source == "strong"   # canonical name
+    assert weak.calls == 1, "a layer that answered is not asked again"
+    assert strong.calls == 2 and late.calls == 1, "nothing runs after the confident verdict"
+    assert [v.source for v in flow.verdicts] == ["weak", "strong"]
+    assert flow.final
+
+
+def test_unknown_verdict_means_done_without_an_answer() -> None:
+    giveup = Recorder("giveup", 10, answers={1: lambda: Verdict("Unknown", confidence=1.0)})
+    later = Recorder("later", 20, answers={3: lambda: Verdict("SSH", confidence=0.8)})
+    (flow,) = build(giveup, later).run(data_packets(4))
+    assert giveup.calls == 1 and later.calls == 3
+    assert flow.verdict.protocol == "SSH"
+
+
+def test_low_confidence_verdict_is_the_fallback() -> None:
+    unsure = Recorder("unsure", 10, answers={1: lambda: Verdict("SMTP", confidence=0.2)})
+    (flow,) = build(unsure, Recorder("silent", 20, max_packets=3)).run(data_packets(5))
+    assert flow.verdict.protocol == "SMTP" and flow.verdict.confidence == 0.2
+
+
+def test_all_layers_mode_reports_every_verdict() -> None:
+    a = Recorder("a", 10, answers={1: lambda: Verdict("HTTP", confidence=0.9)})
+    b = Recorder("b", 20, answers={2: lambda: Verdict("TLS", confidence=0.6)})
+    c = Recorder("c", 30, answers={1: lambda: Verdict("Unknown", confidence=0.0)})
+    e = build(a, b, c, all_layers=True)
+    (flow,) = e.run(data_packets(4))
+    assert [(v.source, v.protocol) for v in flow.verdicts] == [("a", "HTTP"), ("c", "Unknown"), ("b", "TLS")]
+    assert (a.calls, b.calls, c.calls) == (1, 2, 1)
+    assert flow.verdict.source == "a", "the highest-priority confident verdict wins"
+
+
+def test_max_packets_budget() -> None:
+    layer = Recorder("budget", 10, max_packets=3)
+    (flow,) = build(layer).run(data_packets(10))
+    assert layer.calls == 3 and layer.payloads == [b"p000", b"p001", b"p002"]
+    assert [r for _, r in layer.ends] == ["budget"]
+    assert flow.final and flow.packets == 10
+
+
+def test_empty_packets_only_reach_layers_that_want_them() -> None:
+    plain = Recorder("plain", 10, max_packets=100)
+    tcpstate = Recorder("tcpstate", 20, max_packets=100, wants_empty=True)
+    pk = tcp_session()
+    list(build(plain, tcpstate).run(pk))
+    assert plain.calls == 2 and tcpstate.calls == len(pk)
+
+
+def test_retransmitted_payload_is_not_passed_twice() -> None:
+    layer = Recorder("seen", 10, max_packets=100)
+    pk = data_packets(3)
+    again = packet(pk[1].ts + 0.5, flags=PSH | ACK, payload=pk[1].payload, seq=pk[1].seq)
+    overlap_old = packet(pk[2].ts + 0.5, flags=PSH | ACK, payload=b"p00", seq=pk[0].seq)  # old bytes only
+    fresh = packet(pk[2].ts + 1.0, flags=PSH | ACK, payload=b"next", seq=pk[2].seq + 4)
+    (flow,) = build(layer).run(pk + [again, overlap_old, fresh])
+    assert layer.payloads == [b"p000", b"p001", b"p002", b"next"]
+    assert flow.packets == 6, "the retransmission still counts on the flow"
+
+
+def test_server_direction_has_its_own_sequence_space() -> None:
+    layer = Recorder("dirs", 10, max_packets=100)
+    c = packet(1.0, flags=PSH | ACK, payload=b"req", seq=100)
+    s = packet(1.1, "10.0.0.2", 80, "10.0.0.1", 40000, flags=PSH | ACK, payload=b"resp", seq=100)
+    list(build(layer).run([c, s]))
+    assert layer.payloads == [b"req", b"resp"]
+
+
+def test_a_layer_that_raises_is_isolated() -> None:
+    broken = Recorder("broken", 10, raises=ZeroDivisionError("boom"))
+    good = Recorder("good", 20, answers={1: lambda: Verdict("HTTP", confidence=0.9)})
+    e = build(broken, good)
+    flows = list(e.run(data_packets(3, sport=1) + data_packets(3, t0=5.0, sport=2)))
+    assert [f.verdict.protocol for f in flows] == ["HTTP", "HTTP"]
+    for flow in flows:
+        assert flow.errors == ["broken: dpi_classify raised ZeroDivisionError: boom"]
+    assert broken.calls == 2, "after raising, the layer leaves that flow"
+    layer = next(l for l in e.layers if l.id == "broken")
+    assert layer.errors == 2 and "boom" in layer.last_error and e.stats.layer_errors == 2
+    assert [r for _, r in broken.ends] == ["error", "error"]
+
+
+def test_a_layer_that_keeps_raising_is_switched_off() -> None:
+    broken = Recorder("broken", 10, raises=ValueError("bad"))
+    e = build(broken)
+    flows = list(e.run([packet(1.0 + i * 0.001, sport=1000 + i, payload=b"x", flags=PSH | ACK)
+                        for i in range(MAX_LAYER_ERRORS + 20)]))
+    assert len(flows) == MAX_LAYER_ERRORS + 20
+    assert broken.calls == MAX_LAYER_ERRORS
+    assert next(l for l in e.layers if l.id == "broken").disabled
+
+
+class Failing(Recorder):
+    def __init__(self, hook: str, **kw: Any) -> None:
+        super().__init__("failing", 10, **kw)
+        self.hook = hook
+
+    @hookimpl
+    def dpi_flow_new(self, flow: Flow, packet: Any) -> dict:
+        if self.hook == "new":
+            raise RuntimeError("no state")
+        return super().dpi_flow_new(flow, packet)
+
+    @hookimpl
+    def dpi_flow_end(self, flow: Flow, reason: str) -> None:
+        super().dpi_flow_end(flow, reason)
+        if self.hook == "end":
+            raise KeyError("gone")
+
+
+@pytest.mark.parametrize("hook, message", [("new", "dpi_flow_new raised RuntimeError"),
+                                           ("end", "dpi_flow_end raised KeyError")])
+def test_flow_new_and_flow_end_errors_are_recorded(hook: str, message: str) -> None:
+    bad = Failing(hook, answers={2: lambda: Verdict("FTP", confidence=0.9)})
+    good = Recorder("good", 20, answers={3: lambda: Verdict("IRC", confidence=0.9)})
+    (flow,) = build(bad, good).run(data_packets(4))
+    assert len(flow.errors) == 1 and message in flow.errors[0]
+    assert flow.verdict.protocol == ("IRC" if hook == "new" else "FTP")
+
+
+def test_wrong_return_type_is_an_error_not_a_crash() -> None:
+    bad = Recorder("bad", 10, answers={1: lambda: "HTTP"})
+    good = Recorder("good", 20, answers={1: lambda: Verdict("DNS", confidence=0.9)})
+    (flow,) = build(bad, good).run(data_packets(2))
+    assert flow.verdict.protocol == "DNS"
+    assert any("returned str, not Verdict" in e for e in flow.errors)
+
+
+def test_watch_lets_the_deciding_layer_see_more_packets() -> None:
+    watcher = Recorder("w", 10, answers={
+        1: lambda: Verdict("FTP", confidence=0.9, metadata={"user": "anon"}, watch=2),
+        2: lambda: Verdict("FTP", metadata={"cwd": "/pub"}),
+    })
+    other = Recorder("other", 20)
+    (flow,) = build(watcher, other).run(data_packets(6))
+    assert watcher.calls == 3, "the verdict's packet plus two watched ones"
+    assert other.calls == 0
+    assert flow.verdict.protocol == "FTP" and flow.verdict.metadata == {"user": "anon", "cwd": "/pub"}
+    assert [r for _, r in watcher.ends] == ["verdict"]
+
+
+def test_flow_end_is_called_exactly_once_per_layer_and_flow() -> None:
+    layers = [Recorder("a", 10, answers={2: lambda: Verdict("HTTP", confidence=0.9)}),
+              Recorder("b", 20, max_packets=1), Recorder("c", 30),
+              Recorder("d", 40, answers={1: lambda: Verdict("FTP", confidence=0.9, watch=5)})]
+    pk = (data_packets(3, sport=1) + tcp_session(t0=2.0) + data_packets(1, t0=3.0, sport=3)
+          + [packet(4.0, sport=4, flags=SYN)])
+    flows = list(build(*layers, max_flows=2).run(pk))
+    assert len(flows) == 4
+    for layer in layers:
+        assert layer.news == 4
+        assert sorted(f for f, _ in layer.ends) == sorted(id(f) for f in flows), layer.id
+    assert {r for _, r in layers[2].ends} <= {"decided", "evicted", "eof", "fin"}
+
+
+def test_flow_without_layers_is_unknown_and_costs_nothing() -> None:
+    (flow,) = build().run(data_packets(3))
+    assert flow.verdict is None and flow.final and not flow.pending
+
+
+def test_payloads_kept_are_bounded() -> None:
+    seen: list[int] = []
+
+    class Peek(Recorder):
+        @hookimpl
+        def dpi_classify(self, flow: Flow) -> None:
+            seen.append(len(flow.payloads))
+
+    (flow,) = build(Peek("peek", 10, max_packets=100), max_payloads=3).run(data_packets(6))
+    assert seen == [1, 2, 3, 3, 3, 3]
+    assert flow.payloads == [], "payloads are released when the flow ends"

@@ -1,0 +1,159 @@
+"""The flow table, driven through the engine with no layers: keys, client
+choice, timeouts, FIN/RST endings, 5-tuple reuse and the live-flow cap.
+
+Packets are decoded from real frames (tests/helpers/frames.py).
+"""
+
+from __future__ import annotations
+
+from dpicore.config import Config
+from dpicore.engine import Engine
+from dpicore.flowtable import FlowTable
+from dpicore.model import Flow, FlowKey, Packet
+from dpicore.plugins import PluginSet
+from tests.helpers.frames import ACK, FIN, PSH, RST, SYN, addr, packet, tcp_session
+
+
+def engine(**settings) -> Engine:
+    config = Config(**settings)
+    return Engine(PluginSet(config), config)
+
+
+def run(packets: list[Packet], **settings) -> list[Flow]:
+    return list(engine(**settings).run(packets))
+
+
+def test_key_is_bidirectional_and_includes_transport_and_vlan() -> None:
+    a = packet(1.0, "10.0.0.1", 1111, "10.0.0.2", 80)
+    b = packet(1.1, "10.0.0.2", 80, "10.0.0.1", 1111)
+    assert FlowKey.of(a) == FlowKey.of(b)
+    u = packet(1.0, "10.0.0.1", 1111, "10.0.0.2", 80, proto="udp")
+    assert FlowKey.of(u) != FlowKey.of(a)
+    a.vlan = 5
+    assert FlowKey.of(a) != FlowKey.of(b)
+    flows = run([packet(1.0, "10.0.0.1", 1111, "10.0.0.2", 80), packet(1.1, "10.0.0.2", 80, "10.0.0.1", 1111),
+                 u])
+    assert len(flows) == 2
+    tcp_flow = next(f for f in flows if f.proto == 6)
+    assert (tcp_flow.c2s_packets, tcp_flow.s2c_packets) == (1, 1)
+
+
+def test_client_is_the_first_sender() -> None:
+    (flow,) = run([packet(1.0, "10.0.0.9", 53, "10.0.0.1", 5353, proto="udp"),
+                   packet(1.1, "10.0.0.1", 5353, "10.0.0.9", 53, proto="udp")])
+    assert (flow.client, flow.client_port, flow.server_port) == (addr("10.0.0.9"), 53, 5353)
+    assert (flow.c2s_packets, flow.s2c_packets) == (1, 1)
+
+
+def test_syn_sender_is_client_when_syn_ack_comes_first() -> None:
+    """The capture started after the SYN: the SYN/ACK's receiver opened the connection."""
+    pk = tcp_session()[1:]
+    (flow,) = run(pk)
+    assert (flow.client, flow.client_port, flow.server, flow.server_port) == \
+        (addr("10.0.0.1"), 40000, addr("10.0.0.2"), 80)
+    assert (flow.c2s_packets, flow.s2c_packets) == (4, 3)
+    assert flow.c2s_bytes == sum(p.wire_len for p in pk if p.src == addr("10.0.0.1"))
+
+
+def test_idle_timeout_splits_a_flow_and_expires_others() -> None:
+    e = engine(idle_timeout=10.0)
+    assert e.feed(packet(0.0, sport=1)) == []
+    assert e.feed(packet(5.0, sport=2)) == []
+    ended = e.feed(packet(10.5, sport=2))       # flow 1 idle for 10.5 s: expired by the clock
+    assert [(f.client_port, f.end_reason) for f in ended] == [(1, "idle")]
+    ended = e.feed(packet(25.0, sport=2))       # same key, 14.5 s later: a new flow
+    assert [(f.client_port, f.end_reason, f.packets) for f in ended] == [(2, "idle", 2)]
+    (last,) = e.flush()
+    assert (last.client_port, last.packets, last.end_reason, last.first_seen) == (2, 1, "eof", 25.0)
+
+
+def test_no_split_within_idle_timeout() -> None:
+    flows = run([packet(t, sport=1) for t in (0.0, 9.0, 18.0, 27.0)], idle_timeout=10.0)
+    assert [f.packets for f in flows] == [4]
+
+
+def test_active_timeout_cuts_long_flows() -> None:
+    flows = run([packet(float(t), sport=1) for t in range(0, 31)], idle_timeout=100.0, active_timeout=10.0)
+    assert [f.packets for f in flows] == [11, 11, 9]
+    assert [f.end_reason for f in flows] == ["active", "active", "eof"]
+    assert [f.first_seen for f in flows] == [0.0, 11.0, 22.0]
+
+
+def test_fin_fin_ends_the_flow_and_trailing_ack_stays() -> None:
+    pk = tcp_session(close="fin")
+    e = engine()
+    ended = [f for p in pk for f in e.feed(p)]
+    assert ended == []  # closing, waiting for stragglers
+    ended = e.feed(packet(pk[-1].ts + 30, sport=5555))  # the clock moves past the close timeout
+    closed = [f for f in ended if f.client_port == 40000]
+    assert len(closed) == 1 and closed[0].packets == len(pk) and closed[0].end_reason == "fin"
+
+
+def test_single_fin_does_not_end_the_flow() -> None:
+    pk = tcp_session(close="fin")[:-2]  # only the client's FIN
+    (flow,) = run(pk + [packet(pk[-1].ts + 60, "10.0.0.2", 80, "10.0.0.1", 40000, flags=ACK)])
+    assert flow.end_reason == "eof" and flow.packets == len(pk) + 1
+
+
+def test_rst_ends_the_flow() -> None:
+    pk = tcp_session(close="rst")
+    flows = run(pk + [packet(pk[-1].ts + 0.01, "10.0.0.2", 80, "10.0.0.1", 40000, flags=RST)])
+    assert [(f.packets, f.end_reason) for f in flows] == [(len(pk) + 1, "rst")]
+
+
+def test_new_syn_on_reused_5_tuple_starts_a_new_flow() -> None:
+    first = tcp_session(t0=100.0, close="fin")
+    second = tcp_session(t0=100.5, close="rst")  # same ports, before the close timeout
+    flows = run(first + second)
+    assert [(f.packets, f.end_reason, f.first_seen) for f in flows] == [
+        (len(first), "fin", 100.0), (len(second), "rst", 100.5)]
+    after_rst = tcp_session(t0=100.0, close="rst") + tcp_session(t0=100.2, close="fin")
+    assert [f.end_reason for f in run(after_rst)] == ["rst", "fin"]
+
+
+def test_syn_retransmission_does_not_split_an_open_flow() -> None:
+    syn = packet(1.0, flags=SYN, seq=5)
+    flows = run([syn, packet(2.0, flags=SYN, seq=5), packet(2.1, "10.0.0.2", 80, "10.0.0.1", 40000, SYN | ACK)])
+    assert [f.packets for f in flows] == [3]
+
+
+def test_cap_evicts_least_recently_seen_first() -> None:
+    e = engine(max_flows=3)
+    for port, t in ((1, 0.0), (2, 1.0), (3, 2.0)):
+        assert e.feed(packet(t, sport=port)) == []
+    e.feed(packet(3.0, sport=1))                       # flow 1 is now the most recent
+    ended = e.feed(packet(4.0, sport=4))               # a fourth flow: flow 2 goes
+    assert [(f.client_port, f.end_reason) for f in ended] == [(2, "evicted")]
+    ended = e.feed(packet(5.0, sport=5))
+    assert [(f.client_port, f.end_reason) for f in ended] == [(3, "evicted")]
+    assert len(e.table) == 3 and e.table.evicted == 2 and e.stats.evicted == 2
+    rest = e.flush()
+    assert sorted(f.client_port for f in rest) == [1, 4, 5] and {f.end_reason for f in rest} == {"eof"}
+    assert [f.packets for f in rest if f.client_port == 1] == [2]
+
+
+def test_evicting_a_closing_flow_keeps_its_reason() -> None:
+    e = engine(max_flows=1)
+    for p in tcp_session(close="fin"):
+        e.feed(p)
+    (ended,) = e.feed(packet(100.2, sport=9, proto="udp"))
+    assert ended.end_reason == "fin"
+
+
+def test_flush_reports_every_flow_once_in_first_seen_order() -> None:
+    pk = [packet(float(i), sport=1000 + i % 7, payload=b"x", seq=i) for i in range(50)]
+    flows = run(pk)
+    assert len(flows) == 7 and sum(f.packets for f in flows) == 50
+    assert len({id(f) for f in flows}) == 7
+
+
+def test_flowtable_unit_new_flow_picks_client() -> None:
+    t = FlowTable()
+    synack = packet(1.0, "10.0.0.2", 80, "10.0.0.1", 40000, flags=SYN | ACK)
+    f = t.new_flow(FlowKey.of(synack), synack)
+    assert (f.client_port, f.server_port) == (40000, 80)
+    data = packet(1.0, "10.0.0.2", 80, "10.0.0.1", 40000, flags=PSH | ACK, payload=b"x")
+    g = t.new_flow(FlowKey.of(data), data)
+    assert (g.client_port, g.server_port) == (80, 40000)
+    fin_only = packet(1.0, flags=FIN | ACK)
+    assert t.new_flow(FlowKey.of(fin_only), fin_only).client_port == 40000
