@@ -31,6 +31,13 @@ EXIT_USAGE = 2
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
 
 
+class InputError(click.ClickException):
+    """A usage error about a path, the configuration or a layer: one ``Error: …`` line and exit
+    code 2, without click's usage text (which would bury the line that names the file)."""
+
+    exit_code = EXIT_USAGE
+
+
 def _err(message: str) -> None:
     click.echo(message, err=True)
 
@@ -44,10 +51,10 @@ def _expand(paths: tuple[str, ...], jsonl: bool = False) -> list[Path]:
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(suffixes))
             if not found:
-                raise click.UsageError(f"{p}: directory holds no capture files ({', '.join(CAPTURE_SUFFIXES)})")
+                raise InputError(f"{p}: directory holds no capture files ({', '.join(CAPTURE_SUFFIXES)})")
             out.extend(found)
         elif not p.exists():
-            raise click.UsageError(f"{p}: no such file or directory")
+            raise InputError(f"{p}: no such file or directory")
         else:
             out.append(p)
     return out
@@ -57,7 +64,7 @@ def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tupl
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise InputError(str(exc)) from None
     if layers:
         config = config.with_layers([x.strip() for x in layers.split(",") if x.strip()])
     if all_layers:
@@ -65,7 +72,7 @@ def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tupl
     try:
         plugins = discover(config)
     except PluginError as exc:
-        raise click.UsageError(f"{exc}. Run 'dpi plugins' to see what is installed.") from None
+        raise InputError(f"{exc}. Run 'dpi plugins' to see what is installed.") from None
     return config, plugins
 
 
@@ -170,7 +177,8 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
                  + "; ".join(f"{l.id}: {l.last_error}" for l in clf.engine.layers if l.errors) + ")")
         if clf.engine.stats.evicted:
             _err(f"note: {clf.engine.stats.evicted} flows were evicted early by the flow cap "
-                 f"({config.max_flows}); their records say end_reason evicted")
+                 f"({config.max_flows}); a later packet of an evicted flow started a new record "
+                 "(raise engine.max_flows in --config to keep flows whole)")
     sys.exit(EXIT_DAMAGED if damaged else EXIT_OK)
 
 
@@ -183,7 +191,7 @@ def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple
         try:
             out = open(output, "w", encoding="utf-8", newline="")
         except OSError as exc:
-            raise click.UsageError(f"{output}: cannot write: {exc.strerror}") from None
+            raise InputError(f"{output}: cannot write: {exc.strerror}") from None
     else:
         out = sys.stdout
     return out, RecordWriter(out, fmt, all_layers)
@@ -371,7 +379,7 @@ def plugins(as_json: bool, config_path: str | None) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise InputError(str(exc)) from None
     config.require = []  # listing must work even when a required layer is missing
     ps = discover(config)
     rows = sorted(ps.statuses.values(), key=lambda s: (s.status != LOADED, s.priority or 0, s.id))

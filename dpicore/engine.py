@@ -128,6 +128,8 @@ class Engine:
 
     def flush(self) -> list[Flow]:
         """End every live flow (end of input) and return them, oldest first."""
+        # The next input (the next file of a directory) may be older than this one.
+        self._next_expiry = float("-inf")
         return [self._finish(flow) for flow in self.table.drain()]
 
     def run(self, packets: Iterable[Packet]) -> Iterator[Flow]:

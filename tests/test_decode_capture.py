@@ -167,6 +167,7 @@ def test_pcapng_packet_on_undescribed_interface(tmp_path: Path) -> None:
     (b"hello, this is a text file\n" * 20, "not a pcap or pcapng"),
     (bytes(range(256)), "not a pcap or pcapng"),
     (b"\x1f\x8b" + b"garbage" * 10, "cannot read"),
+    (b"\x1f\x8b\x08" + b"\x00" * 40, "cannot read"),   # a gzip header, then a broken deflate stream
     (pcap_bytes([])[:10], "file header cut short"),
 ])
 def test_not_a_capture(tmp_path: Path, content: bytes, message: str) -> None:

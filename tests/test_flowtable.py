@@ -157,3 +157,12 @@ def test_flowtable_unit_new_flow_picks_client() -> None:
     assert (g.client_port, g.server_port) == (80, 40000)
     fin_only = packet(1.0, flags=FIN | ACK)
     assert t.new_flow(FlowKey.of(fin_only), fin_only).client_port == 40000
+
+
+def test_engine_reused_for_an_older_input_still_expires_idle_flows() -> None:
+    """Each file of a directory run is one run() of the same engine; the next file may be older."""
+    e = engine(idle_timeout=10.0)
+    list(e.run([packet(2_000_000_000.0, sport=1)]))
+    later_file = [packet(1_600_000_000.0, sport=2), packet(1_600_000_100.0, sport=3)]
+    ended = [(f.client_port, f.end_reason) for f in e.run(later_file)]
+    assert ended == [(2, "idle"), (3, "eof")]

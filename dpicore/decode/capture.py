@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator, NamedTuple
 
@@ -77,7 +78,7 @@ class CaptureReader:
         self._fh = _open(self.path)
         try:
             self._magic = self._fh.read(4)
-        except (OSError, EOFError) as exc:  # gzip that is not really gzip
+        except (OSError, EOFError, zlib.error) as exc:  # gzip that is not really gzip
             self._fh.close()
             raise CaptureError(self.path, f"cannot read: {exc}") from None
         self._fh.seek(0)
@@ -108,7 +109,7 @@ class CaptureReader:
                 yield from self._pcap()
             else:
                 yield from self._pcapng()
-        except (OSError, EOFError, gzip.BadGzipFile, struct.error, dpkt.Error) as exc:
+        except (OSError, EOFError, zlib.error, struct.error, dpkt.Error) as exc:  # BadGzipFile is an OSError
             raise CaptureError(self.path, f"unreadable data: {exc}", self._number + 1) from None
 
     _number = 0

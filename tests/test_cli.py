@@ -1,0 +1,170 @@
+"""`dpi classify` output: table, JSONL and CSV hold the same flows; --output
+writes the file; a directory run equals the per-file runs; `dpi plugins`.
+
+Runs the real CLI in a subprocess on captures the test builds, with the
+plugins installed in this environment.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpicore.output import RECORD_FIELDS
+from tests.helpers.frames import eth, pcap_bytes, tcp_session, udp4
+
+DPI = [sys.executable, "-m", "dpicore.cli"]
+T0 = 1_600_000_000.0
+
+
+def dpi(*args: str, cwd: Path, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    proc = subprocess.run(DPI + list(args), cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode in ok, proc.stderr
+    return proc
+
+
+def _session_frames(t0: float, cport: int) -> list[tuple[float, bytes]]:
+    frames = []
+    for pkt in tcp_session(t0=t0, client=("10.0.0.1", cport), server=("10.0.0.2", 80)):
+        frames.append((pkt.ts, eth(pkt.ip)))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two HTTP sessions, a DNS-like UDP exchange, and one IPv6 flow."""
+    d = tmp_path_factory.mktemp("cli")
+    recs = _session_frames(T0, 40001) + _session_frames(T0 + 1, 40002)
+    dns_q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
+    recs.append((T0 + 2, eth(udp4("10.0.0.5", 5353, "10.0.0.53", 53, dns_q))))
+    recs.sort(key=lambda r: r[0])
+    (d / "mixed.pcap").write_bytes(pcap_bytes(recs))
+    return d / "mixed.pcap"
+
+
+def test_jsonl_records_have_exactly_the_design_fields(capture: Path, tmp_path: Path) -> None:
+    proc = dpi("classify", str(capture), "--format", "jsonl", cwd=tmp_path)
+    recs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(recs) == 3
+    for r in recs:
+        assert tuple(r) == RECORD_FIELDS
+        assert r["packets"] == r["c2s_packets"] + r["s2c_packets"]
+        assert r["bytes"] == r["c2s_bytes"] + r["s2c_bytes"]
+        assert isinstance(r["metadata"], dict) and isinstance(r["protocol"], str)
+    tcp_recs = [r for r in recs if r["transport"] == "TCP"]
+    assert sorted(r["src_port"] for r in tcp_recs) == [40001, 40002]
+    assert all(r["dst_port"] == 80 and r["packets"] == 8 and r["c2s_packets"] == 5 for r in tcp_recs)
+    (udp_rec,) = [r for r in recs if r["transport"] == "UDP"]
+    assert (udp_rec["src_ip"], udp_rec["dst_port"]) == ("10.0.0.5", 53)
+
+
+def test_all_layers_adds_verdicts(capture: Path, tmp_path: Path) -> None:
+    proc = dpi("classify", str(capture), "--format", "jsonl", "--all-layers", cwd=tmp_path)
+    for line in proc.stdout.splitlines():
+        r = json.loads(line)
+        assert tuple(r) == RECORD_FIELDS + ("verdicts",) and isinstance(r["verdicts"], list)
+
+
+def test_formats_agree(capture: Path, tmp_path: Path) -> None:
+    jsonl = [json.loads(x) for x in dpi("classify", str(capture), "-f", "jsonl", cwd=tmp_path).stdout.splitlines()]
+    rows = list(csv.DictReader(io.StringIO(dpi("classify", str(capture), "-f", "csv", cwd=tmp_path).stdout)))
+    assert len(rows) == len(jsonl)
+    assert list(rows[0]) == list(RECORD_FIELDS)
+    for row, rec in zip(rows, jsonl):
+        assert row["src_ip"] == rec["src_ip"] and int(row["src_port"]) == rec["src_port"]
+        assert int(row["bytes"]) == rec["bytes"] and row["protocol"] == rec["protocol"]
+        assert json.loads(row["metadata"]) == rec["metadata"]
+    table = dpi("classify", str(capture), "-f", "table", cwd=tmp_path).stdout
+    lines = [line for line in table.splitlines() if line.strip()]
+    assert "protocol" in lines[0] and "client" in lines[0]
+    assert len(lines) == 1 + len(jsonl)
+    for rec in jsonl:
+        assert any(f"{rec['src_ip']}:{rec['src_port']}" in line and rec["protocol"] in line for line in lines)
+    assert "\x1b[" not in table, "no colour codes when not on a terminal"
+
+
+def test_default_format_off_a_terminal_is_jsonl(capture: Path, tmp_path: Path) -> None:
+    out = dpi("classify", str(capture), cwd=tmp_path).stdout
+    assert len([json.loads(x) for x in out.splitlines()]) == 3
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "table"])
+def test_output_file(capture: Path, tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / f"out.{fmt}"
+    proc = dpi("classify", str(capture), "-f", fmt, "--output", str(target), cwd=tmp_path)
+    assert proc.stdout == ""
+    expected = dpi("classify", str(capture), "-f", fmt, cwd=tmp_path).stdout
+    assert target.read_text() == expected
+
+
+def test_output_file_defaults_to_jsonl(capture: Path, tmp_path: Path) -> None:
+    dpi("classify", str(capture), "-o", "records", cwd=tmp_path)
+    assert len([json.loads(x) for x in (tmp_path / "records").read_text().splitlines()]) == 3
+
+
+def test_directory_run_equals_per_file_runs(tmp_path: Path) -> None:
+    """Files of a directory are independent even when a later file is older (idle expiry restarts)."""
+    d = tmp_path / "caps"
+    d.mkdir()
+    (tmp_path / "idle.toml").write_text("[engine]\nidle_timeout = 5.0\n")
+
+    def udp_flows(t0: float, ports: list[tuple[float, int]]) -> bytes:
+        return pcap_bytes([(t0 + dt, eth(udp4(sport=p, payload=b"x"))) for dt, p in ports])
+
+    # file a is newer than file b; in b, flow 1 idles out while flow 2 is still active
+    (d / "a.pcap").write_bytes(udp_flows(T0 + 10_000, [(0, 1), (1, 2)]))
+    (d / "b.pcap").write_bytes(udp_flows(T0, [(0, 1), (0.5, 2), (3, 2), (7, 2), (9, 2), (9.5, 3), (20, 1)]))
+    per_file = []
+    for name in ("a.pcap", "b.pcap"):
+        out = dpi("classify", str(d / name), "-f", "jsonl", "-c", "idle.toml", cwd=tmp_path).stdout
+        per_file += [json.loads(x) for x in out.splitlines()]
+    together = [json.loads(x) for x in dpi("classify", str(d), "-f", "jsonl", "-c", "idle.toml",
+                                           cwd=tmp_path).stdout.splitlines()]
+    assert together == per_file
+    b_order = [(r["src_port"], r["packets"]) for r in per_file[2:]]
+    assert b_order[0] == (1, 1), "flow 1 of b.pcap ended by idle timeout before the others"
+
+
+def test_flow_cap_note(tmp_path: Path) -> None:
+    (tmp_path / "many.pcap").write_bytes(pcap_bytes([(T0 + i * 0.001, eth(udp4(sport=1000 + i)))
+                                                     for i in range(50)]))
+    (tmp_path / "cap.toml").write_text("[engine]\nmax_flows = 10\n")
+    proc = dpi("classify", "many.pcap", "-f", "jsonl", "-c", "cap.toml", cwd=tmp_path)
+    assert len(proc.stdout.splitlines()) == 50
+    assert "40 flows were evicted" in proc.stderr
+
+
+def test_quiet_suppresses_notes(tmp_path: Path) -> None:
+    (tmp_path / "many.pcap").write_bytes(pcap_bytes([(T0 + i, eth(udp4(sport=1000 + i))) for i in range(5)]))
+    (tmp_path / "cap.toml").write_text("[engine]\nmax_flows = 2\n")
+    proc = dpi("classify", "many.pcap", "-q", "-c", "cap.toml", cwd=tmp_path)
+    assert "evicted" not in proc.stderr
+
+
+def test_plugins_json(tmp_path: Path) -> None:
+    rows = json.loads(dpi("plugins", "--json", cwd=tmp_path).stdout)
+    assert isinstance(rows, list)
+    for row in rows:
+        assert {"id", "distribution", "version", "priority", "status", "reason"} <= set(row)
+        assert row["status"] in ("loaded", "disabled", "failed")
+        if row["status"] == "failed":
+            assert row["reason"]
+
+
+def test_plugins_json_applies_config(tmp_path: Path) -> None:
+    rows = json.loads(dpi("plugins", "--json", cwd=tmp_path).stdout)
+    ids = [r["id"] for r in rows]
+    if not ids:
+        pytest.skip("no plugin installed in this environment")
+    (tmp_path / "block.toml").write_text(f"[layers]\nblock = [{json.dumps(ids[0])}]\n")
+    rows = json.loads(dpi("plugins", "--json", "-c", "block.toml", cwd=tmp_path).stdout)
+    assert next(r for r in rows if r["id"] == ids[0])["status"] == "disabled"
