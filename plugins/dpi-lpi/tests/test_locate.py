@@ -48,16 +48,18 @@ def test_not_installed_message_says_how_to_get_it() -> None:
 
 
 def test_missing_libtrace_is_named(build_fake, tmp_path) -> None:
-    """A library linked against libtrace.so.3 that is absent: the message says to install libtrace3."""
-    if ctypes.util.find_library("trace"):
-        pytest.skip("libtrace is installed on this machine, so it cannot be missing")
+    """A library linked against a libtrace that is absent: the message says to install libtrace3.
+
+    The stub's soname is one no machine has, so the test also runs where libtrace3 is installed.
+    """
+    soname = "libtrace-absent-in-dpi-lpi-tests.so.3"
     stub_dir = tmp_path / "stub"
     stub_dir.mkdir()
     (stub_dir / "stub.c").write_text("int trace_stub(void) { return 0; }\n")
     gcc = shutil.which("gcc")
-    subprocess.run([gcc, "-shared", "-fPIC", "-Wl,-soname,libtrace.so.3", "-o", str(stub_dir / "libtrace.so.3"),
+    subprocess.run([gcc, "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(stub_dir / soname),
                     str(stub_dir / "stub.c")], check=True)
-    linked = build_fake(extra=(f"-L{stub_dir}", "-Wl,--no-as-needed", "-l:libtrace.so.3"), name="libneedstrace.so")
+    linked = build_fake(extra=(f"-L{stub_dir}", "-Wl,--no-as-needed", f"-l:{soname}"), name="libneedstrace.so")
     shutil.rmtree(stub_dir)
     with pytest.raises(LpiUnavailable, match="apt-get install libtrace3"):
         locate.load({"library": str(linked)})
