@@ -79,3 +79,16 @@ def _lpi_classifier(library: Path | str, layers: tuple[str, ...] = ("lpi",), **s
 def lpi_classifier() -> Callable[..., Any]:
     """``with lpi_classifier(library, **settings) as clf:`` (see :func:`_lpi_classifier`)."""
     return _lpi_classifier
+
+
+@pytest.fixture(scope="session")
+def agreement() -> Any:
+    """benchmarks/agreement.py loaded as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    path = HERE.parent / "benchmarks" / "agreement.py"
+    spec = importlib.util.spec_from_file_location("dpi_lpi_agreement", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

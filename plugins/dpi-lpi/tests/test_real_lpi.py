@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from dpicore.api import synthetic_packets
+from dpicore.corpus import captures
 from dpicore.model import TCP
 
 from dpi_lpi import locate, runtime
@@ -57,17 +58,8 @@ def test_real_library_names_ssh_and_no_payload(real_library: Library) -> None:
     assert real_library.guess(empty.to_struct()).name in ("No_Payload", "Unknown_TCP")
 
 
-def test_agreement_with_lpi_update_data_on_the_corpus(real_library: Library, corpus) -> None:
+def test_agreement_with_lpi_update_data_on_the_corpus(real_library: Library, corpus, agreement) -> None:
     """Acceptance: >= 99% of TCP/UDP flows get libprotoident's own answer (through libtrace)."""
-    import importlib.util
-    from pathlib import Path
-
-    from dpicore.corpus import captures
-
-    spec = importlib.util.spec_from_file_location(
-        "lpi_agreement", Path(__file__).resolve().parent.parent / "benchmarks" / "agreement.py")
-    agreement = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(agreement)
     try:
         result = agreement.measure([path for path, _ in captures(corpus)], real_library.path)
     except agreement.ReferenceUnavailable as exc:
