@@ -128,3 +128,22 @@ def test_sll2_capture_decodes_into_the_expected_flows(name: str) -> None:
     want = Counter({(r["transport"], r["port"]): r["count"] for r in entry["flows"]})
     assert got == want
     assert all(f.client != f.server or f.client_port != f.server_port for f in flows)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_default_pipeline_never_contradicts_the_expected_protocol(name: str) -> None:
+    """With every installed layer in its default order, a payload flow may stay Unknown but never gets
+    another protocol.  nDPI 4.2 itself (ndpiReader too) calls TLS on TCP 53 "DNS" and Dovecot's
+    plaintext IMAP "IMAPS"; the heuristics run first so that the pipeline's answer is still right."""
+    entry = EXPECTED[name]
+    packets = list(CaptureSource(ROOT / entry["file"]))
+    with Classifier() as clf:
+        flows = list(clf.classify_packets(packets))
+    wrong = []
+    for flow in _payload_flows(packets, flows):
+        rule = next((r for r in entry["flows"] if _matches(r, flow)), None)
+        got = canonical(flow.verdict.protocol if flow.verdict else "Unknown")
+        if rule is not None and got not in (canonical(rule["protocol"]), "Unknown"):
+            wrong.append(f"{transport_name(flow.proto)} :{flow.server_port}: {got} from {flow.verdict.source} "
+                         f"(conf {flow.verdict.confidence:.2f}), expected {rule['protocol']}")
+    assert not wrong, f"{name} ({entry['about']}):\n  " + "\n  ".join(wrong)
