@@ -101,8 +101,9 @@ class PluginCommands(click.Group):
         try:
             loaded = ep.load()  # type: ignore[attr-defined]
         except Exception as exc:  # a broken plugin must not break 'dpi --help'
+            # Bind exc now: Python unbinds the 'as' name when the except block ends.
             return click.Command(name, help=f"(unavailable: {type(exc).__name__}: {exc})",
-                                 callback=lambda: _fail_command(name, exc))
+                                 callback=lambda error=exc: _fail_command(name, error))
         return loaded if isinstance(loaded, click.Command) else None
 
 

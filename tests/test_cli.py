@@ -168,3 +168,21 @@ def test_plugins_json_applies_config(tmp_path: Path) -> None:
     (tmp_path / "block.toml").write_text(f"[layers]\nblock = [{json.dumps(ids[0])}]\n")
     rows = json.loads(dpi("plugins", "--json", "-c", "block.toml", cwd=tmp_path).stdout)
     assert next(r for r in rows if r["id"] == ids[0])["status"] == "disabled"
+
+
+def test_broken_plugin_command_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dpicore.commands entry point that fails to import: 'dpi --help' works, the command says why."""
+    from importlib.metadata import EntryPoint
+
+    from click.testing import CliRunner
+
+    from dpicore import cli
+
+    broken = EntryPoint("broken", "no_such_module_for_dpi:command", cli.COMMANDS_GROUP)
+    monkeypatch.setattr(cli.PluginCommands, "_entry_points", lambda self: {"broken": broken})
+    runner = CliRunner()
+    listing = runner.invoke(cli.main, ["--help"])
+    assert listing.exit_code == 0 and "broken" in listing.output
+    result = runner.invoke(cli.main, ["broken"])
+    assert result.exit_code == 2, result.exception
+    assert "command 'broken' is unavailable: ModuleNotFoundError" in result.output
