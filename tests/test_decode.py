@@ -360,3 +360,15 @@ def test_random_corruption_never_raises_anything_else() -> None:
         if rng.random() < 0.05:
             buf = bytearray(rng.randbytes(rng.randint(0, 80)))
         _check_decodes_or_typed_error(d, linktype, bytes(buf))
+
+
+def test_fragments_make_one_flow_in_the_engine() -> None:
+    from dpicore.config import Config
+    from dpicore.engine import Engine
+    from dpicore.plugins import PluginSet
+
+    d = Decoder()
+    packets = [d.decode(P.DLT_RAW, f, 1.0 + i, len(f), i + 1) for i, f in enumerate(_fragments4(ident=5))]
+    (flow,) = Engine(PluginSet(Config()), Config()).run(packets)
+    assert (flow.packets, flow.client_port, flow.server_port) == (3, 5000, 6000)
+    assert flow.c2s_bytes == sum(len(f) for f in _fragments4(ident=5))
