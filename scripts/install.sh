@@ -7,7 +7,7 @@
 #    apt-get when running as root ('apt-get update' only when a package has no install candidate yet);
 #    otherwise the missing ones are listed with the command to run, and the install goes on.
 # 2. .venv (python3 -m venv, Python >= 3.11) with dpicore and every plugin under plugins/ that has a
-#    pyproject.toml installed editable (a plugin's 'test' extra too, when it defines one), plus
+#    pyproject.toml installed editable with all its optional extras, plus
 #    scripts/requirements-test.txt.  Skipped when nothing changed since the last successful install
 #    (a stamp in .venv holds a hash of those files).
 set -euo pipefail
@@ -63,17 +63,20 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv || { warn "python3 -m venv failed (Debian: apt-get install python3-venv)"; exit 1; }
 fi
 
-specs=(-e .)
+# Each distribution with all its extras (e.g. dpicore[report], dpi-ml[train]): "everything" means the
+# report and training tools too, and their tests must not skip for a missing package.
+with_extras() {
+  .venv/bin/python - "$1/pyproject.toml" <<'PY'
+import sys, tomllib
+extras = sorted(tomllib.load(open(sys.argv[1], "rb")).get("project", {}).get("optional-dependencies", {}))
+print(f"[{','.join(extras)}]" if extras else "")
+PY
+}
+specs=(-e ".$(with_extras .)")
 for pp in plugins/*/pyproject.toml; do
   [[ -f "$pp" ]] || continue
   dir=$(dirname "$pp")
-  extra=$(.venv/bin/python - "$pp" <<'PY'
-import sys, tomllib
-extras = tomllib.load(open(sys.argv[1], "rb")).get("project", {}).get("optional-dependencies", {})
-print("[test]" if "test" in extras else "")
-PY
-)
-  specs+=(-e "$dir$extra")
+  specs+=(-e "$dir$(with_extras "$dir")")
 done
 
 stamp=.venv/.dpicore-install-stamp
