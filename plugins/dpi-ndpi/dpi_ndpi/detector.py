@@ -1,0 +1,239 @@
+"""One nDPI detection module and the per-flow state fed into it.
+
+The feeding rules copy what ndpiReader 4.2 does (``example/reader_util.c``,
+``packet_processing``), because the layer is meant to answer exactly what
+ndpiReader answers:
+
+* every packet of the flow goes in, in order, SYNs and pure ACKs included,
+  as IP-layer bytes with the capture time in milliseconds;
+* packets ndpiReader drops never reach nDPI and do not count: non-first
+  IPv4/IPv6 fragments and packets cut shorter than their IP length says
+  (and, as a guard against hostile input, packets whose bytes say another
+  transport than the flow's first packet);
+* detection is complete when nDPI names an application protocol and has no
+  extra dissection left (``ndpi_extra_dissection_possible``: TLS certificates,
+  DNS answers…), or when the flow has gone past its packet budget (more than
+  80 TCP or 24 UDP packets, ndpiReader's ``-T``/``-U`` defaults), and then a
+  still unknown flow is handed to ``ndpi_detection_giveup`` (guess by port and
+  IP, like ndpiReader without ``-d``);
+* a flow that ends first gets the same give-up.
+
+Nothing is replayed: each packet is fed once, and the flow's nDPI memory is
+released (``ndpi_free_flow_data``) as soon as the layer is done with it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import attrs
+
+from dpicore.model import TCP, UDP, Packet
+
+#: ndpiReader 4.2's defaults: give up after this many packets (``-T`` / ``-U``).
+TCP_PACKETS = 80
+UDP_PACKETS = 24
+
+_MAX_IP = 0xFFFF  # nDPI takes the length as an unsigned short
+
+
+@attrs.define(slots=True, frozen=True)
+class NdpiResult:
+    """What nDPI said about a flow, in nDPI's own words."""
+
+    master: str
+    app: str
+    #: ``Master.App`` as ndpiReader prints it (``TLS.Google``, ``DNS``, ``Unknown``).
+    label: str
+    category: str
+    #: nDPI's confidence name: ``DPI``, ``DPI (cache)``, ``Match by IP``, ``Match by port``, ``Unknown``.
+    confidence: str
+    host: str
+    #: True when the answer came from ``ndpi_detection_giveup``.
+    gave_up: bool = False
+
+
+_IPV6_SKIPPED = frozenset((0, 43, 44, 60, 135))  # extension headers nDPI 4.2 walks past
+_IPV6_NO_NEXT = 59
+_IPV6_FRAGMENT = 44
+
+
+def ndpi_view(ip: bytes, fragment: bool) -> int:
+    """(IP version << 8) | L4 protocol as nDPI will parse these bytes; 0 when they must not reach it.
+
+    0 for what ndpiReader drops before nDPI sees it: non-first IPv4/IPv6
+    fragments and packets captured shorter than their IP length says (nDPI
+    would reject those itself, but count them against the flow).  The L4
+    protocol follows nDPI 4.2's own walk over IPv6 extension headers, so the
+    layer can keep one flow's packets on one transport: nDPI keeps TCP and
+    UDP state in a union, and a packet of the other transport fed into a
+    flow crashes it.
+    """
+    n = len(ip)
+    if fragment or n < 20 or n > _MAX_IP:
+        return 0
+    version = ip[0] >> 4
+    if version == 4:
+        ihl = (ip[0] & 0x0F) * 4
+        if ihl < 20 or ihl > n or ((ip[2] << 8) | ip[3]) > n or ((ip[6] & 0x1F) | ip[7]):
+            return 0
+        return 0x400 | ip[9]
+    if version != 6 or n < 40:
+        return 0
+    end = 40 + ((ip[4] << 8) | ip[5])
+    if end > n:
+        return 0
+    nxt, pos = ip[6], 40
+    while nxt in _IPV6_SKIPPED or nxt == _IPV6_NO_NEXT:
+        if nxt == _IPV6_NO_NEXT:
+            return 0
+        if nxt == _IPV6_FRAGMENT:
+            if end - pos < 8 or ((ip[pos + 2] << 8) | ip[pos + 3]) >> 3:
+                return 0
+            nxt, pos = ip[pos], pos + 8
+            continue
+        if end - pos < 2:
+            return 0
+        size = (ip[pos + 1] + 1) * 8
+        if end - pos < size:
+            return 0
+        nxt, pos = ip[pos], pos + size
+    return 0x600 | nxt
+
+
+class Detector:
+    """One nDPI detection module: made by ``dpi_configure``, closed by ``dpi_unconfigure``.
+
+    Flows keep a reference to the detector that created them, so a module is
+    only freed once it is closed *and* its last flow has been released; a
+    flow ended after its engine closed still frees its memory safely.
+    """
+
+    def __init__(self, abi: Any, tcp_packets: int = TCP_PACKETS, udp_packets: int = UDP_PACKETS,
+                 guess: bool = True) -> None:
+        self.abi = abi
+        self.tcp_packets = tcp_packets
+        self.udp_packets = udp_packets
+        self.guess = guess
+        self.module: int | None = abi.open_module()
+        #: nDPI protocol names by id.
+        self.names: list[str] = abi.protocol_names(self.module)
+        self._categories: dict[int, str] = {}
+        self.live = 0
+        self.closed = False
+
+    def new_flow(self, transport: int) -> "NdpiFlow":
+        if self.module is None:
+            raise RuntimeError("the nDPI module is closed")
+        budget = self.tcp_packets if transport == TCP else self.udp_packets if transport == UDP else None
+        self.live += 1
+        return NdpiFlow(self, budget)
+
+    def name(self, proto_id: int) -> str:
+        names = self.names
+        return names[proto_id] if proto_id < len(names) else self.abi.protocol_name(self.module, proto_id)
+
+    def category(self, category: int) -> str:
+        name = self._categories.get(category)
+        if name is None:
+            name = self._categories[category] = self.abi.category_name(self.module, category)
+        return name
+
+    def close(self) -> None:
+        """No new flows; free the module now, or when its last flow is released."""
+        self.closed = True
+        if self.live == 0:
+            self._free()
+
+    def _released(self) -> None:
+        self.live -= 1
+        if self.closed and self.live == 0:
+            self._free()
+
+    def _free(self) -> None:
+        module, self.module = self.module, None
+        if module is not None:
+            self.abi.close_module(module)
+
+
+class NdpiFlow:
+    """nDPI's state for one flow: a zeroed ``ndpi_flow_struct`` the layer owns.
+
+    nDPI allocates inside it (host names, TLS certificate data, reassembly
+    buffers), so :meth:`release` (``ndpi_free_flow_data``) must run before the
+    buffer is dropped; ``__del__`` does it for a flow nobody ended.
+    """
+
+    __slots__ = ("detector", "buffer", "address", "budget", "packets", "last_ms", "done", "view")
+
+    def __init__(self, detector: Detector, budget: int | None) -> None:
+        self.detector = detector
+        self.buffer: ctypes.Array[ctypes.c_char] | None = ctypes.create_string_buffer(detector.abi.flow_size)
+        self.address = ctypes.addressof(self.buffer)
+        self.budget = budget
+        self.packets = 0
+        self.last_ms = 0
+        self.done = False
+        #: :func:`ndpi_view` of the first packet fed: every later one must match it.
+        self.view = 0
+
+    def feed(self, packet: Packet) -> NdpiResult | None:
+        """Hand one packet to nDPI; the result once detection is complete, else None."""
+        if self.done or self.buffer is None:
+            return None
+        ip = packet.ip
+        if type(ip) is not bytes:
+            ip = bytes(ip)
+        view = ndpi_view(ip, packet.fragment)
+        if not view or (view != self.view and self.view):
+            return None  # dropped by ndpiReader, or another IP version/transport than the flow's
+        self.view = view
+        self.packets += 1
+        ms = int(round(packet.ts * 1e6)) // 1000
+        if ms < self.last_ms:  # time never runs backwards inside a flow (ndpiReader clamps too)
+            ms = self.last_ms
+        self.last_ms = ms
+        det = self.detector
+        abi = det.abi
+        proto = abi.process(det.module, self.address, ip, len(ip), ms)
+        enough = self.budget is not None and self.packets > self.budget
+        if not enough and proto.app_protocol == 0:
+            return None
+        if not enough and abi.extra_possible(det.module, self.address):
+            return None  # detected, but nDPI still wants packets (certificate, DNS answer…)
+        self.done = True
+        if proto.app_protocol == 0:
+            return self._result(abi.giveup(det.module, self.address, det.guess), gave_up=True)
+        return self._result(proto)
+
+    def giveup(self) -> NdpiResult:
+        """nDPI's best answer for a flow that ends (or is cut) before detection completed."""
+        det = self.detector
+        self.done = True
+        return self._result(det.abi.giveup(det.module, self.address, det.guess), gave_up=True)
+
+    def _result(self, proto: Any, gave_up: bool = False) -> NdpiResult:
+        det = self.detector
+        abi = det.abi
+        assert self.buffer is not None
+        return NdpiResult(
+            master=det.name(proto.master_protocol), app=det.name(proto.app_protocol),
+            label=abi.label(det.module, proto), category=det.category(proto.category),
+            confidence=abi.confidence_name(abi.confidence(self.buffer)), host=abi.host(self.address),
+            gave_up=gave_up)
+
+    def release(self) -> None:
+        """Free what nDPI allocated inside the flow and drop the buffer (idempotent)."""
+        if self.buffer is None:
+            return
+        det = self.detector
+        det.abi.free_flow_data(self.address)
+        self.buffer = None
+        det._released()
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: nothing sensible left to do
+            pass

@@ -1,0 +1,116 @@
+"""The dpicore hooks of the nDPI layer.
+
+Configuration (``[layers.ndpi]``)::
+
+    library = "/usr/lib/x86_64-linux-gnu/libndpi.so.4.2"  # default: DPI_NDPI_LIBRARY, then the soname
+    tcp_packets = 80      # give up on a TCP flow after this many packets (ndpiReader -T)
+    udp_packets = 24      # ... on a UDP flow (ndpiReader -U)
+    guess = true          # let nDPI guess by port/IP when it gives up (ndpiReader without -d)
+    max_packets = 256     # hard cap on packets per flow for any transport
+    priority = 20         # (read by the core) order among the layers
+
+Each ``dpi_configure`` opens one nDPI detection module (one per engine, i.e.
+per :class:`dpicore.Classifier`); the newest open one serves new flows and
+``dpi_unconfigure`` closes it.  ``dpi_configure`` raises when libndpi is
+missing or is not release 4.2, so ``dpi plugins`` shows the layer as failed
+with the reason and the install command, and the other layers run as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from dpicore import LayerInfo, ProtocolSpec, Verdict, hookimpl
+from dpicore.engine import REASON_DECIDED, REASON_ERROR, REASON_VERDICT
+
+from . import library
+from .detector import TCP_PACKETS, UDP_PACKETS, Detector, NdpiFlow
+from .verdicts import LAYER_ID, protocol_specs, to_verdict
+
+DEFAULT_PRIORITY = 20
+DEFAULT_MAX_PACKETS = 256
+SETTINGS = ("library", "tcp_packets", "udp_packets", "guess", "max_packets", "priority")
+
+#: Detectors opened by configure calls and not yet unconfigured; the newest serves new flows.
+_detectors: list[Detector] = []
+_where = "not loaded"
+_max_packets = DEFAULT_MAX_PACKETS
+
+
+def _positive(config: dict[str, Any], key: str, default: int) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"layers.ndpi.{key} must be an integer from 1 to 65535, not {value!r}")
+    return value
+
+
+def _settings(config: dict[str, Any]) -> tuple[int, int, bool, int]:
+    unknown = sorted(set(config) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"layers.ndpi: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    guess = config.get("guess", True)
+    if not isinstance(guess, bool):
+        raise ValueError(f"layers.ndpi.guess must be true or false, not {guess!r}")
+    tcp = _positive(config, "tcp_packets", TCP_PACKETS)
+    udp = _positive(config, "udp_packets", UDP_PACKETS)
+    # The engine's own cap must not cut a flow before nDPI's per-transport budget does.
+    cap = _positive(config, "max_packets", max(DEFAULT_MAX_PACKETS, tcp + 1, udp + 1))
+    return tcp, udp, guess, cap
+
+
+def detector() -> Detector:
+    if not _detectors:
+        raise library.NdpiError("the ndpi layer is not configured (dpi_configure was not called or failed)")
+    return _detectors[-1]
+
+
+@hookimpl
+def dpi_configure(config: dict[str, Any]) -> None:
+    global _where, _max_packets
+    tcp, udp, guess, cap = _settings(config)
+    where, abi = library.load(config)
+    _detectors.append(Detector(abi, tcp, udp, guess))
+    _where = f"{abi.release} ({abi.revision}, {where})"
+    _max_packets = cap
+
+
+@hookimpl
+def dpi_unconfigure() -> None:
+    if _detectors:
+        _detectors.pop().close()
+
+
+@hookimpl
+def dpi_layer_info() -> LayerInfo:
+    names = tuple(n for n in _detectors[-1].names[1:]) if _detectors else ()
+    return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY, protocols=names, max_packets=_max_packets,
+                     wants_empty=True, description=f"nDPI deep packet inspection: {_where}")
+
+
+@hookimpl
+def dpi_register_protocols() -> Iterable[ProtocolSpec | str]:
+    return protocol_specs(_detectors[-1].names if _detectors else ())
+
+
+@hookimpl
+def dpi_flow_new(flow: Any) -> NdpiFlow:
+    return detector().new_flow(flow.proto)
+
+
+@hookimpl
+def dpi_classify(packet: Any, state: NdpiFlow) -> Verdict | None:
+    result = state.feed(packet)
+    return None if result is None else to_verdict(result)
+
+
+@hookimpl
+def dpi_flow_end(state: NdpiFlow | None, reason: str) -> Verdict | None:
+    """Release the flow's nDPI memory; a flow cut short first gets nDPI's give-up answer."""
+    if state is None:
+        return None
+    try:
+        if state.done or reason in (REASON_VERDICT, REASON_DECIDED, REASON_ERROR) or state.packets == 0:
+            return None
+        return to_verdict(state.giveup())
+    finally:
+        state.release()

@@ -1,0 +1,147 @@
+"""The per-flow feeding rules and the lifetime of nDPI memory, on the real libndpi."""
+
+from __future__ import annotations
+
+import gc
+import struct
+from typing import Any
+
+import dpkt
+import pytest
+
+from dpicore import Classifier
+from dpicore.api import synthetic_packets
+from dpicore.model import TCP, UDP, Packet
+from dpi_ndpi.detector import Detector, ndpi_view
+
+
+def ip4(payload: bytes = b"", proto: int = 17, frag: int = 0, total: int | None = None, dport: int = 53) -> bytes:
+    """An IPv4 packet built by hand, so lengths and fragment fields can lie."""
+    l4 = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload if proto == 17 else payload
+    length = 20 + len(l4) if total is None else total
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, length, 1, frag, 64, proto, 0, bytes([10, 0, 0, 1]),
+                       bytes([10, 0, 0, 2])) + l4
+
+
+def packet(ip: bytes, ts: float = 1.0, proto: int = UDP, fragment: bool = False) -> Packet:
+    return Packet(ts, ip[0] >> 4 if ip else 4, b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", proto, 40000, 53,
+                  ip=ip, fragment=fragment)
+
+
+def ip6(nxt: int, ext: bytes = b"", l4: bytes = b"\x00" * 8) -> bytes:
+    body = ext + l4
+    return struct.pack("!IHBB16s16s", 6 << 28, len(body), nxt, 64, b"\x20" + b"\x00" * 15,
+                       b"\x20" + b"\x01" * 15) + body
+
+
+class TestNdpiView:
+    def test_whole_packets_show_version_and_transport(self) -> None:
+        assert ndpi_view(ip4(b"x" * 10), False) == 0x400 | 17
+        assert ndpi_view(ip6(6, l4=b"\x00" * 20), False) == 0x600 | 6
+
+    def test_ipv6_extension_headers_are_walked_like_ndpi(self) -> None:
+        hop = bytes([17, 0]) + b"\x00" * 6                      # hop-by-hop, 8 bytes, then UDP
+        assert ndpi_view(ip6(0, hop), False) == 0x600 | 17
+        first_fragment = bytes([6, 0, 0, 1]) + b"\x00" * 4     # offset 0, more fragments: fed
+        assert ndpi_view(ip6(44, first_fragment), False) == 0x600 | 6
+        later_fragment = bytes([6, 0, 0, 0x11]) + b"\x00" * 4  # offset 2: dropped
+        assert ndpi_view(ip6(44, later_fragment), False) == 0
+        assert ndpi_view(ip6(59), False) == 0                    # no next header
+        assert ndpi_view(ip6(60, bytes([17, 9])), False) == 0     # extension longer than the packet
+
+    def test_packets_ndpireader_drops_are_not_fed(self) -> None:
+        assert not ndpi_view(ip4(b"x" * 10), True)                      # non-first fragment (flagged)
+        assert not ndpi_view(ip4(b"x" * 10, frag=3), False)             # fragment offset in the header
+        assert ndpi_view(ip4(b"x" * 10, frag=0x2000), False)            # first fragment (MF only) is fed
+        assert not ndpi_view(ip4(b"x" * 10, total=200), False)          # captured shorter than its length
+        assert not ndpi_view(b"", False)
+        assert not ndpi_view(b"\x45" + b"\x00" * 10, False)             # shorter than a header
+        assert not ndpi_view(b"\x44" + b"\x00" * 40, False)             # header length 16
+        assert not ndpi_view(b"\x75" + b"\x00" * 40, False)             # IP version 7
+        assert not ndpi_view(b"\x45\x00\x00\x14" + b"\x00" * 65532, False)  # longer than nDPI can take
+
+
+def test_a_flow_stays_on_its_first_transport(detector: Detector) -> None:
+    """A packet whose bytes say TCP never reaches a flow nDPI started as UDP (its state is a union)."""
+    flow = detector.new_flow(UDP)
+    assert flow.feed(packet(ip4(bytes(range(7, 127)), dport=9999))) is None
+    tcp_bytes = ip4(struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x18, 1024, 0, 0) + b"GET / HTTP/1.1\r\n\r\n",
+                    proto=6)
+    assert flow.feed(packet(tcp_bytes, proto=TCP)) is None
+    assert flow.packets == 1
+    flow.release()
+
+
+def test_detects_dns_and_reports_the_query(detector: Detector) -> None:
+    query = dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="www.example.org", type=dpkt.dns.DNS_A)])
+    flow = detector.new_flow(UDP)
+    result = flow.feed(packet(ip4(bytes(query))))
+    if result is None:  # nDPI may wait for the answer (extra dissection): end the flow instead
+        result = flow.giveup()
+    flow.release()
+    assert result.label == "DNS" and result.confidence == "DPI"
+    assert result.host == "www.example.org"
+    assert result.category == "Network"
+
+
+def test_undecodable_packets_do_not_count(detector: Detector) -> None:
+    flow = detector.new_flow(UDP)
+    for _ in range(50):
+        assert flow.feed(packet(ip4(b"x", total=999))) is None
+    assert flow.packets == 0
+    flow.release()
+
+
+def test_udp_budget_then_giveup_guesses_by_port(detector: Detector) -> None:
+    """Past 24 UDP packets nDPI gives up; port 53 makes its guess DNS (ndpiReader's default)."""
+    flow = detector.new_flow(UDP)
+    results = [flow.feed(packet(ip4(bytes(range(7, 127))), ts=i)) for i in range(30)]
+    done = [i for i, r in enumerate(results) if r is not None]
+    assert done == [24], "the answer comes with packet 25 (ndpiReader: more than 24 packets)"
+    result = results[24]
+    assert result is not None and result.gave_up
+    assert (result.label, result.confidence) == ("DNS", "Match by port")
+    flow.release()
+
+
+def test_closing_a_detector_waits_for_its_flows(abi: Any) -> None:
+    det = Detector(abi)
+    flows = [det.new_flow(TCP) for _ in range(3)]
+    det.close()
+    assert det.module is not None and det.live == 3
+    flows[0].release()
+    flows[0].release()  # idempotent
+    assert det.live == 2
+    del flows[1]
+    gc.collect()  # a flow nobody ended frees its nDPI data when collected
+    assert det.live == 1
+    flows[-1].release()
+    assert det.module is None
+    with pytest.raises(RuntimeError):
+        det.new_flow(TCP)
+
+
+def test_http_payload_through_the_engine() -> None:
+    with Classifier(layers=["ndpi"]) as clf:
+        verdict = clf.classify_payload(b"GET /a HTTP/1.1\r\nHost: www.example.net\r\nUser-Agent: t\r\n\r\n",
+                                       dst_port=8080)
+    assert verdict.protocol == "HTTP" and verdict.source == "ndpi"
+    assert verdict.metadata["host"] == "www.example.net"
+    assert verdict.metadata["ndpi_label"].startswith("HTTP")
+    assert verdict.confidence >= 0.9
+
+
+def test_two_classifiers_have_their_own_modules() -> None:
+    from dpi_ndpi import plugin
+
+    first = Classifier(layers=["ndpi"])
+    second = Classifier(layers=["ndpi"])
+    try:
+        assert len(plugin._detectors) >= 2
+        assert plugin._detectors[-1].module != plugin._detectors[-2].module
+        packets = synthetic_packets(b"SSH-2.0-OpenSSH_9.0\r\n", TCP, 40000, 22, from_server=False)
+        flows = list(first.classify_packets(packets))
+        assert flows[0].verdict is not None and flows[0].verdict.protocol == "SSH"
+    finally:
+        first.close()
+        second.close()
