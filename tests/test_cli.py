@@ -51,9 +51,15 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d / "mixed.pcap"
 
 
-def test_jsonl_records_have_exactly_the_design_fields(capture: Path, tmp_path: Path) -> None:
-    proc = dpi("classify", str(capture), "--format", "jsonl", cwd=tmp_path)
-    recs = [json.loads(line) for line in proc.stdout.splitlines()]
+@pytest.fixture(scope="module")
+def printed(capture: Path) -> dict[str, str]:
+    """What `dpi classify CAPTURE -f FMT` prints to standard output, per format."""
+    return {fmt: dpi("classify", str(capture), "-f", fmt, cwd=capture.parent).stdout
+            for fmt in ("jsonl", "csv", "table")}
+
+
+def test_jsonl_records_have_exactly_the_design_fields(printed: dict[str, str]) -> None:
+    recs = [json.loads(line) for line in printed["jsonl"].splitlines()]
     assert len(recs) == 3
     for r in recs:
         assert tuple(r) == RECORD_FIELDS
@@ -74,16 +80,16 @@ def test_all_layers_adds_verdicts(capture: Path, tmp_path: Path) -> None:
         assert tuple(r) == RECORD_FIELDS + ("verdicts",) and isinstance(r["verdicts"], list)
 
 
-def test_formats_agree(capture: Path, tmp_path: Path) -> None:
-    jsonl = [json.loads(x) for x in dpi("classify", str(capture), "-f", "jsonl", cwd=tmp_path).stdout.splitlines()]
-    rows = list(csv.DictReader(io.StringIO(dpi("classify", str(capture), "-f", "csv", cwd=tmp_path).stdout)))
+def test_formats_agree(printed: dict[str, str]) -> None:
+    jsonl = [json.loads(x) for x in printed["jsonl"].splitlines()]
+    rows = list(csv.DictReader(io.StringIO(printed["csv"])))
     assert len(rows) == len(jsonl)
     assert list(rows[0]) == list(RECORD_FIELDS)
     for row, rec in zip(rows, jsonl):
         assert row["src_ip"] == rec["src_ip"] and int(row["src_port"]) == rec["src_port"]
         assert int(row["bytes"]) == rec["bytes"] and row["protocol"] == rec["protocol"]
         assert json.loads(row["metadata"]) == rec["metadata"]
-    table = dpi("classify", str(capture), "-f", "table", cwd=tmp_path).stdout
+    table = printed["table"]
     lines = [line for line in table.splitlines() if line.strip()]
     assert "protocol" in lines[0] and "client" in lines[0]
     assert len(lines) == 1 + len(jsonl)
@@ -98,12 +104,11 @@ def test_default_format_off_a_terminal_is_jsonl(capture: Path, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "table"])
-def test_output_file(capture: Path, tmp_path: Path, fmt: str) -> None:
+def test_output_file(capture: Path, printed: dict[str, str], tmp_path: Path, fmt: str) -> None:
     target = tmp_path / f"out.{fmt}"
     proc = dpi("classify", str(capture), "-f", fmt, "--output", str(target), cwd=tmp_path)
     assert proc.stdout == ""
-    expected = dpi("classify", str(capture), "-f", fmt, cwd=tmp_path).stdout
-    assert target.read_text() == expected
+    assert target.read_text() == printed[fmt]
 
 
 def test_output_file_defaults_to_jsonl(capture: Path, tmp_path: Path) -> None:
