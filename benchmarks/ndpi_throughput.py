@@ -7,7 +7,8 @@ Without CAPTURE the script writes a raw-IP capture of the whole nDPI corpus
 addresses shifted so its flows are new flows, and times both tools on it:
 
 * dpicore: ``Classifier(layers=["ndpi"])`` over the file (decode, flow table,
-  the nDPI layer), setup excluded (printed separately);
+  the nDPI layer), setup excluded (printed separately); and the same engine
+  with no layer, to show how much of that time is the layer's;
 * ndpiReader: ``ndpiReader -q -i FILE`` as a subprocess, wall clock, which
   includes its ~70 ms setup; the line below subtracts that setup, measured by
   running it on a one-packet capture of the same kind.
@@ -69,10 +70,10 @@ def write_corpus_capture(out: Path, copies: int) -> int:
     return count
 
 
-def time_dpicore(path: Path) -> tuple[int, float, float]:
-    """(packets, seconds, setup seconds) for the nDPI layer alone."""
+def time_dpicore(path: Path, layers: list[str]) -> tuple[int, float, float]:
+    """(packets, seconds, setup seconds) for the engine running ``layers``."""
     t0 = time.perf_counter()
-    clf = Classifier(layers=["ndpi"])
+    clf = Classifier(layers=layers)
     setup = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
@@ -115,7 +116,8 @@ def main() -> None:
             linktype = rd.datalink()
         with one.open("wb") as fh:
             dpkt.pcap.Writer(fh, linktype=linktype, snaplen=65535).writepkt(frame, ts=ts)
-        packets, ours, setup = time_dpicore(path)
+        packets, ours, setup = time_dpicore(path, ["ndpi"])
+        _, bare, _ = time_dpicore(path, [])
         theirs = time_ndpireader(reader, path)
         fixed = min(time_ndpireader(reader, one) for _ in range(3))
     ours_pps = packets / ours
@@ -123,6 +125,8 @@ def main() -> None:
     net_pps = packets / max(theirs - fixed, 1e-6)
     print(f"dpicore --layers ndpi : {ours_pps:12,.0f} packets/s  ({packets:,} packets in {ours:.3f} s; "
           f"setup {setup * 1000:.0f} ms not counted)")
+    print(f"dpicore, no layer     : {packets / bare:12,.0f} packets/s  (decode + flow table only: the "
+          f"nDPI layer's own share is {max(ours - bare, 0.0) / ours:.0%} of its run)")
     print(f"ndpiReader -q (wall)  : {wall_pps:12,.0f} packets/s  ({theirs:.3f} s incl. setup)   "
           f"ratio {ours_pps / wall_pps:.3f}")
     print(f"ndpiReader -q (net)   : {net_pps:12,.0f} packets/s  (setup {fixed * 1000:.0f} ms subtracted)   "

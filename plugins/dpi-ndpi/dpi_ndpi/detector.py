@@ -191,7 +191,7 @@ class NdpiFlow:
         self.view = view
         self.packets += 1
         ms = int(round(packet.ts * 1e6)) // 1000
-        if ms < self.last_ms:  # time never runs backwards inside a flow (ndpiReader clamps too)
+        if ms < self.last_ms:  # never backwards (ndpiReader clamps its capture clock the same way)
             ms = self.last_ms
         self.last_ms = ms
         det = self.detector

@@ -92,19 +92,22 @@ def dpi_register_protocols() -> Iterable[ProtocolSpec | str]:
     return protocol_specs(_detectors[-1].names if _detectors else ())
 
 
+# The hooks below take the specs' full argument lists: the engine then calls them directly,
+# without the adapter it puts around an implementation that takes a subset (once per packet).
+
 @hookimpl
-def dpi_flow_new(flow: Any) -> NdpiFlow:
+def dpi_flow_new(flow: Any, packet: Any) -> NdpiFlow:
     return detector().new_flow(flow.proto)
 
 
 @hookimpl
-def dpi_classify(packet: Any, state: NdpiFlow) -> Verdict | None:
+def dpi_classify(flow: Any, packet: Any, direction: int, state: NdpiFlow) -> Verdict | None:
     result = state.feed(packet)
     return None if result is None else to_verdict(result)
 
 
 @hookimpl
-def dpi_flow_end(state: NdpiFlow | None, reason: str) -> Verdict | None:
+def dpi_flow_end(flow: Any, state: NdpiFlow | None, reason: str) -> Verdict | None:
     """Release the flow's nDPI memory; a flow cut short first gets nDPI's give-up answer."""
     if state is None:
         return None
