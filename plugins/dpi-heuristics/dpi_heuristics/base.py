@@ -11,6 +11,15 @@ A detector returns:
 - :data:`MORE`: plausible so far, show me the next payload packet;
 - ``None``: not this protocol; the dispatcher drops it for this flow.
 
+A detector that is fairly sure from one packet but wants a second to be
+certain returns ``ctx.guess(verdict)``: that is :data:`MORE`, and the guess
+becomes the verdict if the flow ends first.  Per-flow state between packets
+goes in ``ctx.memo`` (a dict per flow, keyed by protocol name).
+
+A detector must never raise, whatever the payload: truncated, malformed and
+hostile input is the normal case.  (The dispatcher drops a heuristic that
+raises anyway, and records it on the flow, as a last resort.)
+
 Detectors decide from payload structure, never from ports.  Ports may only
 break a tie between two structurally valid readings, and then the verdict
 says so (``metadata["port_hint"] = True``) with a lower confidence.
@@ -52,6 +61,11 @@ class Context:
     index: int
     #: Layer-wide shared state (e.g. FTP data connections announced on control flows).
     shared: dict[str, Any]
+    #: This flow's scratch space for detectors that keep state between packets
+    #: (QUIC CRYPTO reassembly, RTP sequence numbers).  Key it by protocol name.
+    memo: dict[str, Any] = attrs.field(factory=dict)
+    #: Set through :meth:`guess`; read by the dispatcher.
+    tentative: "Verdict | None" = None
 
     @property
     def from_client(self) -> bool:
@@ -64,6 +78,19 @@ class Context:
 
     def first(self, direction: int) -> bytes | None:
         return self.flow.first_payload(direction)
+
+    def guess(self, verdict: Verdict) -> Any:
+        """Offer ``verdict`` in case the flow ends before this detector can be sure; returns :data:`MORE`.
+
+        For protocols that need a second packet to be certain (RTP, a SOCKS5
+        greeting, ESP-in-UDP): when the flow ends, or every other candidate
+        gives up, the best guess becomes the layer's verdict, so a single
+        first payload (a honeypot's) still gets an answer, at the guess's
+        lower confidence.
+        """
+        if self.tentative is None or verdict.confidence > self.tentative.confidence:
+            self.tentative = verdict
+        return MORE
 
     @property
     def server_port(self) -> int:

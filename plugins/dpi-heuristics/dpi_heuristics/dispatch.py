@@ -3,11 +3,15 @@
 Candidates are chosen once per flow, from its transport and the first byte
 of its first payload, through a precomputed table: a flow never runs every
 heuristic.  Each later payload packet runs only the candidates that said
-:data:`~dpi_heuristics.base.MORE`.
+:data:`~dpi_heuristics.base.MORE`; once one decided, only that one runs (for
+the packets the engine lets it watch after the verdict, e.g. TLS reading the
+ServerHello for the negotiated version).
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import Any, Iterable
 
 import attrs
@@ -15,18 +19,26 @@ from dpicore import Verdict
 
 from .base import MORE, Context, Heuristic
 
+log = logging.getLogger(__name__)
+
 
 @attrs.define(slots=True)
 class FlowState:
     #: Heuristics still plausible; None until the first payload packet.
     candidates: list[Heuristic] | None = None
     seen: list[int] = attrs.field(factory=lambda: [0, 0])
+    #: The heuristic that named the flow (it alone sees the watched packets).
+    decided: Heuristic | None = None
+    #: Per-flow scratch space shared with the detectors (``Context.memo``).
+    memo: dict[str, Any] = attrs.field(factory=dict)
+    #: The best ``Context.guess`` so far: the verdict if the flow ends undecided.
+    guess: Verdict | None = None
 
 
 class Dispatcher:
     def __init__(self, heuristics: Iterable[Heuristic]) -> None:
         self.heuristics = sorted(heuristics, key=lambda h: (h.order, h.name))
-        # (transport, first byte) -> candidates; (transport, None) -> those with no byte filter.
+        # (transport, first byte) -> candidates.
         self._table: dict[tuple[int, int], list[Heuristic]] = {}
         transports = {t for h in self.heuristics for t in h.transports}
         for t in transports:
@@ -35,6 +47,8 @@ class Dispatcher:
                     h for h in self.heuristics
                     if t in h.transports and (h.first_bytes is None or byte in h.first_bytes)]
         self.shared: dict[str, Any] = {}
+        #: Exceptions per heuristic name (a detector bug; each is also noted on its flow).
+        self.errors: Counter[str] = Counter()
 
     def candidates(self, transport: int, first: int) -> list[Heuristic]:
         return list(self._table.get((transport, first), ()))
@@ -46,14 +60,23 @@ class Dispatcher:
         plausible, or None when none is left.
         """
         flow, transport, direction, payload = ctx_args
+        if not payload:
+            return MORE if state.candidates is None or state.candidates else None
         if state.candidates is None:
             state.candidates = self.candidates(transport, payload[0])
         state.seen[direction] += 1
-        ctx = Context(flow, transport, direction, payload, state.seen[direction], self.shared)
+        ctx = Context(flow, transport, direction, payload, state.seen[direction], self.shared, state.memo)
+        if state.decided is not None:
+            return self._run(state.decided, ctx, flow)
         survivors: list[Heuristic] = []
         best: Verdict | None = None
+        decided: Heuristic | None = None
         for h in state.candidates:
-            result = h.detect(ctx)
+            result = self._run(h, ctx, flow)
+            if ctx.tentative is not None:
+                if state.guess is None or ctx.tentative.confidence > state.guess.confidence:
+                    state.guess = ctx.tentative
+                ctx.tentative = None
             if result is None:
                 continue
             if result is MORE:
@@ -61,10 +84,25 @@ class Dispatcher:
                 continue
             if isinstance(result, Verdict):
                 if best is None or result.confidence > best.confidence:
-                    best = result
+                    best, decided = result, h
                 if result.confidence >= 0.8:
                     break
         if best is not None:
+            state.decided = decided
             return best
         state.candidates = survivors
         return MORE if survivors else None
+
+    def _run(self, h: Heuristic, ctx: Context, flow: Any) -> Any:
+        """One detector call; a raising detector counts as "not this protocol" (and is logged)."""
+        try:
+            return h.detect(ctx)
+        except Exception as exc:  # a detector bug must not cost the flow its other candidates
+            self.errors[h.name] += 1
+            message = f"heuristics: {h.name} raised {type(exc).__name__}: {exc}"
+            errors = getattr(flow, "errors", None)
+            if isinstance(errors, list):
+                errors.append(message)
+            if self.errors[h.name] == 1:
+                log.warning("%s (further errors of this heuristic are counted, not logged)", message)
+            return None

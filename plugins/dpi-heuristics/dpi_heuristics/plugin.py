@@ -79,9 +79,19 @@ def dpi_flow_new(flow: Any, packet: Any) -> FlowState:
 
 @hookimpl
 def dpi_classify(flow: Any, packet: Any, direction: int, state: FlowState) -> Verdict | None:
+    watching = state.decided is not None
     result = dispatcher().classify(state, (flow, packet.proto, direction, packet.payload))
-    if result is MORE:
+    if isinstance(result, Verdict):
+        return result
+    if watching or result is MORE:
         return None
-    if result is None:
-        return Verdict(UNKNOWN, LAYER_ID, 0.0)
-    return result
+    # No candidate left: the best guess a detector offered, else "not ours".
+    return state.guess or Verdict(UNKNOWN, LAYER_ID, 0.0)
+
+
+@hookimpl
+def dpi_flow_end(flow: Any, state: FlowState, reason: str) -> Verdict | None:
+    """The flow ended (or the packet budget ran out) while candidates still hoped: their best guess."""
+    if state is None or state.decided is not None:
+        return None
+    return state.guess

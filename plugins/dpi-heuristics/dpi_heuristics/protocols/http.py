@@ -44,7 +44,7 @@ def _upgrade(h: dict[str, str]) -> str | None:
     return None
 
 
-def request(data: bytes) -> Verdict | None | object:
+def request(ctx: Context, data: bytes) -> Verdict | None | object:
     """Decide on a client stream that may hold a (partial) HTTP request head."""
     m = _REQUEST.match(data)
     if m is None:
@@ -64,15 +64,22 @@ def request(data: bytes) -> Verdict | None | object:
         end = data.find(b"\n\n")
     if end < 0 and len(data) < MAX_HEAD:
         if known:
-            # The request line alone is already unambiguous; read on for Host and friends.
-            return MORE if len(data) < 2048 else _verdict(method, target, version, data, known)
+            # The request line alone is already unambiguous; read on for Host and friends
+            # (and answer with what is there if the flow ends first).
+            if len(data) >= 2048:
+                return _verdict(method, target, version, data, known)
+            ctx.guess(_verdict(method, target, version, data, known))
         return MORE
     return _verdict(method, target, version, data[:end] if end >= 0 else data, known)
 
 
+#: BitTorrent tracker requests (BEP 3, BEP 48) are HTTP on the wire but BitTorrent by purpose.
+_TRACKER = re.compile(rb"^/(?:[^?\s]*/)?(?:announce|scrape)(?:\.php)?\?(?:[^\s]*&)?info_hash=")
+
+
 def _verdict(method: bytes, target: bytes, version: bytes, head: bytes, known: bool) -> Verdict:
     h = headers(head)
-    proto = _upgrade(h) or "HTTP"
+    proto = _upgrade(h) or ("BitTorrent" if method == b"GET" and _TRACKER.match(target) else "HTTP")
     confidence = CERTAIN if known else LIKELY
     return found(proto, confidence, method=method.decode(), host=h.get("host"), path=text(target, 512),
                  user_agent=h.get("user-agent"), version="HTTP/" + version.decode(),
@@ -82,7 +89,7 @@ def _verdict(method: bytes, target: bytes, version: bytes, head: bytes, known: b
 def detect(ctx: Context) -> Verdict | None | object:
     data = ctx.stream if ctx.index > 1 else ctx.payload
     if ctx.from_client:
-        result = request(data)
+        result = request(ctx, data)
         if result is MORE and ctx.index >= 6:
             return None
         return result
@@ -100,5 +107,5 @@ def detect(ctx: Context) -> Verdict | None | object:
 
 HEURISTICS = [
     Heuristic("HTTP", detect, TCP_ONLY, starts(*METHODS, "HTTP/") | frozenset(range(ord("A"), ord("Z") + 1)),
-              server_first=False, order=20, also=("WebSocket",)),
+              server_first=False, order=20, also=("WebSocket", "HTTP2", "BitTorrent")),
 ]

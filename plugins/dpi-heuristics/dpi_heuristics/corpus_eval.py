@@ -1,0 +1,150 @@
+"""Agreement of the heuristics layer with ndpiReader's labels on the nDPI corpus.
+
+Shared by the acceptance test (``tests/test_corpus_accuracy.py``) and
+``benchmarks/heuristics_accuracy.py`` so both print the same numbers.
+
+Two figures, as issue 3 defines them:
+
+* **recall**: among matched flows whose nDPI label (master protocol, else the
+  app protocol, canonicalised) is one of :data:`ISSUE_PROTOCOLS`, the share
+  the heuristics layer alone names with the same canonical protocol;
+* **contradictions**: among *all* matched flows, the share where we name a
+  protocol X and nDPI names a different protocol Y of :data:`ISSUE_PROTOCOLS`
+  (naming a protocol for a flow nDPI leaves Unknown or names outside the list
+  is not a contradiction: nDPI knows hundreds of names we do not).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import attrs
+from dpicore import Classifier
+from dpicore.corpus import LabelledFlow, captures, flow_key, match
+from dpicore.decode import CaptureSource
+from dpicore.model import FlowKey, Packet
+from dpicore.protocols import UNKNOWN, canonical
+
+#: Canonical names of every protocol issue 3 lists (the denominator of the recall figure).
+ISSUE_PROTOCOLS: frozenset[str] = frozenset(canonical(n) for n in (
+    "HTTP", "HTTP2", "WebSocket", "TLS", "DTLS", "QUIC", "DNS", "MDNS", "LLMNR", "SSH", "SMTP", "POP3",
+    "IMAP", "FTP", "FTP_DATA", "SMB", "NetBIOS", "RDP", "DCERPC", "MQTT", "SIP", "RTP", "RTCP", "STUN",
+    "NTP", "DHCP", "DHCPv6", "SNMP", "Syslog", "TFTP", "Telnet", "MySQL", "PostgreSQL", "Redis",
+    "MongoDB", "Memcached", "XMPP", "IRC", "LDAP", "Kerberos", "RTSP", "BitTorrent", "SOCKS", "OpenVPN",
+    "WireGuard", "IPsec", "SSDP", "NFS", "Modbus", "AMQP", "Git", "VNC", "Rsync", "BGP", "MSSQL", "ICMP",
+))
+
+
+@attrs.define(slots=True)
+class Outcome:
+    """One matched flow: what nDPI said, what we said."""
+
+    capture: str
+    label: LabelledFlow
+    ours: str
+    confidence: float
+    #: The flow carried at least one payload byte (without any, no payload heuristic can answer).
+    payload: bool = True
+
+    @property
+    def expected(self) -> str:
+        return self.label.protocol
+
+    def describe(self) -> str:
+        (l4, _vlan, a, b) = self.label.key
+        return (f"{self.capture}: {l4} {a[0]}:{a[1]} <-> {b[0]}:{b[1]} nDPI={self.label.proto!r} "
+                f"({self.label.confidence}) -> {self.expected}, ours={self.ours} ({self.confidence:.2f}), "
+                f"{self.label.packets} pkts{'' if self.payload else ', no payload'}")
+
+
+@attrs.define(slots=True)
+class Report:
+    outcomes: list[Outcome] = attrs.field(factory=list)
+    unmatched_ours: int = 0
+    unmatched_theirs: int = 0
+
+    @property
+    def in_scope(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.expected in ISSUE_PROTOCOLS]
+
+    @property
+    def misses(self) -> list[Outcome]:
+        return [o for o in self.in_scope if o.ours != o.expected]
+
+    @property
+    def contradictions(self) -> list[Outcome]:
+        return [o for o in self.outcomes
+                if o.ours != UNKNOWN and o.expected in ISSUE_PROTOCOLS and o.ours != o.expected]
+
+    @property
+    def recall(self) -> float:
+        scope = self.in_scope
+        return 1.0 - len(self.misses) / len(scope) if scope else 0.0
+
+    @property
+    def contradiction_rate(self) -> float:
+        return len(self.contradictions) / len(self.outcomes) if self.outcomes else 0.0
+
+    def per_protocol(self) -> dict[str, tuple[int, int]]:
+        """protocol -> (flows nDPI labels so, of which we name the same)."""
+        total: Counter[str] = Counter()
+        hit: Counter[str] = Counter()
+        for o in self.in_scope:
+            total[o.expected] += 1
+            hit[o.expected] += o.ours == o.expected
+        return {p: (total[p], hit[p]) for p in sorted(total)}
+
+    def summary(self) -> str:
+        scope = self.in_scope
+        lines = [
+            f"matched flows: {len(self.outcomes)} (unmatched: ours {self.unmatched_ours}, "
+            f"nDPI {self.unmatched_theirs})",
+            f"(a) same protocol as nDPI, flows labelled with an issue-3 protocol: "
+            f"{len(scope) - len(self.misses)}/{len(scope)} = {self.recall:.2%}",
+            f"(b) contradicting nDPI, all matched flows: "
+            f"{len(self.contradictions)}/{len(self.outcomes)} = {self.contradiction_rate:.2%}",
+            "per protocol (nDPI flows, same name):",
+            "  " + ", ".join(f"{p} {h}/{t}" for p, (t, h) in self.per_protocol().items()),
+            f"misses without any payload: {sum(not o.payload for o in self.misses)}; misses where nDPI "
+            f"guessed by port or address: {sum(_guessed(o) for o in self.misses)}",
+            "misses:",
+        ]
+        lines += ["  " + o.describe() for o in self.misses] or ["  none"]
+        lines.append("contradictions:")
+        lines += ["  " + o.describe() for o in self.contradictions] or ["  none"]
+        return "\n".join(lines)
+
+
+def _guessed(outcome: Outcome) -> bool:
+    """nDPI's label came from a port or address guess, not from the payload ("Match by port"/"by IP")."""
+    return outcome.label.confidence.lower().startswith("match by")
+
+
+def _payload_spans(packets: Iterable[Packet]) -> dict[FlowKey, list[float]]:
+    """Per flow key, the timestamps of packets that carried payload (a reused key spans several flows)."""
+    spans: dict[FlowKey, list[float]] = defaultdict(list)
+    for p in packets:
+        if p.payload_len:
+            spans[FlowKey.of(p)].append(p.ts)
+    return spans
+
+
+def evaluate(corpus: Path, layers: Iterable[str] = ("heuristics",)) -> Report:
+    """Classify every corpus capture with ``layers`` only and compare with the labels."""
+    report = Report()
+    with Classifier(layers=list(layers)) as clf:
+        for path, labels in captures(corpus):
+            spans = _payload_spans(CaptureSource(path))
+            flows = list(clf.classify_pcap(path))
+            pairs, only_ours, only_theirs = match(((flow_key(f), f) for f in flows), labels)
+            report.unmatched_ours += len(only_ours)
+            report.unmatched_theirs += len(only_theirs)
+            for flow, label in pairs:
+                verdict = flow.verdict
+                ours = canonical(verdict.protocol) if verdict is not None else UNKNOWN
+                conf = verdict.confidence if verdict is not None else 0.0
+                carried = any(flow.first_seen <= ts <= flow.last_seen for ts in spans.get(flow.key, ()))
+                report.outcomes.append(Outcome(path.name, label, ours, conf, carried))
+    return report
