@@ -1,11 +1,10 @@
 """Everything specific to nDPI 4.2 (``ndpi_get_api_version() == 8668``), in one place.
 
-Every later release changes something this module relies on: ``ndpi_protocol``
-grows (4.4 adds a protocol-by-IP field, 4.8 a flow-risk pointer), the process
-call's arguments change, the init API moves to a global context (5.0), and
-the confidence enum gains values.  So nothing here is guessed at run time: the
-loader (:mod:`dpi_ndpi.library`) reads the library's API version first and
-only binds this module when it is exactly :data:`API_VERSION`.
+Every later release (4.4, 4.6/4.8, 4.10, 5.0) changes something this module
+relies on: the size of ``ndpi_protocol``, the arguments of the process call,
+the init API, the values of the confidence enum.  So nothing here is guessed
+at run time: the loader (:mod:`dpi_ndpi.library`) reads the library's API
+version first and only binds this module when it is exactly :data:`API_VERSION`.
 
 Facts below come from the Debian ``libndpi-dev`` 4.2 headers in
 ``/usr/include/ndpi`` (``ndpi_api.h``, ``ndpi_typedefs.h``, ``ndpi_define.h``);
