@@ -1,0 +1,28 @@
+"""Multicast DNS (RFC 6762): DNS messages on 224.0.0.251 / ff02::fb, port 5353.
+
+Sent to the mDNS group, a DNS-format message is mDNS by definition.  Off the
+group (unicast replies, legacy queries) mDNS's own conventions still show:
+a zero query ID with the unicast-response or cache-flush class bit, answers
+nobody asked for, or only ``.local`` names.  A message that is valid plain
+DNS and carries none of those is named mDNS only because port 5353 breaks
+the tie, at low confidence and with ``port_hint``.
+"""
+
+from __future__ import annotations
+
+from dpicore import Verdict
+
+from ..base import UDP_ONLY, Context, Heuristic, found
+from .dnswire import reading, verdict_fields
+
+
+def detect(ctx: Context) -> Verdict | None:
+    r = reading(ctx)
+    if r is None or r.protocol != "MDNS":
+        return None
+    return found("MDNS", r.confidence, port_hint=r.port_hint or None, **verdict_fields(r.message))
+
+
+HEURISTICS = [
+    Heuristic("MDNS", detect, UDP_ONLY, None, server_first=False, order=58),
+]
