@@ -13,7 +13,8 @@ A detector returns:
 
 A detector that is fairly sure from one packet but wants a second to be
 certain returns ``ctx.guess(verdict)``: that is :data:`MORE`, and the guess
-becomes the verdict if the flow ends first.  Per-flow state between packets
+becomes the verdict if the flow ends first (returning None later takes the
+guess back: the next packet contradicted it).  Per-flow state between packets
 goes in ``ctx.memo`` (a dict per flow, keyed by protocol name).
 
 A detector must never raise, whatever the payload: truncated, malformed and
@@ -83,10 +84,11 @@ class Context:
         """Offer ``verdict`` in case the flow ends before this detector can be sure; returns :data:`MORE`.
 
         For protocols that need a second packet to be certain (RTP, a SOCKS5
-        greeting, ESP-in-UDP): when the flow ends, or every other candidate
-        gives up, the best guess becomes the layer's verdict, so a single
-        first payload (a honeypot's) still gets an answer, at the guess's
-        lower confidence.
+        greeting, a QUIC version-negotiation probe): when the flow ends, or
+        every other candidate gives up, the best standing guess becomes the
+        layer's verdict, so a single first payload (a honeypot's) still gets
+        an answer, at the guess's lower confidence.  A later None from the
+        same detector withdraws its guess.
         """
         if self.tentative is None or verdict.confidence > self.tentative.confidence:
             self.tentative = verdict

@@ -31,8 +31,13 @@ class FlowState:
     decided: Heuristic | None = None
     #: Per-flow scratch space shared with the detectors (``Context.memo``).
     memo: dict[str, Any] = attrs.field(factory=dict)
-    #: The best ``Context.guess`` so far: the verdict if the flow ends undecided.
-    guess: Verdict | None = None
+    #: ``Context.guess`` offers per heuristic; a heuristic that gives up takes its offer back.
+    guesses: dict[str, Verdict] = attrs.field(factory=dict)
+
+    @property
+    def guess(self) -> Verdict | None:
+        """The most confident standing guess: the verdict if the flow ends undecided."""
+        return max(self.guesses.values(), key=lambda v: v.confidence, default=None)
 
 
 class Dispatcher:
@@ -74,10 +79,10 @@ class Dispatcher:
         for h in state.candidates:
             result = self._run(h, ctx, flow)
             if ctx.tentative is not None:
-                if state.guess is None or ctx.tentative.confidence > state.guess.confidence:
-                    state.guess = ctx.tentative
+                state.guesses[h.name] = ctx.tentative
                 ctx.tentative = None
             if result is None:
+                state.guesses.pop(h.name, None)
                 continue
             if result is MORE:
                 survivors.append(h)

@@ -67,11 +67,10 @@ class ClientHello:
     def best_version(self) -> int:
         """The highest version offered: supported_versions when present (TLS 1.3), else the legacy field."""
         offered = [v for v in self.supported_versions if v not in GREASE]
-        if not offered:
-            return self.version
-        if self.version >> 8 == 0xFE:  # DTLS counts down
-            return min(offered)
-        return max(offered)
+        if self.version >> 8 == 0xFE:  # DTLS counts down, and only its own numbers count
+            offered = [v for v in offered if v >> 8 == 0xFE]
+            return min(offered) if offered else self.version
+        return max(offered) if offered else self.version
 
     @property
     def alpn_names(self) -> list[str]:

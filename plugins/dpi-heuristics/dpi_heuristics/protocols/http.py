@@ -91,7 +91,7 @@ def detect(ctx: Context) -> Verdict | None | object:
     if ctx.from_client:
         result = request(ctx, data)
         if result is MORE and ctx.index >= 6:
-            return None
+            return ctx.tentative  # a head that never ends: the request line alone decides (or nothing)
         return result
     m = _RESPONSE.match(data)
     if m is None:
