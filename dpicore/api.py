@@ -25,6 +25,7 @@ from .config import Config
 from .decode import CaptureSource, Decoder
 from .decode.packets import DLT_RAW
 from .engine import Engine
+from .fastpath import classify_batched
 from .model import ACK, PSH, SYN, TCP, UDP, Flow, FlowKey, Packet, Verdict, parse_ip
 from .plugins import PluginSet, discover
 from .protocols import UNKNOWN
@@ -67,11 +68,21 @@ class Classifier:
     def layers(self) -> list[str]:
         return [layer.id for layer in self.engine.layers]
 
-    def classify_pcap(self, path: str | Path) -> Iterator[Flow]:
-        """Every flow of a capture, yielded as it ends (streamed: memory follows live flows only)."""
+    def classify_pcap(self, path: str | Path, batched: bool = True,
+                      shard: tuple[int, int] | None = None) -> Iterator[Flow]:
+        """Every flow of a capture, yielded as it ends (streamed: memory follows live flows only).
+
+        ``batched`` uses the numpy batch path (:mod:`dpicore.fastpath`); False
+        feeds packet by packet (the reference the batch path is tested
+        against).  ``shard=(i, n)`` keeps only flows whose key hashes to i
+        modulo n, for splitting one file over n processes.
+        """
         source = CaptureSource(path)
         self.last_source = source
-        yield from self.engine.run(source)
+        if batched or shard is not None:
+            yield from classify_batched(self.engine, source, shard)
+        else:
+            yield from self.engine.run(source)
 
     def classify_live(self, interface: str, bpf: str | None = None, duration: float | None = None,
                       write_pcap: str | None = None, close_timeout: float = 0.5,

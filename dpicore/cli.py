@@ -392,6 +392,7 @@ def plugins(as_json: bool, config_path: str | None) -> None:
         click.echo("no plugins installed (install dpi-heuristics, dpi-ndpi, dpi-lpi or dpi-ml)")
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -399,8 +400,8 @@ def plugins(as_json: bool, config_path: str | None) -> None:
         table.add_column(col)
     for r in rows:
         detail = r.reason if r.status != LOADED else r.description
-        table.add_row(r.id, r.distribution or "-", r.version or "-",
-                      "-" if r.priority is None else str(r.priority), r.status, detail)
+        table.add_row(*(escape(x) for x in (r.id, r.distribution or "-", r.version or "-",
+                                            "-" if r.priority is None else str(r.priority), r.status, detail)))
     Console(width=160).print(table)
 
 

@@ -72,20 +72,27 @@ class Engine:
         self.threshold = self.config.threshold
         self.all_layers = self.config.all_layers
         self.max_payloads = self.config.max_payloads
+        #: Some layer wants packets without payload (then those cannot be skipped in bulk).
+        self.wants_empty = any(layer.info.wants_empty for layer in self.layers)
         self.table = FlowTable(self.config.idle_timeout, self.config.active_timeout, self.config.max_flows)
         self.stats = EngineStats()
-        self._next_expiry = float("-inf")
+        #: Capture time at which the next idle-expiry scan is due (one per second of capture time).
+        self.next_expiry = float("-inf")
         # Per-flow TCP stream position per direction, kept off the Flow to keep it small.
         self._layer_rank = {layer.id: i for i, layer in enumerate(self.layers)}
 
     # -- packets ---------------------------------------------------------------
-    def feed(self, pkt: Packet) -> list[Flow]:
-        """Account ``pkt`` and run the layers; return flows that ended meanwhile."""
+    def feed(self, pkt: Packet, expire: bool = True) -> list[Flow]:
+        """Account ``pkt`` and run the layers; return flows that ended meanwhile.
+
+        ``expire=False`` leaves timeouts to the caller (:meth:`tick`): the batch
+        path feeds a batch flow by flow, so time does not advance monotonically.
+        """
         ended: list[Flow] = []
         self.stats.packets += 1
         ts = pkt.ts
-        if ts >= self._next_expiry:
-            self._next_expiry = ts + 1.0
+        if expire and ts >= self.next_expiry:
+            self.next_expiry = ts + 1.0
             for flow in self.table.expire(ts):
                 ended.append(self._finish(flow))
         table = self.table
@@ -114,7 +121,8 @@ class Engine:
         else:
             flow.s2c_packets += 1
             flow.s2c_bytes += pkt.wire_len
-        flow.last_seen = ts
+        if ts > flow.last_seen:  # captures whose clock jumps back keep first <= last
+            flow.last_seen = ts
         if pkt.proto == TCP and pkt.tcp_flags & 0x05:
             table.note_tcp_flags(flow, pkt.tcp_flags, direction, ts)
         if flow.pending:
@@ -123,13 +131,13 @@ class Engine:
 
     def tick(self, now: float) -> list[Flow]:
         """End the flows that timed out by ``now`` (live capture: the wall clock moves without packets)."""
-        self._next_expiry = now + 1.0
+        self.next_expiry = now + 1.0
         return [self._finish(flow) for flow in self.table.expire(now)]
 
     def flush(self) -> list[Flow]:
         """End every live flow (end of input) and return them, oldest first."""
         # The next input (the next file of a directory) may be older than this one.
-        self._next_expiry = float("-inf")
+        self.next_expiry = float("-inf")
         return [self._finish(flow) for flow in self.table.drain()]
 
     def run(self, packets: Iterable[Packet]) -> Iterator[Flow]:

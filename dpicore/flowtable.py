@@ -27,6 +27,7 @@ END_EOF = "eof"
 END_REUSED = "reused"
 
 CLOSING = 0x4  # bit in Flow.fin_mask: connection closed, waiting for stragglers
+CLOSE_AT = "close_at"  # Flow.notes key: capture time after which the closed flow is gone
 
 
 class FlowTable:
@@ -70,8 +71,11 @@ class FlowTable:
             return END_ACTIVE
         if pkt.ts - flow.last_seen > self.idle_timeout:
             return END_IDLE
-        if flow.fin_mask & CLOSING and pkt.tcp_flags & (SYN | ACK) == SYN:
-            return END_REUSED
+        if flow.fin_mask & CLOSING:
+            if pkt.tcp_flags & (SYN | ACK) == SYN:
+                return END_REUSED
+            if pkt.ts > flow.notes.get(CLOSE_AT, pkt.ts):
+                return flow.end_reason  # closed longer ago than close_timeout: a straggler starts anew
         return None
 
     def note_tcp_flags(self, flow: Flow, flags: int, direction: int, ts: float) -> None:
@@ -88,6 +92,7 @@ class FlowTable:
         else:
             return
         flow.fin_mask |= CLOSING
+        flow.notes[CLOSE_AT] = ts + self.close_timeout
         self._closing.append((ts + self.close_timeout, flow))
 
     def expire(self, now: float) -> Iterator[Flow]:

@@ -49,13 +49,8 @@ class CaptureSource:
                 self.frames = number
                 try:
                     pkt = decode(linktype, data, ts, wire_len, number)
-                except UnsupportedLinkType:
-                    self.unsupported[linktype] = self.unsupported.get(linktype, 0) + 1
-                    continue
                 except DecodeError as exc:
-                    self.undecodable += 1
-                    if self.undecodable <= MAX_DESCRIBED:
-                        self.problems.append(f"{self.path}: packet {number}: cannot decode: {exc}")
+                    self.note_error(linktype, number, exc)
                     continue
                 if pkt is not None:
                     self.packets += 1
@@ -65,6 +60,33 @@ class CaptureSource:
         finally:
             reader.close()
             self._summarise()
+
+    def decode(self, linktype: int, data: bytes, ts: float, wire_len: int, number: int) -> Packet | None:
+        """Decode one frame, recording (not raising) what cannot be decoded."""
+        try:
+            pkt = self._decoder.decode(linktype, data, ts, wire_len, number)
+        except DecodeError as exc:
+            self.note_error(linktype, number, exc)
+            return None
+        if pkt is not None:
+            self.packets += 1
+        return pkt
+
+    def note_error(self, linktype: int, number: int, exc: DecodeError) -> None:
+        if isinstance(exc, UnsupportedLinkType):
+            self.unsupported[linktype] = self.unsupported.get(linktype, 0) + 1
+            return
+        self.undecodable += 1
+        if self.undecodable <= MAX_DESCRIBED:
+            self.problems.append(f"{self.path}: packet {number}: cannot decode: {exc}")
+
+    def fail(self, exc: CaptureError) -> None:
+        """The file cannot be read further (or at all)."""
+        self._fatal(exc)
+
+    def finish(self) -> None:
+        """Add the summary lines; call once after the last frame."""
+        self._summarise()
 
     def _fatal(self, exc: CaptureError) -> None:
         self.damaged = True
