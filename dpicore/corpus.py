@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 import attrs
 
-from .model import Flow, format_ip, transport_name
+from .model import TRANSPORT_NAMES, Flow, format_ip, transport_name
 from .protocols import UNKNOWN, canonical
 
 #: Where the shared corpus lives relative to a checkout; override with DPI_CORPUS.
@@ -54,9 +54,17 @@ class LabelledFlow:
         return canonical(name)
 
 
+#: Transports ndpiReader names; any other it writes as its IP protocol number (AH is "51").
+NDPI_NAMED = frozenset({"TCP", "UDP", "ICMP", "ICMPV6", "IGMP"})
+_NUMBERS = {name: str(num) for num, name in TRANSPORT_NAMES.items()}
+
+
 def _key(l4: str, a: str, ap: int, b: str, bp: int, vlan: int) -> LabelKey:
     x, y = sorted([(a, int(ap)), (b, int(bp))])
-    return (l4.upper(), int(vlan), x, y)
+    l4 = l4.upper()
+    if l4 not in NDPI_NAMED:
+        l4 = _NUMBERS.get(l4, l4)
+    return (l4, int(vlan), x, y)
 
 
 def flow_key(flow: Flow) -> LabelKey:

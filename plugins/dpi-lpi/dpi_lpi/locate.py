@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 from typing import Any
+
+from dpicore.native import library_candidates
 
 from .binding import LpiError, open_library
 
@@ -49,22 +50,12 @@ def _hint(error: str) -> str:
 
 def candidates(config: dict[str, Any]) -> tuple[str | None, list[str]]:
     """(where an explicit choice came from or None, paths/sonames to try in order)."""
-    env = os.environ.get(ENV_VAR, "").strip()
-    if env:
-        return f"the {ENV_VAR} environment variable", [env]
-    configured = config.get(CONFIG_KEY)
-    if configured is not None:
-        if not isinstance(configured, str) or not configured.strip():
-            raise LpiUnavailable(f"layers.lpi.{CONFIG_KEY} must be a path to libprotoident.so, "
-                                 f"not {configured!r}")
-        return f"layers.lpi.{CONFIG_KEY}", [os.path.expanduser(configured.strip())]
-    found: list[str] = []
-    name = ctypes.util.find_library("protoident")
-    if name:
-        found.append(name)
-    found.extend(SONAMES)
-    found.extend(os.path.join(d, s) for d in EXTRA_DIRS for s in SONAMES)
-    return None, list(dict.fromkeys(found))
+    try:
+        origin, found = library_candidates("lpi", ENV_VAR, config, SONAMES, find_name="protoident",
+                                           extra_dirs=EXTRA_DIRS, key=CONFIG_KEY)
+    except ValueError as exc:
+        raise LpiUnavailable(str(exc)) from None
+    return origin, found
 
 
 def load(config: dict[str, Any]) -> tuple[str, ctypes.CDLL]:

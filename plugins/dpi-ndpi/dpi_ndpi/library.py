@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 from typing import Any, Callable
+
+from dpicore.native import library_candidates
 
 from . import abi42
 
@@ -53,19 +54,10 @@ class NdpiUnsupported(NdpiError):
 
 def candidates(config: dict[str, Any]) -> tuple[str | None, list[str]]:
     """(where an explicit choice came from, or None; paths/sonames to try in order)."""
-    env = os.environ.get(ENV_VAR, "").strip()
-    if env:
-        return f"the {ENV_VAR} environment variable", [env]
-    configured = config.get(CONFIG_KEY)
-    if configured is not None:
-        if not isinstance(configured, str) or not configured.strip():
-            raise NdpiUnavailable(f"layers.ndpi.{CONFIG_KEY} must be a path to libndpi.so, not {configured!r}")
-        return f"layers.ndpi.{CONFIG_KEY}", [os.path.expanduser(configured.strip())]
-    found = list(SONAMES)
-    name = ctypes.util.find_library("ndpi")
-    if name:
-        found.append(name)
-    return None, list(dict.fromkeys(found))
+    try:
+        return library_candidates("ndpi", ENV_VAR, config, SONAMES, find_name="ndpi", key=CONFIG_KEY)
+    except ValueError as exc:
+        raise NdpiUnavailable(str(exc)) from None
 
 
 def bind(path: str, lib: ctypes.CDLL) -> Any:

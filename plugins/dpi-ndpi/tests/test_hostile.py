@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 FUZZ = textwrap.dedent(r'''
     import random, struct, sys
