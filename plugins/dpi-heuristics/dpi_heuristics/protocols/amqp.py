@@ -48,6 +48,8 @@ def frames(data: bytes) -> int:
                 return 0
         off = end + 1
         count += 1
+    if count and len(data) - off < 8 and off < len(data) and data[off] not in FRAME_TYPES:
+        return 0  # what follows the last whole frame must be able to start the next one
     return count
 
 

@@ -55,6 +55,8 @@ class Expected(NamedTuple):
     ts: float
     mode: str        # "passive" or "active"
     control: str     # the control connection's server endpoint, for the record
+    #: Every table key of this announcement (the announced address and the one the capture shows).
+    keys: tuple[tuple[bytes, int], ...]
 
 
 def _host_port(groups: tuple[bytes, ...]) -> tuple[bytes, int] | None:
@@ -108,10 +110,11 @@ def _expect(ctx: Context) -> None:
         # Its address as the capture sees it is recorded too, for NAT'd announcements.
         seen = flow.server if mode == "passive" else flow.client
         table: OrderedDict[tuple[bytes, int], Expected] = ctx.shared.setdefault(SHARED_KEY, OrderedDict())
-        entry = Expected(flow.last_seen, mode, f"{format_ip(flow.server)}:{flow.server_port}")
-        for host in {addr or seen, seen}:
-            table[(host, port)] = entry
-            table.move_to_end((host, port))
+        keys = tuple({(addr or seen, port), (seen, port)})
+        entry = Expected(flow.last_seen, mode, f"{format_ip(flow.server)}:{flow.server_port}", keys)
+        for key in keys:
+            table[key] = entry
+            table.move_to_end(key)
         while len(table) > MAX_EXPECTED:
             table.popitem(last=False)
 
@@ -181,7 +184,8 @@ def detect_data(ctx: Context) -> Verdict | None:
     for endpoint in ((flow.server, flow.server_port), (flow.client, flow.client_port)):
         entry = table.get(endpoint)
         if entry is not None and 0 <= flow.first_seen - entry.ts + 1.0 <= EXPECT_TTL:
-            del table[endpoint]
+            for key in entry.keys:  # one announcement, one connection
+                table.pop(key, None)
             return found("FTP_DATA", CERTAIN, mode=entry.mode, control=entry.control)
     return None
 

@@ -25,7 +25,8 @@ COMMANDS = frozenset({
     b"ID", b"CHECK", b"GETQUOTAROOT", b"COMPRESS",
 })
 _TAGGED = re.compile(rb"^([A-Za-z0-9.]{0,15}[0-9][A-Za-z0-9.]{0,15}) ([A-Za-z]+)(?: |$)")
-_TAGGED_REPLY = re.compile(rb"^(\*|[A-Za-z0-9.]{1,32}) (OK|NO|BAD|CAPABILITY)( |$)", re.I)
+_UNTAGGED = re.compile(rb"^\* (OK|NO|BAD|BYE|CAPABILITY|FLAGS|LIST|LSUB|STATUS|SEARCH|ENABLED|ID|NAMESPACE"
+                       rb"|[0-9]{1,10} (EXISTS|RECENT|EXPUNGE|FETCH))( |$)", re.I)
 
 
 def detect(ctx: Context) -> Verdict | None | object:
@@ -34,8 +35,10 @@ def detect(ctx: Context) -> Verdict | None | object:
         return line
     memo = ctx.memo.get("IMAP")
     if not ctx.from_client:
-        if memo is not None:  # the reply to the client's tagged command
-            return found("IMAP", CERTAIN, command=memo) if _TAGGED_REPLY.match(line) else None
+        if memo is not None:  # the reply to the client's tagged command: untagged data, or its own tag
+            tag, command = memo
+            ok = _UNTAGGED.match(line) or re.match(re.escape(tag) + rb" (OK|NO|BAD)( |$)", line, re.I)
+            return found("IMAP", CERTAIN, command=command) if ok else None
         m = _GREETING.match(line)
         if m is None:
             return None
@@ -47,7 +50,7 @@ def detect(ctx: Context) -> Verdict | None | object:
     if ctx.first(1) is None and ctx.index == 1 and command in ("CAPABILITY", "LOGIN", "AUTHENTICATE", "STARTTLS",
                                                                   "ID", "NOOP"):
         return found("IMAP", STRONG, command=command)
-    ctx.memo["IMAP"] = command
+    ctx.memo["IMAP"] = (m.group(1), command)
     return MORE
 
 

@@ -46,6 +46,7 @@ def detect(ctx: Context) -> Verdict | None:
     if ctx.index > 1:
         return None
     data = ctx.payload
+    length = None
     if ctx.transport == TCP:
         if len(data) < 8:
             return None
@@ -54,9 +55,10 @@ def detect(ctx: Context) -> Verdict | None:
             return None
         data = data[4:]
     kind = message(data)
-    if kind is None:
-        return None
-    complete = ber.tlv(data, 0) is not None
+    app = ber.tlv(data, 0, partial=True)
+    if kind is None or app is None or (length is not None and length != app.end):
+        return None  # over TCP the record length is the message's
+    complete = app.end <= len(data)
     return found("Kerberos", CERTAIN if complete else STRONG, message=kind)
 
 

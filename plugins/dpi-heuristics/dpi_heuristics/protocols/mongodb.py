@@ -24,6 +24,8 @@ OPCODES = {OP_REPLY: "OP_REPLY", OP_UPDATE: "OP_UPDATE", OP_INSERT: "OP_INSERT",
            OP_GET_MORE: "OP_GET_MORE", OP_DELETE: "OP_DELETE", OP_KILL_CURSORS: "OP_KILL_CURSORS",
            OP_COMPRESSED: "OP_COMPRESSED", OP_MSG: "OP_MSG"}
 MAX_MESSAGE = 48 * 1000 * 1000
+#: A message longer than its segment must have filled it: no TCP segment is cut shorter than this.
+MIN_SEGMENT = 536
 #: BSON element types (double ... int64, decimal128, min/max key).
 BSON_TYPES = frozenset(range(0x01, 0x14)) | {0x7F, 0xFF}
 _COLLECTION = re.compile(rb"^[\x21-\x7e]{1,120}\.[\x20-\x7e]{1,200}$")
@@ -58,8 +60,10 @@ def message(data: bytes) -> dict[str, str] | None:
     if len(data) < 21:
         return None
     length, _request, response_to, opcode = struct.unpack_from("<iiii", data)
-    if opcode not in OPCODES or not 21 <= length <= MAX_MESSAGE or length < len(data) and len(data) - length < 16:
+    if opcode not in OPCODES or not 21 <= length <= MAX_MESSAGE:
         return None
+    if length > len(data) < MIN_SEGMENT or len(data) - 16 < length < len(data):
+        return None  # a short segment must hold the whole message; what follows it must be another header
     meta = {"opcode": OPCODES[opcode]}
     if opcode == OP_MSG:
         flags = struct.unpack_from("<I", data, 16)[0]

@@ -6,7 +6,9 @@ bytes long; CancelRequest (80877102) is 16; a StartupMessage carries the
 protocol version 3.0 (or 3.2) and NUL-terminated name/value pairs ending
 with an empty name, ``user`` among them.  When the capture starts at the
 server's side, its authentication request (``R``, length, a known auth
-code) followed by more backend messages decides.
+code) followed by more backend messages decides.  After an SSLRequest the
+layer watches a few more packets: a server that answers ``N`` gets the
+StartupMessage in the clear, and its user and database join the metadata.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ AUTH_CODES = frozenset({0, 2, 3, 5, 7, 8, 9, 10, 11, 12})
 #: Backend message types that follow an authentication request.
 BACKEND_TYPES = frozenset(b"RSKZE")
 MAX_STARTUP = 10000
+#: Packets watched after an SSLRequest/GSSENCRequest (the refusal, then the StartupMessage).
+WATCH = 3
 
 
 def startup(data: bytes) -> dict[str, str] | None | object:
@@ -77,14 +81,21 @@ def backend(data: bytes) -> bool:
 
 
 def detect(ctx: Context) -> Verdict | None | object:
+    if ctx.memo.get("PostgreSQL") == "watching":
+        # After an SSLRequest the server refused: the StartupMessage follows in the clear.
+        meta = startup(ctx.payload) if ctx.from_client else None
+        return found("PostgreSQL", CERTAIN, **meta) if isinstance(meta, dict) and "user" in meta else None
     data = ctx.stream if ctx.index > 1 else ctx.payload
     if ctx.from_client:
         meta = startup(data)
         if meta is MORE:
             return MORE if ctx.index < 4 else None
-        if isinstance(meta, dict):
-            return found("PostgreSQL", CERTAIN, **meta)
-        return None
+        if not isinstance(meta, dict):
+            return None
+        if meta["request"] in ("SSLRequest", "GSSENCRequest"):
+            ctx.memo["PostgreSQL"] = "watching"
+            return found("PostgreSQL", CERTAIN, watch=WATCH, **meta)
+        return found("PostgreSQL", CERTAIN, **meta)
     if ctx.first(0) is None and ctx.index == 1 and backend(data):
         return found("PostgreSQL", STRONG)
     return None
