@@ -7,7 +7,10 @@ Two figures, as issue 3 defines them:
 
 * **recall**: among matched flows whose nDPI label (master protocol, else the
   app protocol, canonicalised) is one of :data:`ISSUE_PROTOCOLS`, the share
-  the heuristics layer alone names with the same canonical protocol;
+  the heuristics layer alone names with the same canonical protocol; also
+  given for the flows that carried at least one payload byte, because nDPI
+  names payload-less flows by port or address ("Match by port/IP"), which a
+  payload heuristic must not do;
 * **contradictions**: among *all* matched flows, the share where we name a
   protocol X and nDPI names a different protocol Y of :data:`ISSUE_PROTOCOLS`
   (naming a protocol for a flow nDPI leaves Unknown or names outside the list
@@ -84,6 +87,13 @@ class Report:
         return 1.0 - len(self.misses) / len(scope) if scope else 0.0
 
     @property
+    def payload_recall(self) -> float:
+        """(a) restricted to flows that carried payload: what a payload heuristic can possibly name."""
+        scope = [o for o in self.in_scope if o.payload]
+        hits = sum(o.ours == o.expected for o in scope)
+        return hits / len(scope) if scope else 0.0
+
+    @property
     def contradiction_rate(self) -> float:
         return len(self.contradictions) / len(self.outcomes) if self.outcomes else 0.0
 
@@ -103,6 +113,9 @@ class Report:
             f"nDPI {self.unmatched_theirs})",
             f"(a) same protocol as nDPI, flows labelled with an issue-3 protocol: "
             f"{len(scope) - len(self.misses)}/{len(scope)} = {self.recall:.2%}",
+            f"    the same among those that carried payload: "
+            f"{sum(o.ours == o.expected for o in scope if o.payload)}/{sum(o.payload for o in scope)} = "
+            f"{self.payload_recall:.2%}",
             f"(b) contradicting nDPI, all matched flows: "
             f"{len(self.contradictions)}/{len(self.outcomes)} = {self.contradiction_rate:.2%}",
             "per protocol (nDPI flows, same name):",

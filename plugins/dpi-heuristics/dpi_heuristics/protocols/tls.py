@@ -117,8 +117,11 @@ def detect(ctx: Context) -> Verdict | None | object:
             if length < 38 or length > MAX_HELLO:
                 return None
             if len(hs) < 4 + length:
-                # Split over records or segments: wait while the records so far are sound.
-                return MORE if ctx.index < 8 else None
+                # Split over records or segments: wait while the records so far are sound (a flow
+                # that ends here, like a honeypot's first segment, is still named by the headers).
+                if ctx.index >= 8:
+                    return None
+                return ctx.guess(found("TLS", STRONG, version=tlshello.version_name(recs[0][1]), partial=True))
             if hs[0] == CLIENT_HELLO:
                 hello = tlshello.parse_client_hello(hs[4:4 + length])
                 if hello is None:
