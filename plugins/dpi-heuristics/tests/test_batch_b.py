@@ -440,6 +440,7 @@ def test_kerberos_and_ldap_near_misses() -> None:
     assert named([(0, struct.pack("!I", len(as_req) + 9) + as_req + b"\x00")], names=("Kerberos",)) is None
     assert named([(0, LDAP_SEARCH)], UDP) == ("LDAP", 0.95)  # CLDAP
     assert named([(1, LDAP_BIND_OK)]) == ("LDAP", 0.95)
+    assert named([(0, bytes.fromhex("30050201034200"))]) == ("LDAP", 0.85)  # unbind: only its tag to check
     snmp = bytes.fromhex("302602010104067075626c6963a01902040a0b0c0d020100020100300b300906052b06010201050500")
     version4 = LDAP_BIND.replace(b"\x02\x01\x03\x04", b"\x02\x01\x04\x04")
     bad_scope = LDAP_SEARCH.replace(b"\n\x01\x02\n", b"\n\x01\x07\n")

@@ -23,6 +23,8 @@ OPERATIONS = {
     0x50: "abandonRequest", 0x77: "extendedRequest", 0x78: "extendedResponse", 0x79: "intermediateResponse",
 }
 RESULTS = frozenset({0x61, 0x65, 0x67, 0x69, 0x6B, 0x6D, 0x6F, 0x78})
+#: Operations whose fields are checked one by one (the rest only by their first tag): certain when whole.
+CHECKED = frozenset(OPERATIONS[tag] for tag in RESULTS | {0x60, 0x63})
 #: resultCode values RFC 4511 defines (0-80 with gaps, plus the cancel/assertion extensions).
 RESULT_CODES = frozenset(range(0, 81)) | frozenset(range(118, 124)) | {4096}
 
@@ -101,7 +103,7 @@ def detect(ctx: Context) -> Verdict | None:
     if meta is None:
         return None
     complete = ber.tlv(ctx.payload, 0) is not None
-    return found("LDAP", CERTAIN if complete else STRONG, **meta)
+    return found("LDAP", CERTAIN if complete and meta["operation"] in CHECKED else STRONG, **meta)
 
 
 HEURISTICS = [
