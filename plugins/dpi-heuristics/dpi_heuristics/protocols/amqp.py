@@ -67,6 +67,5 @@ def detect(ctx: Context) -> Verdict | None:
 
 
 HEURISTICS = [
-    Heuristic("AMQP", detect, TCP_ONLY, starts("AMQP", b"\x01", b"\x02", b"\x03", b"\x08"), server_first=True,
-              order=35),
+    Heuristic("AMQP", detect, TCP_ONLY, starts("AMQP", b"\x01", b"\x02", b"\x03", b"\x08"), order=35),
 ]

@@ -194,5 +194,5 @@ HEURISTICS = [
     Heuristic("FTP", detect, TCP_ONLY, starts("220", "USER", "AUTH", "FEAT", "SYST", "OPTS"),
               server_first=True, order=40),
     # No byte filter and first in line: a data connection carries anything, files that look like HTTP too.
-    Heuristic("FTP_DATA", detect_data, TCP_ONLY, None, server_first=True, order=0),
+    Heuristic("FTP_DATA", detect_data, TCP_ONLY, None, order=0),
 ]

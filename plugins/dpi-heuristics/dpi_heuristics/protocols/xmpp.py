@@ -43,5 +43,5 @@ def detect(ctx: Context) -> Verdict | None | object:
 
 
 HEURISTICS = [
-    Heuristic("XMPP", detect, TCP_ONLY, starts("<", " ", "\r", "\n"), server_first=True, order=40),
+    Heuristic("XMPP", detect, TCP_ONLY, starts("<", " ", "\r", "\n"), order=40),
 ]
