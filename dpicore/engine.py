@@ -41,6 +41,8 @@ class _Pending:
     seen: int = 0
     #: Packets left to observe after this layer decided the flow (Verdict.watch).
     watching: int = 0
+    #: The verdict being watched (its metadata grows while watching).
+    verdict: Verdict | None = None
 
 
 @attrs.define(slots=True)
@@ -192,10 +194,15 @@ class Engine:
                 self._leave(flow, entry, REASON_ERROR)
                 continue
             if verdict is not None:
-                if isinstance(verdict, Verdict) and verdict.watch > 0 and not self.all_layers \
-                        and verdict.protocol != UNKNOWN and verdict.confidence >= self.threshold:
-                    self._accept(flow, layer, verdict, keep=entry)
-                    return
+                if isinstance(verdict, Verdict) and verdict.watch > 0 and verdict.protocol != UNKNOWN:
+                    if self.all_layers:  # every layer runs on anyway: this one just keeps watching
+                        self._accept(flow, layer, verdict)
+                        entry.verdict = verdict
+                        entry.watching = verdict.watch
+                        continue
+                    if verdict.confidence >= self.threshold:
+                        self._accept(flow, layer, verdict, keep=entry)
+                        return
                 self._leave(flow, entry, REASON_VERDICT, verdict)
                 if flow.final:
                     return
@@ -216,8 +223,8 @@ class Engine:
             self._layer_failed(flow, entry.layer, "dpi_classify", exc)
             verdict = None
             entry.watching = 0
-        if isinstance(verdict, Verdict) and flow.verdict is not None:
-            flow.verdict.metadata.update(verdict.metadata)
+        if isinstance(verdict, Verdict) and entry.verdict is not None:
+            entry.verdict.metadata.update(verdict.metadata)
         if entry.watching <= 0:
             self._leave(flow, entry, REASON_VERDICT)
 
@@ -273,6 +280,7 @@ class Engine:
             if entry is not keep:
                 self._leave(flow, entry, REASON_DECIDED)
         if keep is not None:
+            keep.verdict = flow.verdict
             keep.watching = flow.verdict.watch if flow.verdict is not None else 0
             flow.pending = [keep]
 

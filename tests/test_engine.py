@@ -247,6 +247,20 @@ def test_watch_lets_the_deciding_layer_see_more_packets() -> None:
     assert [r for _, r in watcher.ends] == ["verdict"]
 
 
+def test_watch_also_works_in_all_layers_mode() -> None:
+    watcher = Recorder("w", 10, answers={
+        1: lambda: Verdict("FTP", confidence=0.9, metadata={"user": "anon"}, watch=2),
+        2: lambda: Verdict("FTP", metadata={"cwd": "/pub"}),
+    })
+    other = Recorder("other", 20)
+    (flow,) = build(watcher, other, all_layers=True).run(data_packets(6))
+    assert watcher.calls == 3, "the verdict's packet plus two watched ones"
+    assert other.calls > 0, "every layer still runs in all-layers mode"
+    mine = [v for v in flow.verdicts if v.source == "w"]
+    assert len(mine) == 1 and mine[0].metadata == {"user": "anon", "cwd": "/pub"}
+    assert [r for _, r in watcher.ends] == ["verdict"]
+
+
 def test_flow_end_is_called_exactly_once_per_layer_and_flow() -> None:
     layers = [Recorder("a", 10, answers={2: lambda: Verdict("HTTP", confidence=0.9)}),
               Recorder("b", 20, max_packets=1), Recorder("c", 30),
