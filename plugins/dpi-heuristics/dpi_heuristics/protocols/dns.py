@@ -8,20 +8,10 @@ into "DNS".
 
 from __future__ import annotations
 
-from dpicore import Verdict
-
-from ..base import TCP_UDP, Context, Heuristic, found
-from .dnswire import reading, verdict_fields
-
-
-def detect(ctx: Context) -> Verdict | None:
-    r = reading(ctx)
-    if r is None or r.protocol != "DNS":
-        return None
-    return found("DNS", r.confidence, **verdict_fields(r.message))
-
+from ..base import TCP_UDP, Heuristic
+from .dnswire import detector
 
 HEURISTICS = [
     # No first-byte filter: the first bytes are a random query ID (or, over TCP, a length).
-    Heuristic("DNS", detect, TCP_UDP, None, server_first=False, order=60),
+    Heuristic("DNS", detector("DNS"), TCP_UDP, None, server_first=False, order=60),
 ]

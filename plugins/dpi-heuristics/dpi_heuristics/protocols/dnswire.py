@@ -20,9 +20,10 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from dpicore import Verdict
 from dpicore.model import TCP, UDP
 
-from ..base import CERTAIN, PORT_TIE, STRONG, Context
+from ..base import CERTAIN, PORT_TIE, STRONG, Context, Detector, found
 
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
           35: "NAPTR", 41: "OPT", 43: "DS", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS",
@@ -293,3 +294,14 @@ def verdict_fields(msg: Message) -> dict[str, object]:
         "response": msg.response,
         "rcode": msg.rcode if msg.response else None,
     }
+
+
+def detector(protocol: str) -> Detector:
+    """The detector of one family member: it answers only when :func:`reading` names ``protocol``."""
+    def detect(ctx: Context) -> Verdict | None:
+        r = reading(ctx)
+        if r is None or r.protocol != protocol:
+            return None
+        return found(protocol, r.confidence, port_hint=r.port_hint or None, **verdict_fields(r.message))
+    detect.__name__ = f"detect_{protocol.lower()}"
+    return detect

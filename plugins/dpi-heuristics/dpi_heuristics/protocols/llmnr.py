@@ -8,19 +8,9 @@ valid readings, at low confidence and with ``port_hint``.
 
 from __future__ import annotations
 
-from dpicore import Verdict
-
-from ..base import UDP_ONLY, Context, Heuristic, found
-from .dnswire import reading, verdict_fields
-
-
-def detect(ctx: Context) -> Verdict | None:
-    r = reading(ctx)
-    if r is None or r.protocol != "LLMNR":
-        return None
-    return found("LLMNR", r.confidence, port_hint=r.port_hint or None, **verdict_fields(r.message))
-
+from ..base import UDP_ONLY, Heuristic
+from .dnswire import detector
 
 HEURISTICS = [
-    Heuristic("LLMNR", detect, UDP_ONLY, None, server_first=False, order=59),
+    Heuristic("LLMNR", detector("LLMNR"), UDP_ONLY, None, server_first=False, order=59),
 ]

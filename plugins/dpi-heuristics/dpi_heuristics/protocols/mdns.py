@@ -10,19 +10,9 @@ the tie, at low confidence and with ``port_hint``.
 
 from __future__ import annotations
 
-from dpicore import Verdict
-
-from ..base import UDP_ONLY, Context, Heuristic, found
-from .dnswire import reading, verdict_fields
-
-
-def detect(ctx: Context) -> Verdict | None:
-    r = reading(ctx)
-    if r is None or r.protocol != "MDNS":
-        return None
-    return found("MDNS", r.confidence, port_hint=r.port_hint or None, **verdict_fields(r.message))
-
+from ..base import UDP_ONLY, Heuristic
+from .dnswire import detector
 
 HEURISTICS = [
-    Heuristic("MDNS", detect, UDP_ONLY, None, server_first=False, order=58),
+    Heuristic("MDNS", detector("MDNS"), UDP_ONLY, None, server_first=False, order=58),
 ]

@@ -71,7 +71,7 @@ def standard(data: bytes, version: int, mode: int) -> Verdict | None:
 
 def control(data: bytes, version: int) -> Verdict | None:
     """Mode 6: LI/VN/mode, R/E/M/opcode, sequence, status, association id, offset, count, data."""
-    if len(data) < 12 or data[1] & 0x1F == 0 or data[1] & 0x1F > 31:
+    if len(data) < 12 or data[1] & 0x1F == 0:  # opcode 0 is reserved
         return None
     offset, count = struct.unpack_from("!HH", data, 8)
     padded = 12 + ((count + 3) & ~3)
