@@ -173,7 +173,7 @@ def _layers_section(records: list[dict[str, Any]]) -> str:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;padding:0 1.5em;max-width:1100px;color:#222}
 h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
 .cards{display:flex;gap:1em;flex-wrap:wrap;margin:1.5em 0}
 .card{background:#f4f6fa;border-radius:8px;padding:.8em 1.2em;min-width:9em}
@@ -195,10 +195,9 @@ def render(records: list[dict[str, Any]], title: str = "dpicore report", sources
     talker_flows: Counter[str] = Counter()
     for r in records:
         bytes_by_proto[r["protocol"]] += r["bytes"]
-        talkers[r["src_ip"]] += r["bytes"]
-        talkers[r["dst_ip"]] += r["bytes"]
-        talker_flows[r["src_ip"]] += 1
-        talker_flows[r["dst_ip"]] += 1
+        for ip in {r["src_ip"], r["dst_ip"]}:  # a loopback flow counts once for its one address
+            talkers[ip] += r["bytes"]
+            talker_flows[ip] += 1
     total_bytes = sum(r["bytes"] for r in records)
     total_packets = sum(r["packets"] for r in records)
     unknown = [r for r in records if r["protocol"] == UNKNOWN]
