@@ -1,0 +1,204 @@
+"""What the model sees of a flow: a fixed-length vector built from its first packets.
+
+A flow is summarised by its first :data:`N_PACKETS` packets, payload-less
+ones included (handshakes and ACK patterns carry shape too): each packet's
+direction, payload size (the length the IP header announces, so a capture's
+snap length does not change it), inter-arrival time and TCP flags, plus the
+first :data:`N_BYTES` bytes of the first payload in each direction and the
+transport.  Two facts about ports that describe shape rather than name a
+protocol are included (both ends on the same port, as MDNS, NTP or IKE do;
+a privileged server port); the port numbers themselves are not, so the model
+cannot learn "443 means TLS" and stays useful where port-based guesses fail.
+For each first payload a few length-field checks tell whether a 2- or 4-byte
+integer near its start equals the payload's length (TLS records, DNS over
+TCP, TDS, MongoDB, …): a framing habit that generalises across captures
+better than raw byte values do.  The summary is collected packet by packet in the layer's hooks
+(:class:`FlowSummary`), and turned into numbers in one go with numpy
+(:func:`vector`), so the same code serves the live layer, training and
+evaluation: what the model was trained on is exactly what it is asked about.
+
+Absent values (a flow with fewer packets, no payload in one direction,
+a payload shorter than :data:`N_BYTES`) are ``-1``: trees split on them like
+on any value, and no NaN handling is needed in our own inference.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+#: Packets per flow the layer looks at (and the model was trained on).
+N_PACKETS = 8
+#: Leading bytes of the first payload per direction.
+N_BYTES = 16
+#: Bytes of the first payload per direction used for the printable/diversity ratios.
+N_SCAN = 256
+#: Version of this feature layout; a model trained on another layout is refused.
+FEATURE_VERSION = 1
+
+MISSING = -1.0
+
+# Printable ASCII plus TAB, CR, LF: text protocols (HTTP, SMTP, SIP, RTSP) versus binary/encrypted ones.
+_PRINTABLE = np.zeros(256, dtype=bool)
+_PRINTABLE[32:127] = True
+_PRINTABLE[[9, 10, 13]] = True
+
+
+#: Length-field checks on a first payload: (offset, width, big endian, value = length - delta).
+LENGTH_RULES: tuple[tuple[int, int, bool, int], ...] = (
+    (0, 2, True, 0), (0, 2, True, 2), (2, 2, True, 0), (3, 2, True, 5), (0, 4, True, 0),
+    (0, 4, True, 4), (0, 4, False, 0), (0, 2, False, 0), (1, 3, True, 4), (0, 3, False, 4),
+)
+
+
+def _names() -> tuple[str, ...]:
+    names = ["transport", "ports_equal", "server_port_low"]
+    for i in range(N_PACKETS):
+        names += [f"p{i}_dir", f"p{i}_size", f"p{i}_iat", f"p{i}_flags"]
+    names += ["packets", "c2s_packets", "s2c_packets", "c2s_payload_packets", "s2c_payload_packets",
+              "c2s_payload_bytes", "s2c_payload_bytes", "duration", "first_payload_dir"]
+    for d in ("c2s", "s2c"):
+        names += [f"{d}_len", f"{d}_printable", f"{d}_distinct", f"{d}_first_index"]
+        names += [f"{d}_b{j}" for j in range(N_BYTES)]
+        names += [f"{d}_len_{o}_{w}{'be' if be else 'le'}_{delta}" for o, w, be, delta in LENGTH_RULES]
+    return tuple(names)
+
+
+#: The name of every column of a feature vector, in order.
+FEATURE_NAMES: tuple[str, ...] = _names()
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def feature_spec() -> dict[str, object]:
+    """What a model file records about the features it was trained on; compared at load time."""
+    return {"version": FEATURE_VERSION, "packets": N_PACKETS, "bytes": N_BYTES, "scan": N_SCAN,
+            "names": list(FEATURE_NAMES)}
+
+
+class FlowSummary:
+    """The few facts per packet the model needs, collected in the layer's per-packet hook.
+
+    Appending to four lists per packet is the whole per-packet cost; the
+    numbers are computed once, when the flow is predicted.
+    """
+
+    __slots__ = ("transport", "client_port", "server_port", "ts", "dirs", "sizes", "flags", "first", "first_index", "done")
+
+    def __init__(self, transport: int, client_port: int = 0, server_port: int = 0) -> None:
+        self.transport = transport
+        self.client_port = client_port
+        self.server_port = server_port
+        self.ts: list[float] = []
+        self.dirs: list[int] = []
+        self.sizes: list[int] = []
+        self.flags: list[int] = []
+        #: First captured payload per direction (at most N_SCAN bytes kept).
+        self.first: list[bytes | None] = [None, None]
+        #: Index of the packet that carried it.
+        self.first_index = [-1, -1]
+        #: Set once the layer has answered (or abstained) for this flow.
+        self.done = False
+
+    def add(self, ts: float, direction: int, size: int, flags: int, payload: bytes) -> bool:
+        """Record one packet; True once :data:`N_PACKETS` packets are in."""
+        n = len(self.ts)
+        if n >= N_PACKETS:
+            return True
+        self.ts.append(ts)
+        self.dirs.append(direction)
+        self.sizes.append(size)
+        self.flags.append(flags)
+        if payload and self.first[direction] is None:
+            self.first[direction] = bytes(payload[:N_SCAN])
+            self.first_index[direction] = n
+        return n + 1 >= N_PACKETS
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+_RULE_DELTAS = np.array([d for _, _, _, d in LENGTH_RULES], dtype=np.float64)
+_RULE_END = np.array([o + w for o, w, _, _ in LENGTH_RULES])
+#: (rule, byte position) weights: 256**k for the k-th least significant byte, 0 outside the field.
+_RULE_WEIGHTS = np.zeros((len(LENGTH_RULES), 8))
+for _r, (_o, _w, _be, _) in enumerate(LENGTH_RULES):
+    for _k in range(_w):
+        _RULE_WEIGHTS[_r, _o + _k] = 256.0 ** ((_w - 1 - _k) if _be else _k)
+_PAYLOAD_WIDTH = 4 + N_BYTES + len(LENGTH_RULES)
+
+
+def _payload_columns(data: bytes | None, index: int, size: int) -> np.ndarray:
+    """len, printable ratio, distinct-byte ratio, packet index, N_BYTES byte values, length checks.
+
+    ``size`` is the packet's payload length on the wire (what a length field
+    describes even when the capture was cut short).
+    """
+    out = np.full(_PAYLOAD_WIDTH, MISSING)
+    if not data:
+        return out
+    raw = np.frombuffer(data, dtype=np.uint8)
+    out[0] = size
+    out[1] = np.count_nonzero(_PRINTABLE[raw]) / raw.size
+    out[2] = np.count_nonzero(np.bincount(raw, minlength=256)) / raw.size
+    out[3] = index
+    head = raw[:N_BYTES]
+    out[4:4 + head.size] = head
+    first8 = np.zeros(8)
+    first8[:min(8, raw.size)] = raw[:8]
+    values = _RULE_WEIGHTS @ first8
+    out[4 + N_BYTES:] = np.where(_RULE_END <= raw.size, values == size - _RULE_DELTAS, MISSING)
+    return out
+
+
+def _opener(first_index: list[int]) -> float:
+    """Which direction sent payload first (0 client, 1 server: server-speaks-first protocols), -1 none."""
+    c, s = first_index
+    if c < 0 and s < 0:
+        return MISSING
+    if s < 0 or 0 <= c < s:
+        return 0.0
+    return 1.0
+
+
+_PER_PACKET = 3
+_AGGREGATES = _PER_PACKET + 4 * N_PACKETS
+_PAYLOADS = _AGGREGATES + 9
+
+
+def vector(summary: FlowSummary) -> np.ndarray:
+    """The feature vector (float64, length :data:`N_FEATURES`) of one flow summary.
+
+    The per-packet part has at most :data:`N_PACKETS` entries, so it is
+    assembled from Python lists (numpy's per-call cost would dominate);
+    everything per byte is numpy.
+    """
+    out = np.full(N_FEATURES, MISSING)
+    out[0] = summary.transport
+    if summary.server_port or summary.client_port:
+        out[1] = summary.client_port == summary.server_port
+        out[2] = summary.server_port < 1024
+    ts, dirs, sizes = summary.ts, summary.dirs, summary.sizes
+    n = len(ts)
+    if n:
+        iat = [0.0] + [max(b - a, 0.0) for a, b in zip(ts, ts[1:])]  # captures are not always in time order
+        out[_PER_PACKET:_PER_PACKET + 4 * n] = [v for quad in zip(dirs, sizes, iat, summary.flags) for v in quad]
+        c2s = dirs.count(0)
+        c2s_sizes = [z for d, z in zip(dirs, sizes) if d == 0]
+        s2c_sizes = [z for d, z in zip(dirs, sizes) if d != 0]
+        out[_AGGREGATES:_PAYLOADS] = (
+            n, c2s, n - c2s, sum(1 for z in c2s_sizes if z > 0), sum(1 for z in s2c_sizes if z > 0),
+            sum(c2s_sizes), sum(s2c_sizes), ts[-1] - ts[0], _opener(summary.first_index))
+    width = _PAYLOAD_WIDTH
+    for d in (0, 1):
+        i = summary.first_index[d]
+        out[_PAYLOADS + d * width:_PAYLOADS + (d + 1) * width] = _payload_columns(
+            summary.first[d], i, sizes[i] if i >= 0 else 0)
+    return out
+
+
+def matrix(summaries: Sequence[FlowSummary]) -> np.ndarray:
+    """Feature vectors of many flows as one (n, N_FEATURES) array."""
+    if not summaries:
+        return np.empty((0, N_FEATURES))
+    return np.stack([vector(s) for s in summaries])

@@ -1,0 +1,197 @@
+"""The model file: equality with scikit-learn, round trip, and refusing bad files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from dpi_ml.dataset import Sample
+from dpi_ml.features import FEATURE_NAMES, matrix
+from dpi_ml.model import FORMAT_VERSION, Forest, ModelError, load
+from dpi_ml.plugin import DEFAULT_MODEL
+
+
+def test_inference_equals_scikit_learn_on_held_out_flows(fitted: Any, held_out_samples: list[Sample],
+                                                         tmp_path: Path) -> None:
+    result, forest = fitted
+    X = matrix([s.summary for s in held_out_samples])
+    assert len(X) > 20
+    path = tmp_path / "m.npz"
+    forest.save(path)
+    loaded = load(path)
+    want = result.forest.predict_proba(X)
+    for model in (forest, loaded):
+        got = model.forest_proba(X)
+        assert np.allclose(got, want, rtol=0, atol=1e-6)  # leaf values are stored as float32
+        names, conf = model.predict(X)
+        assert names == [result.classes[i] for i in want.argmax(axis=1)]
+        assert np.allclose(conf, result.calibrator.predict(want.max(axis=1)), atol=1e-6)
+    # One flow at a time (the layer's path) walks the trees differently: same answers.
+    single = np.vstack([loaded.forest_proba(X[i:i + 1]) for i in range(len(X))])
+    assert np.allclose(single, loaded.forest_proba(X), rtol=0, atol=1e-12)
+    assert loaded.header == json.loads(json.dumps(forest.header))
+
+
+def test_the_model_learnt_something(fitted: Any, held_out_samples: list[Sample]) -> None:
+    """Not an accuracy claim (docs/ml.md has those): a sanity floor on one unseen capture."""
+    _, forest = fitted
+    labelled = [s for s in held_out_samples if s.label in forest.classes and s.label != "Unknown"]
+    names, _ = forest.predict(matrix([s.summary for s in labelled]))
+    right = sum(n == s.label for n, s in zip(names, labelled))
+    assert right / len(labelled) > 0.5
+
+
+def test_shipped_model_loads_and_matches_this_feature_layout() -> None:
+    forest = load(DEFAULT_MODEL)
+    assert forest.header["features"]["names"] == list(FEATURE_NAMES)
+    assert {"TLS", "DNS", "HTTP"} <= set(forest.classes)
+    assert 0 < forest.threshold_default < 1
+    assert "iphone.pcap" in forest.header["trained"]["captures"]
+
+
+# -- bad files -----------------------------------------------------------------------------------
+
+def _parts(forest: Forest) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    return json.loads(json.dumps(forest.header)), {k: v.copy() for k, v in forest.arrays.items()}
+
+
+def _write(path: Path, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    np.savez(path, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+    return path
+
+
+def _first_inner(arrays: dict[str, np.ndarray]) -> int:
+    return int(np.flatnonzero(arrays["leaf"] < 0)[0])
+
+
+def _edit_header(key: str, value: Any) -> Callable[[dict[str, Any], dict[str, np.ndarray]], None]:
+    def edit(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        header[key] = value
+    return edit
+
+
+def _loop(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    i = int(arrays["roots"][1])  # the second tree's root: an inner node after node 0
+    arrays["left"][i] = 0  # a child before its parent: a crafted walk could go round forever
+
+
+def _bad_feature(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    arrays["feature"][_first_inner(arrays)] = len(FEATURE_NAMES) + 5
+
+
+def _out_of_range(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    arrays["right"][_first_inner(arrays)] = arrays["left"].size + 100
+
+
+def _short(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    arrays["threshold"] = arrays["threshold"][:-1]
+
+
+def _dtype(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    arrays["left"] = arrays["left"].astype(np.float64)
+
+
+def _nan(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    arrays["value"][0, 0] = np.nan
+
+
+def _missing(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    del arrays["roots"]
+
+
+def _shallow(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    header["depth"] = 1
+
+
+def _calibration(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    header["calibration"] = {"method": "isotonic-top", "x": [0.5, 0.1], "y": [0.2, 0.3]}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_edit_header("format_version", FORMAT_VERSION + 1), "format version"),
+    (_edit_header("format", "something-else"), "not a dpi-ml model"),
+    (_edit_header("features", {"version": 0, "names": ["a", "b"]}), "feature layout"),
+    (_edit_header("classes", ["only-one"]), "classes"),
+    (_loop, "children must follow their parent"),
+    (_bad_feature, "feature outside"),
+    (_out_of_range, "children must follow their parent"),
+    (_short, "shape"),
+    (_dtype, "dtype"),
+    (_nan, "non-finite"),
+    (_missing, "missing roots"),
+    (_shallow, "deeper than"),
+    (_calibration, "calibration"),
+], ids=lambda x: getattr(x, "__name__", str(x))[:20])
+def test_inconsistent_model_is_refused(fitted: Any, tmp_path: Path, edit: Callable[..., None],
+                                       message: str) -> None:
+    header, arrays = _parts(fitted[1])
+    edit(header, arrays)
+    path = _write(tmp_path / "bad.npz", header, arrays)
+    with pytest.raises(ModelError, match=message) as info:
+        load(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all", b"PK\x03\x04" + bytes(100)])
+def test_garbage_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match="not a dpi-ml model"):
+        load(path)
+
+
+def test_truncated_model_is_refused(tmp_path: Path) -> None:
+    data = DEFAULT_MODEL.read_bytes()
+    path = tmp_path / "cut.npz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError):
+        load(path)
+
+
+def test_missing_file_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="cannot read"):
+        load(tmp_path / "absent.npz")
+
+
+class _Exploit:
+    """Unpickling this would create a file: proof that a model file never runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_pickled_objects_are_never_loaded(fitted: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    header, arrays = _parts(fitted[1])
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Exploit(marker)
+    arrays["value"] = payload  # an object array: numpy stores it as a pickle
+    path = _write(tmp_path / "evil.npz", header, arrays)
+    with zipfile.ZipFile(path) as z:  # the archive really holds a pickle that would run
+        assert b"write_text" in z.read("value.npy")
+    with pytest.raises(ModelError):
+        load(path)
+    assert not marker.exists()
+    # A bare pickle file is not a model either, and is not unpickled.
+    raw = tmp_path / "model.pkl"
+    raw.write_bytes(pickle.dumps(_Exploit(marker)))
+    with pytest.raises(ModelError):
+        load(raw)
+    assert not marker.exists()
+
+
+def test_saved_model_holds_plain_arrays_only(fitted: Any, tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    fitted[1].save(path)
+    for model in (path, DEFAULT_MODEL):
+        with np.load(model, allow_pickle=False) as npz:
+            assert {npz[name].dtype.kind for name in npz.files} <= {"i", "u", "f"}
