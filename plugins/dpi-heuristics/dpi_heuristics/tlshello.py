@@ -196,18 +196,52 @@ def _client_extension(hello: ClientHello, etype: int, body: bytes) -> bool:
     return True
 
 
-def parse_client_hello(body: bytes, dtls: bool = False) -> ClientHello | None:
-    """The ClientHello whose handshake *body* (after the 4-byte, or DTLS 12-byte, header) is ``body``."""
+_DTLS_VERSIONS = (0xFEFF, 0xFEFD, 0xFEFC, 0x0100)
+
+
+def _after_session_id(body: bytes, dtls: bool) -> tuple[int, int] | None:
+    """(legacy version, offset after the session ID) of a hello body: the part both hellos share."""
     if len(body) < 38:
         return None
     version = struct.unpack_from("!H", body)[0]
-    if not (version >> 8 == 3 and version & 0xFF <= 4 or dtls and version in (0xFEFF, 0xFEFD, 0xFEFC, 0x0100)):
+    if not (version >> 8 == 3 and version & 0xFF <= 4 or dtls and version in _DTLS_VERSIONS):
         return None
-    off = 34
-    sid_len = body[off]
+    sid_len = body[34]
     if sid_len > 32:
         return None
-    off += 1 + sid_len
+    return version, 35 + sid_len
+
+
+def _extensions(body: bytes, off: int) -> list[tuple[int, bytes]] | None:
+    """The (type, body) extensions from ``off``, which must end exactly with the message (none is fine)."""
+    if off == len(body):
+        return []  # an SSLv3-style hello without extensions
+    if off + 2 > len(body):
+        return None
+    (total,) = struct.unpack_from("!H", body, off)
+    off += 2
+    end = off + total
+    if end != len(body):
+        return None
+    out = []
+    while off < end:
+        if off + 4 > end:
+            return None
+        etype, elen = struct.unpack_from("!HH", body, off)
+        off += 4
+        if off + elen > end:
+            return None
+        out.append((etype, body[off:off + elen]))
+        off += elen
+    return out
+
+
+def parse_client_hello(body: bytes, dtls: bool = False) -> ClientHello | None:
+    """The ClientHello whose handshake *body* (after the 4-byte, or DTLS 12-byte, header) is ``body``."""
+    start = _after_session_id(body, dtls)
+    if start is None:
+        return None
+    version, off = start
     if dtls:
         if off >= len(body):
             return None
@@ -225,69 +259,32 @@ def parse_client_hello(body: bytes, dtls: bool = False) -> ClientHello | None:
     comp_len = body[off]
     if comp_len < 1 or off + 1 + comp_len > len(body):
         return None
-    off += 1 + comp_len
-    hello = ClientHello(version, ciphers, [])
-    if off == len(body):
-        return hello  # SSLv3-style hello without extensions
-    if off + 2 > len(body):
+    extensions = _extensions(body, off + 1 + comp_len)
+    if extensions is None:
         return None
-    (ext_total,) = struct.unpack_from("!H", body, off)
-    off += 2
-    end = off + ext_total
-    if end != len(body):
-        return None
-    while off < end:
-        if off + 4 > end:
+    hello = ClientHello(version, ciphers, [etype for etype, _ in extensions])
+    for etype, ext in extensions:
+        if not _client_extension(hello, etype, ext):
             return None
-        etype, elen = struct.unpack_from("!HH", body, off)
-        off += 4
-        if off + elen > end:
-            return None
-        hello.extensions.append(etype)
-        if not _client_extension(hello, etype, body[off:off + elen]):
-            return None
-        off += elen
     return hello
 
 
 def parse_server_hello(body: bytes, dtls: bool = False) -> ServerHello | None:
     """The ServerHello whose handshake body is ``body`` (same conventions as :func:`parse_client_hello`)."""
-    if len(body) < 38:
+    start = _after_session_id(body, dtls)
+    if start is None or start[1] + 3 > len(body):
         return None
-    version = struct.unpack_from("!H", body)[0]
-    if not (version >> 8 == 3 and version & 0xFF <= 4 or dtls and version in (0xFEFF, 0xFEFD, 0xFEFC, 0x0100)):
-        return None
-    off = 34
-    sid_len = body[off]
-    if sid_len > 32 or off + 1 + sid_len + 3 > len(body):
-        return None
-    off += 1 + sid_len
+    version, off = start
     (cipher,) = struct.unpack_from("!H", body, off)
-    off += 3  # cipher suite, compression method
-    hello = ServerHello(version, cipher, [])
-    if off == len(body):
-        return hello
-    if off + 2 > len(body):
+    extensions = _extensions(body, off + 3)  # after the cipher suite and compression method
+    if extensions is None:
         return None
-    (ext_total,) = struct.unpack_from("!H", body, off)
-    off += 2
-    end = off + ext_total
-    if end != len(body):
-        return None
-    while off < end:
-        if off + 4 > end:
-            return None
-        etype, elen = struct.unpack_from("!HH", body, off)
-        off += 4
-        if off + elen > end:
-            return None
-        ext = body[off:off + elen]
-        hello.extensions.append(etype)
-        if etype == EXT_SUPPORTED_VERSIONS and elen == 2:
+    hello = ServerHello(version, cipher, [etype for etype, _ in extensions])
+    for etype, ext in extensions:
+        if etype == EXT_SUPPORTED_VERSIONS and len(ext) == 2:
             hello.selected_version = struct.unpack("!H", ext)[0]
-        elif etype == EXT_ALPN and elen >= 4 and ext[2] + 3 <= elen:
+        elif etype == EXT_ALPN and len(ext) >= 4 and ext[2] + 3 <= len(ext):
             hello.alpn = ext[3:3 + ext[2]].decode("latin-1")
-        off += elen
     return hello
 
 
