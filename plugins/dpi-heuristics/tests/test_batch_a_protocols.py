@@ -149,6 +149,9 @@ def test_ipsec_ike_nat_t_esp_and_ah() -> None:
     esp = [(0, struct.pack("!II", 0xC0FFEE01, n) + bytes(40)) for n in (7, 8)]
     assert named(esp, UDP) == ("IPsec", 0.85)
     assert named(esp[:1], UDP, only("IPsec")) is None  # one ESP-looking datagram proves nothing
+    # The same "SPI" from both sides is a protocol's constant header, not two one-way SAs.
+    both_ways = [esp[0], (1, esp[0][1]), (0, esp[1][1])]
+    assert named(both_ways, UDP, only("IPsec")) is None
     assert named([(0, struct.pack("!II", 0xC0FFEE01, 1) + bytes(16))], 50) == ("IPsec", 0.95)
     assert named([(0, b"\x01\x04\x00\x00" + struct.pack("!II", 0x604816F6, 1) + bytes(12))], 51)[0] == "IPsec"
 

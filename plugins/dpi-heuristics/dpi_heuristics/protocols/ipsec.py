@@ -47,21 +47,27 @@ def isakmp(data: bytes) -> dict[str, object] | None:
 def _esp_in_udp(ctx: Context, data: bytes) -> object:
     """ESP in UDP: the same SPI twice in one direction, the sequence number one higher.
 
-    ESP pads to a multiple of four bytes, and an SPI below 256 is reserved.
-    No guess from one packet: too many UDP payloads start with two words
-    that would pass.
+    ESP pads to a multiple of four bytes, an SPI below 256 is reserved, and
+    security associations are one-way: the other direction uses another
+    SPI, so a "SPI" seen both ways is a constant header of some other
+    protocol (Nintendo's PIA has one).  No guess from one packet: too many
+    UDP payloads start with two non-zero words.
     """
     if len(data) < 24 or len(data) % 4:
         return None
     spi, seq = struct.unpack_from("!II", data)
     if spi < 256 or seq == 0:
         return None
-    seen = ctx.memo.setdefault("IPsec", {})
-    last = seen.get(ctx.direction)
+    seen = ctx.memo.setdefault("IPsec", {0: None, 1: None})
+    other = seen[1 - ctx.direction]
+    if other is not None and other[0] == spi:
+        return None
+    last = seen[ctx.direction]
     if last is not None:
         if last == (spi, seq - 1):
             return found("IPsec", STRONG, encapsulation="esp-in-udp")
-        return None
+        if last[0] != spi:
+            return None
     seen[ctx.direction] = (spi, seq)
     return MORE if ctx.index <= 2 else None
 
