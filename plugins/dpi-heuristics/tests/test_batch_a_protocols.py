@@ -43,6 +43,8 @@ def test_h2c_and_websocket_upgrades_are_named_by_http() -> None:
     assert named([(0, ws)])[0] == "WebSocket"
     answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
     assert named([(1, answer)])[0] == "WebSocket"
+    h2c_answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    assert named([(1, h2c_answer)])[0] == "HTTP2"
 
 
 def test_websocket_frames_mid_stream() -> None:

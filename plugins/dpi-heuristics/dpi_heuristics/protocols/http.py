@@ -4,6 +4,11 @@ A request line is ``METHOD SP target SP HTTP/1.x``; a response starts with
 ``HTTP/1.x SP 3DIGIT``.  Methods come from the IANA method registry plus
 WebDAV's; an unknown token followed by a valid request line still counts,
 at a lower confidence, because RFC 9110 lets servers define methods.
+
+The same heuristic names what an HTTP/1.1 head turns into: an ``Upgrade:
+websocket`` handshake is WebSocket, an ``Upgrade: h2c`` with its
+``HTTP2-Settings`` is HTTP2 (and a 101 answer to either), and a GET of a
+tracker's ``announce``/``scrape`` with an ``info_hash`` is BitTorrent.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ def headers(head: bytes) -> dict[str, str]:
     return out
 
 
-def _upgrade(h: dict[str, str]) -> str | None:
+def _upgrade(h: dict[str, str], response: bool = False) -> str | None:
+    """The protocol an Upgrade header asks for (a request must also carry HTTP2-Settings for h2c)."""
     up = h.get("upgrade", "").lower()
     if "websocket" in up:
         return "WebSocket"
-    if "h2c" in up and "http2-settings" in h:
+    if "h2c" in up and (response or "http2-settings" in h):
         return "HTTP2"
     return None
 
@@ -100,7 +106,7 @@ def detect(ctx: Context) -> Verdict | None | object:
     h = headers(data[:end] if end >= 0 else data[:MAX_HEAD])
     proto = "HTTP"
     if m.group(2) == b"101":
-        proto = _upgrade(h) or "HTTP"
+        proto = _upgrade(h, response=True) or "HTTP"
     return found(proto, STRONG, status=int(m.group(2)), server=h.get("server"),
                  content_type=h.get("content-type"))
 
