@@ -94,13 +94,15 @@ def _watch(ctx: Context) -> Verdict | None:
         return None
     hs = handshake_message(parsed[0])
     if len(hs) >= 4 and hs[0] == SERVER_HELLO and len(hs) >= 4 + int.from_bytes(hs[1:4], "big"):
+        ctx.memo["TLS"] = "done"
         return _server_hello(hs)
     return None
 
 
 def detect(ctx: Context) -> Verdict | None | object:
-    if ctx.memo.get("TLS") == "decided":
-        return _watch(ctx)
+    state = ctx.memo.get("TLS")
+    if state is not None:  # watching after the verdict
+        return _watch(ctx) if state == "decided" else None
     data = ctx.stream if ctx.index > 1 else ctx.payload
     if data[0] & 0x80:
         return sslv2_client_hello(data) if ctx.from_client else None
