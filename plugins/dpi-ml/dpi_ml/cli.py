@@ -30,10 +30,11 @@ def _config(path: str | None) -> Config | None:
         raise click.UsageError(str(exc)) from None
 
 
-def _need_training_deps() -> None:
+def _need_training_deps(plots: bool = True) -> None:
     try:
-        import matplotlib  # noqa: F401
         import sklearn  # noqa: F401
+        if plots:
+            import matplotlib  # noqa: F401
     except ImportError as exc:
         raise click.UsageError(f"{exc.name} is not installed; training and evaluation need "
                                "'pip install dpi-ml[train]' (scikit-learn, matplotlib)") from None
@@ -115,7 +116,7 @@ def main() -> None:
 def train(paths: tuple[str, ...], out: str, threshold: float | None, labels_from: str | None,
           config_path: str | None, trees: int, min_flows: int, seed: int, jobs: int, quiet: bool) -> None:
     """Train a model on the flows of PATHS (capture files or directories)."""
-    _need_training_deps()
+    _need_training_deps(plots=False)
     from .train import DEFAULT_THRESHOLD, TrainError
     from .train import train as run_train
 
@@ -147,6 +148,9 @@ def train(paths: tuple[str, ...], out: str, threshold: float | None, labels_from
               help="Model to evaluate [default: the shipped model].")
 @click.option("--cv", "folds", type=click.IntRange(2), default=None,
               help="Instead of a model: K-fold cross-validation grouped by capture file (trains K models).")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
+              help="With --cv: repeat with other random assignments of files to folds; the table shows "
+                   "the first, a summary line each.")
 @click.option("--train-also", "train_also", multiple=True, type=click.Path(),
               help="With --cv: captures (or directories) added to every training fold, never scored.")
 @click.option("--threshold", default=None, type=click.FloatRange(0, 1),
@@ -158,7 +162,8 @@ def train(paths: tuple[str, ...], out: str, threshold: float | None, labels_from
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the figures as JSON.")
 @_with_train_options
-def evaluate(paths: tuple[str, ...], model_path: str | None, folds: int | None, train_also: tuple[str, ...],
+def evaluate(paths: tuple[str, ...], model_path: str | None, folds: int | None, repeats: int,
+             train_also: tuple[str, ...],
              threshold: float | None,
              min_support: int, plot_path: str, json_path: str | None, labels_from: str | None,
              config_path: str | None, trees: int, min_flows: int, seed: int, jobs: int, quiet: bool) -> None:
@@ -169,13 +174,13 @@ def evaluate(paths: tuple[str, ...], model_path: str | None, folds: int | None, 
     same as a PNG plot.
     """
     _need_training_deps()
-    from .metrics import format_text, plot, score
+    from .metrics import format_repeats, format_text, plot, score
     from .train import DEFAULT_THRESHOLD, TrainError, cross_validate, predict_samples
 
     if folds is not None and model_path is not None:
         raise click.UsageError("--cv trains its own models; give --cv or --model, not both")
-    if train_also and folds is None:
-        raise click.UsageError("--train-also only makes sense with --cv")
+    if (train_also or repeats > 1) and folds is None:
+        raise click.UsageError("--train-also and --repeats only make sense with --cv")
     start = time.monotonic()
     samples, damage = _samples(paths, labels_from, config_path, quiet)
     if folds is not None:
@@ -184,12 +189,14 @@ def evaluate(paths: tuple[str, ...], model_path: str | None, folds: int | None, 
             extra, more_damage = _samples(train_also, labels_from, config_path, quiet)
             damage.damaged |= more_damage.damaged
         try:
-            pred = cross_validate(samples, _params(trees, min_flows, seed, jobs), folds=folds, extra=extra,
+            runs = cross_validate(samples, _params(trees, min_flows, seed, jobs), folds=folds, extra=extra,
+                                  repeats=repeats,
                                   on_fold=None if quiet else lambda k, n: click.echo(f"  fold {k}/{n} done", err=True))
         except TrainError as exc:
             raise click.UsageError(str(exc)) from None
-        truth, names, conf = pred.truth, pred.predicted, pred.probability
+        truth, names, conf = runs[0].truth, runs[0].predicted, runs[0].probability
         th = DEFAULT_THRESHOLD if threshold is None else threshold
+        repeat_reports = [score(r.truth, r.predicted, r.probability, th, min_support) for r in runs]
         what = f"{folds}-fold cross-validation grouped by capture file" + (
             f" (+{len(extra)} flows always in training)" if extra else "")
     else:
@@ -208,14 +215,21 @@ def evaluate(paths: tuple[str, ...], model_path: str | None, folds: int | None, 
         names, conf = predict_samples(forest, samples)
         th = forest.threshold_default if threshold is None else threshold
         what = f"model {path}"
+        repeat_reports = []
     report = score(truth, names, conf, th, min_support)
     click.echo(f"{what}: {len(samples)} labelled flows from {len({s.capture for s in samples})} captures "
                f"({time.monotonic() - start:.1f} s)\n")
     click.echo(format_text(report))
+    if len(repeat_reports) > 1:
+        click.echo(f"\n{len(repeat_reports)} assignments of files to folds (the table above is the first):")
+        click.echo(format_repeats(repeat_reports))
     try:
         plot(report, plot_path, title=what)
         if json_path:
-            Path(json_path).write_text(json.dumps({"evaluation": what, **report.to_dict()}, indent=1) + "\n")
+            data = {"evaluation": what, **report.to_dict()}
+            if len(repeat_reports) > 1:
+                data["repeats"] = [r.summary() for r in repeat_reports]
+            Path(json_path).write_text(json.dumps(data, indent=1) + "\n")
     except OSError as exc:
         raise click.UsageError(f"cannot write: {exc}") from None
     click.echo(f"\nplot: {plot_path}" + (f", figures: {json_path}" if json_path else ""))

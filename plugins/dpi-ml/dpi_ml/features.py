@@ -68,6 +68,10 @@ def _names() -> tuple[str, ...]:
 #: The name of every column of a feature vector, in order.
 FEATURE_NAMES: tuple[str, ...] = _names()
 N_FEATURES = len(FEATURE_NAMES)
+#: Leading bytes of each first payload that a model's byte guards may constrain (see dpi_ml.train).
+GUARD_BYTES = 2
+GUARD_COLUMNS: tuple[int, ...] = tuple(FEATURE_NAMES.index(f"{d}_b{j}") for d in ("c2s", "s2c")
+                                       for j in range(GUARD_BYTES))
 
 
 def feature_spec() -> dict[str, object]:

@@ -58,6 +58,12 @@ class Report:
     def wrong_rate(self) -> float:
         return self.answered_wrong / self.answered if self.answered else 0.0
 
+    def summary(self) -> dict[str, Any]:
+        """The headline figures (one line per cross-validation repeat)."""
+        return {"macro_f1": round(self.macro_f1, 4), "macro_f1_at_threshold": round(self.macro_f1_at, 4),
+                "answered": self.answered, "answered_wrong": self.answered_wrong,
+                "wrong_rate": round(self.wrong_rate, 4)}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "flows": self.flows, "min_support": self.min_support, "macro_f1": round(self.macro_f1, 4),
@@ -128,6 +134,19 @@ def format_text(report: Report, confusion_rows: int = 15) -> str:
         other = int(row.sum()) - sum(main) - int(row[unknown_col])
         cells = main + [other, int(row[unknown_col])]
         lines.append(f"{name[:15]:<16}" + " ".join(f"{v:>{width}}" for v in cells))
+    return "\n".join(lines)
+
+
+def format_repeats(reports: Sequence[Report]) -> str:
+    """One line per repeat, then mean and range, of the headline figures."""
+    lines = [f"  {'repeat':>6} {'macro-F1':>9} {'at thr.':>8} {'answered':>9} {'wrong':>6} {'wrong %':>8}"]
+    for i, r in enumerate(reports, 1):
+        lines.append(f"  {i:>6} {r.macro_f1:>9.3f} {r.macro_f1_at:>8.3f} {r.answered:>9} {r.answered_wrong:>6} "
+                     f"{100 * r.wrong_rate:>7.1f}%")
+    for name, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
+        lines.append(f"  {name:>6} {fn([r.macro_f1 for r in reports]):>9.3f} "
+                     f"{fn([r.macro_f1_at for r in reports]):>8.3f} {fn([r.answered for r in reports]):>9.0f} "
+                     f"{fn([r.answered_wrong for r in reports]):>6.0f} {100 * fn([r.wrong_rate for r in reports]):>7.1f}%")
     return "\n".join(lines)
 
 

@@ -25,7 +25,10 @@ returns.  The answer is its most likely class; the answer's *confidence* is
 calibrated: an isotonic map from the forest's top probability to the
 probability that the top answer is right, fitted on predictions for capture
 files the forest had not seen (see :mod:`dpi_ml.train`).  That is the number
-the layer's threshold is compared with.
+the layer's threshold is compared with.  Finally an answer is refused
+(``Unknown``) when the flow contradicts one of the named protocol's *byte
+guards*: leading payload bytes that were (nearly) constant for that protocol
+in training (see :func:`dpi_ml.train.byte_guards`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dpicore import UNKNOWN
 
 from .features import N_FEATURES, feature_spec
 
@@ -58,6 +63,10 @@ class Forest:
         self.arrays = arrays
         self.classes: list[str] = list(header["classes"])
         self.threshold_default = float(header.get("threshold", 0.5))
+        #: class index -> (feature columns, allowed values per column)
+        self.guards: dict[int, list[tuple[int, frozenset[int]]]] = {
+            self.classes.index(name): [(int(col), frozenset(int(v) for v in values)) for col, values in rules]
+            for name, rules in header["guards"].items()}
         cal = header["calibration"]
         self.cal_x = np.asarray(cal["x"], dtype=np.float64)
         self.cal_y = np.asarray(cal["y"], dtype=np.float64)
@@ -124,10 +133,29 @@ class Forest:
         return np.interp(np.clip(top, self.cal_x[0], self.cal_x[-1]), self.cal_x, self.cal_y)
 
     def predict(self, X: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """(most likely class per row, calibrated confidence of that answer)."""
+        """(most likely class per row, calibrated confidence of that answer).
+
+        A row that contradicts its best class's byte guards gets ``Unknown``
+        with confidence 0.
+        """
+        X = np.asarray(X, dtype=np.float64)
         proba = self.forest_proba(X)
         best = proba.argmax(axis=1)
-        return [self.classes[i] for i in best], self.calibrate(proba[np.arange(len(best)), best])
+        confidence = self.calibrate(proba[np.arange(len(best)), best])
+        names = [self.classes[i] for i in best]
+        for row, cls in enumerate(best.tolist()):
+            if self.violates(X[row], cls):
+                names[row] = UNKNOWN
+                confidence[row] = 0.0
+        return names, confidence
+
+    def violates(self, x: np.ndarray, cls: int) -> bool:
+        """True when a present leading byte of ``x`` is not among the values class ``cls`` allows there."""
+        for col, allowed in self.guards.get(cls, ()):
+            value = x[col]
+            if value >= 0 and int(value) not in allowed:
+                return True
+        return False
 
     # -- files ---------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -193,6 +221,14 @@ def _header(p: Path, raw: np.ndarray) -> dict[str, Any]:
             and all(isinstance(v, (int, float)) for v in x + y)
             and all(a <= b for a, b in zip(x, x[1:])) and all(0.0 <= v <= 1.0 for v in y)):
         raise ModelError(f"{p}: calibration must be two equally long lists, x increasing, y within 0..1")
+    guards = header.get("guards")
+    if not isinstance(guards, dict) or not all(
+            name in classes and isinstance(rules, list) and all(
+                isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and 0 <= r[0] < N_FEATURES
+                and isinstance(r[1], list) and all(isinstance(v, int) and 0 <= v <= 255 for v in r[1])
+                for r in rules)
+            for name, rules in guards.items()):
+        raise ModelError(f"{p}: corrupt byte guards")
     if not isinstance(header.get("depth"), int) or not 0 <= header["depth"] <= 4096:
         raise ModelError(f"{p}: bad tree depth {header.get('depth')!r}")
     return header

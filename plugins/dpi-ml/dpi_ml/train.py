@@ -39,7 +39,7 @@ from dpicore import UNKNOWN
 
 from . import __version__
 from .dataset import Sample
-from .features import feature_spec, matrix
+from .features import GUARD_COLUMNS, feature_spec, matrix
 from .model import FORMAT, FORMAT_VERSION, Forest
 from .predict import observable, predict
 
@@ -65,7 +65,8 @@ class TrainParams:
     jobs: int = -1
 
     def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        """What the model header records (``jobs`` changes speed, never the model)."""
+        return {k: v for k, v in attrs.asdict(self).items() if k != "jobs"}
 
 
 def select(samples: Sequence[Sample], params: TrainParams) -> tuple[list[Sample], Counter[str]]:
@@ -101,13 +102,51 @@ def _group_splits(y: np.ndarray, groups: np.ndarray, folds: int) -> list[tuple[n
     return list(GroupKFold(n_splits=n).split(np.zeros(len(y)), y, groups))
 
 
+#: A leading byte is a protocol's invariant when its few common values (each on >= GUARD_COMMON of the
+#: flows that have that byte) cover >= GUARD_COVER of them, there are at most GUARD_VALUES of them, and
+#: at least GUARD_SUPPORT flows have the byte.
+GUARD_COMMON, GUARD_COVER, GUARD_VALUES, GUARD_SUPPORT = 0.1, 0.9, 3, 3
+
+
+def byte_guards(X: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> dict[str, list[list[Any]]]:
+    """Per protocol, the leading payload bytes that (nearly) always take the same few values in training.
+
+    A forest names *something* for any input, and on a small corpus it can
+    name a whole unfamiliar capture confidently wrong (whatsapp.pcap's
+    ``ED\\0\\1`` handshakes as SOCKS, whose training flows all start with
+    4 or 5).  The layer refuses an answer whose flow contradicts such an
+    invariant of the protocol it would name (TLS records start 0x16 0x03,
+    SOCKS 0x04/0x05, …); protocols whose first bytes vary (DNS transaction
+    ids, encrypted payloads) get no guard on those bytes.
+    """
+    guards: dict[str, list[list[Any]]] = {}
+    for name in classes:
+        if name == UNKNOWN:
+            continue
+        rows = X[y == name]
+        rules = []
+        for col in GUARD_COLUMNS:
+            v = rows[:, col]
+            v = v[v >= 0]
+            if v.size < GUARD_SUPPORT:
+                continue
+            values, counts = np.unique(v, return_counts=True)
+            common = counts >= GUARD_COMMON * v.size
+            if common.sum() <= GUARD_VALUES and counts[common].sum() >= GUARD_COVER * v.size:
+                rules.append([int(col), [int(x) for x in values[common]]])
+        if rules:
+            guards[name] = rules
+    return guards
+
+
 @attrs.define(slots=True)
 class Fitted:
-    """The scikit-learn objects of one training run (kept only until exported)."""
+    """The scikit-learn objects of one training run (kept only until exported), plus the byte guards."""
 
     forest: Any
     calibrator: Any
     classes: list[str]
+    guards: dict[str, list[list[Any]]] = attrs.field(factory=dict)
 
 
 def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, params: TrainParams) -> Fitted:
@@ -139,7 +178,7 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, params: TrainParams) -
     cap = 1.0 - 1.0 / (top.size + 2)
     calibrator = IsotonicRegression(y_min=0.0, y_max=cap, increasing=True, out_of_bounds="clip").fit(top, right)
     forest.fit(X, y)
-    return Fitted(forest, calibrator, classes)
+    return Fitted(forest, calibrator, classes, byte_guards(X, y, classes))
 
 
 def export(fitted: Fitted, header: dict[str, Any] | None = None) -> Forest:
@@ -177,7 +216,7 @@ def export(fitted: Fitted, header: dict[str, Any] | None = None) -> Forest:
     cal = {"method": "isotonic-top", "x": [float(v) for v in iso.X_thresholds_],
            "y": [float(v) for v in iso.y_thresholds_]}
     head = {"format": FORMAT, "format_version": FORMAT_VERSION, "features": feature_spec(), "classes": classes,
-            "calibration": cal, "depth": depth, "trees": len(forest.estimators_), "threshold": DEFAULT_THRESHOLD,
+            "calibration": cal, "guards": fitted.guards, "depth": depth, "trees": len(forest.estimators_), "threshold": DEFAULT_THRESHOLD,
             "dpi_ml": __version__, "sklearn": sklearn.__version__}
     head.update(header or {})
     arrays = {"left": np.concatenate(lefts).astype(np.int32), "right": np.concatenate(rights).astype(np.int32),
@@ -231,8 +270,9 @@ def predict_samples(forest: Forest, samples: Sequence[Sample]) -> tuple[list[str
 
 
 def cross_validate(samples: Sequence[Sample], params: TrainParams | None = None, folds: int = 5,
-                   on_fold: Callable[[int, int], None] | None = None, extra: Sequence[Sample] = ()) -> Predictions:
-    """Train on all but one group of capture files, predict the held-out files; every flow once.
+                   on_fold: Callable[[int, int], None] | None = None, extra: Sequence[Sample] = (),
+                   repeats: int = 1) -> list[Predictions]:
+    """Train on all but one group of capture files, predict the held-out files; every flow once per repeat.
 
     Folds are ``GroupKFold`` over capture files, so no capture contributes
     flows to both sides.  Every labelled flow is predicted, including those of
@@ -240,6 +280,12 @@ def cross_validate(samples: Sequence[Sample], params: TrainParams | None = None,
     files): those count against the model, as they would in real use.
     ``extra`` samples (other captures) join every training fold and are
     never scored.
+
+    Which files share a fold matters a lot on a small corpus (a big capture of
+    a protocol no training file has can be named confidently wrong as a whole),
+    so ``repeats`` runs the whole cross-validation again with other random
+    assignments of files to folds (seeded by ``params.seed``); one
+    :class:`Predictions` per repeat.
     """
     from sklearn.model_selection import GroupKFold
 
@@ -249,14 +295,18 @@ def cross_validate(samples: Sequence[Sample], params: TrainParams | None = None,
     n = min(folds, len(set(groups.tolist())))
     if n < 2:
         raise TrainError("cross-validation needs at least two capture files")
-    predicted: list[str] = [""] * len(samples)
-    probability = np.zeros(len(samples))
-    for k, (tr, te) in enumerate(GroupKFold(n_splits=n).split(np.zeros(len(samples)), groups=groups)):
-        forest = train([samples[i] for i in tr] + list(extra), params)
-        names, probs = predict_samples(forest, [samples[i] for i in te])
-        for i, name, p in zip(te, names, probs):
-            predicted[i] = name
-            probability[i] = p
-        if on_fold is not None:
-            on_fold(k + 1, n)
-    return Predictions([s.label for s in samples], predicted, probability, groups.tolist())
+    results = []
+    for r in range(repeats):
+        predicted: list[str] = [""] * len(samples)
+        probability = np.zeros(len(samples))
+        splitter = GroupKFold(n_splits=n, shuffle=True, random_state=params.seed + r)
+        for k, (tr, te) in enumerate(splitter.split(np.zeros(len(samples)), groups=groups)):
+            forest = train([samples[i] for i in tr] + list(extra), params)
+            names, probs = predict_samples(forest, [samples[i] for i in te])
+            for i, name, p in zip(te, names, probs):
+                predicted[i] = name
+                probability[i] = p
+            if on_fold is not None:
+                on_fold(r * n + k + 1, n * repeats)
+        results.append(Predictions([s.label for s in samples], predicted, probability, groups.tolist()))
+    return results

@@ -55,10 +55,11 @@ def test_train_then_evaluate(corpus: Path, tmp_path: Path) -> None:
 
 def test_cross_validation_via_dpi_ml(corpus: Path, tmp_path: Path) -> None:
     pcaps = [str(corpus / "pcap" / f) for f in FILES]
-    code, out = run(["ml", "evaluate", *pcaps, "--cv", "3", "--trees", "5", "-j", "1", "-q",
+    code, out = run(["ml", "evaluate", *pcaps, "--cv", "3", "--repeats", "2", "--trees", "5", "-j", "1", "-q",
                      "--plot", str(tmp_path / "cv.png")], cli=dpi)
     assert code == 0, out
     assert "3-fold cross-validation grouped by capture file" in out
+    assert "2 assignments of files to folds" in out and "mean" in out
     assert (tmp_path / "cv.png").read_bytes().startswith(PNG)
 
 

@@ -30,12 +30,33 @@ def test_inference_equals_scikit_learn_on_held_out_flows(fitted: Any, held_out_s
         got = model.forest_proba(X)
         assert np.allclose(got, want, rtol=0, atol=1e-6)  # leaf values are stored as float32
         names, conf = model.predict(X)
-        assert names == [result.classes[i] for i in want.argmax(axis=1)]
-        assert np.allclose(conf, result.calibrator.predict(want.max(axis=1)), atol=1e-6)
+        best = want.argmax(axis=1)
+        guarded = np.array([model.violates(X[i], c) for i, c in enumerate(best)])
+        expect_conf = np.where(guarded, 0.0, result.calibrator.predict(want.max(axis=1)))
+        assert names == ["Unknown" if g else result.classes[c] for g, c in zip(guarded, best)]
+        assert np.allclose(conf, expect_conf, atol=1e-6)
     # One flow at a time (the layer's path) walks the trees differently: same answers.
     single = np.vstack([loaded.forest_proba(X[i:i + 1]) for i in range(len(X))])
     assert np.allclose(single, loaded.forest_proba(X), rtol=0, atol=1e-12)
     assert loaded.header == json.loads(json.dumps(forest.header))
+
+
+def test_byte_guards_refuse_answers_that_contradict_a_protocols_first_bytes(fitted: Any,
+                                                                            train_samples: list[Sample]) -> None:
+    _, forest = fitted
+    tls = [s for s in train_samples if s.label == "TLS" and s.summary.first[0]]
+    assert tls and forest.guards
+    x = matrix([tls[0].summary])
+    names, conf = forest.predict(x)
+    assert names == ["TLS"] and conf[0] > 0
+    # The same flow, its first client byte changed from 0x16 (a TLS handshake record) to 'E'.
+    cls = forest.classes.index("TLS")
+    column = FEATURE_NAMES.index("c2s_b0")
+    assert any(col == column and 0x16 in allowed for col, allowed in forest.guards[cls])
+    x[0, column] = ord("E")
+    assert forest.forest_proba(x).argmax() == cls  # the forest alone would still say TLS
+    names, conf = forest.predict(x)
+    assert names == ["Unknown"] and conf[0] == 0.0
 
 
 def test_the_model_learnt_something(fitted: Any, held_out_samples: list[Sample]) -> None:
@@ -127,6 +148,8 @@ def _calibration(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     (_missing, "missing roots"),
     (_shallow, "deeper than"),
     (_calibration, "calibration"),
+    (_edit_header("guards", {"NoSuchProtocol": [[48, [22]]]}), "byte guards"),
+    (_edit_header("guards", {"TLS": [[48, [999]]]}), "byte guards"),
 ], ids=lambda x: getattr(x, "__name__", str(x))[:20])
 def test_inconsistent_model_is_refused(fitted: Any, tmp_path: Path, edit: Callable[..., None],
                                        message: str) -> None:
