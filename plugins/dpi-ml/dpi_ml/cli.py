@@ -7,6 +7,7 @@ unusable model, missing training dependencies).
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -32,9 +33,9 @@ def _config(path: str | None) -> Config | None:
 
 def _need_training_deps(plots: bool = True) -> None:
     try:
-        import sklearn  # noqa: F401
+        importlib.import_module("sklearn")
         if plots:
-            import matplotlib  # noqa: F401
+            importlib.import_module("matplotlib")
     except ImportError as exc:
         raise click.UsageError(f"{exc.name} is not installed; training and evaluation need "
                                "'pip install dpi-ml[train]' (scikit-learn, matplotlib)") from None

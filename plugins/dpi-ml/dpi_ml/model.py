@@ -62,7 +62,7 @@ class Forest:
         self.header = header
         self.arrays = arrays
         self.classes: list[str] = list(header["classes"])
-        self.threshold_default = float(header.get("threshold", 0.5))
+        self.threshold_default = float(header["threshold"])
         #: class index -> (feature columns, allowed values per column)
         self.guards: dict[int, list[tuple[int, frozenset[int]]]] = {
             self.classes.index(name): [(int(col), frozenset(int(v) for v in values)) for col, values in rules]
@@ -221,6 +221,9 @@ def _header(p: Path, raw: np.ndarray) -> dict[str, Any]:
             and all(isinstance(v, (int, float)) for v in x + y)
             and all(a <= b for a, b in zip(x, x[1:])) and all(0.0 <= v <= 1.0 for v in y)):
         raise ModelError(f"{p}: calibration must be two equally long lists, x increasing, y within 0..1")
+    threshold = header.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ModelError(f"{p}: threshold must be a number between 0 and 1, not {threshold!r}")
     guards = header.get("guards")
     if not isinstance(guards, dict) or not all(
             name in classes and isinstance(rules, list) and all(

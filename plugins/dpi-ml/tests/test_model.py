@@ -148,6 +148,7 @@ def _calibration(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     (_missing, "missing roots"),
     (_shallow, "deeper than"),
     (_calibration, "calibration"),
+    (_edit_header("threshold", "high"), "threshold"),
     (_edit_header("guards", {"NoSuchProtocol": [[48, [22]]]}), "byte guards"),
     (_edit_header("guards", {"TLS": [[48, [999]]]}), "byte guards"),
 ], ids=lambda x: getattr(x, "__name__", str(x))[:20])
