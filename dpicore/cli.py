@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator, NoReturn
 
 import click
 
@@ -137,20 +137,31 @@ def main() -> None:
               help="TOML configuration: layers, priorities, threshold, timeouts, flow cap.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar, protocol counts or summary on standard error.")
+@click.option("--jobs", "-j", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
+              help="Worker processes (0: one per core); large files are split over them by flow hash. "
+                   "Same records as -j 1, in another order.")
+@click.option("--cluster", "cluster", default=None, metavar="ADDRESS",
+              help="Run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); the workers "
+                   "read the captures from the same paths (see docs/cluster.md).")
 def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers: str | None, all_layers: bool,
-             config_path: str | None, quiet: bool) -> None:
+             config_path: str | None, quiet: bool, jobs: int, cluster: str | None) -> None:
     """Classify every flow of the capture files (or directories of them) in PATHS.
 
     pcap and pcapng, optionally gzip-compressed.  Records are written as flows
-    end; each file's flows end with the file.
+    end; each file's flows end with the file.  With -j N or --cluster the
+    records are the same, but their order is not (they are written as the
+    workers send them).
     """
     files = _expand(paths)
+    if cluster and jobs != 1:
+        raise InputError("--cluster and -j exclude each other (the cluster's workers are the parallelism)")
     config, plugins = _load(config_path, layers, all_layers)
     _warn_failed(plugins)
+    if cluster or jobs != 1:
+        _classify_distributed(files, config, plugins, fmt, output, quiet, jobs, cluster)
     clf = Classifier(config=config, plugins=plugins)
     if not clf.layers:
-        _err("warning: no classifier layer is installed or enabled; every flow will be Unknown "
-             "(install dpi-heuristics, dpi-ndpi, … and see 'dpi plugins')")
+        _warn_no_layers()
     out, writer = _open_writer(output, fmt, config.all_layers)
     damaged = False
     show = not quiet and sys.stderr.isatty()
@@ -172,15 +183,94 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
             out.close()
         clf.close()
     if not quiet:
-        errors = clf.engine.stats.layer_errors
-        if errors:
-            _err(f"warning: layers raised {errors} errors (see the 'errors' metadata of the flows; "
-                 + "; ".join(f"{l.id}: {l.last_error}" for l in clf.engine.layers if l.errors) + ")")
-        if clf.engine.stats.evicted:
-            _err(f"note: {clf.engine.stats.evicted} flows were evicted early by the flow cap "
-                 f"({config.max_flows}); a later packet of an evicted flow started a new record "
-                 "(raise engine.max_flows in --config to keep flows whole)")
+        _warn_totals(clf.engine.stats.layer_errors,
+                     {l.id: l.last_error for l in clf.engine.layers if l.errors},
+                     clf.engine.stats.evicted, config.max_flows)
     sys.exit(EXIT_DAMAGED if damaged else EXIT_OK)
+
+
+def _warn_no_layers() -> None:
+    _err("warning: no classifier layer is installed or enabled; every flow will be Unknown "
+         "(install dpi-heuristics, dpi-ndpi, … and see 'dpi plugins')")
+
+
+def _warn_totals(errors: int, last_errors: dict[str, str], evicted: int, max_flows: int) -> None:
+    """The end-of-run notes of 'dpi classify': layer errors and flows cut by the flow cap."""
+    if errors:
+        _err(f"warning: layers raised {errors} errors (see the 'errors' metadata of the flows; "
+             + "; ".join(f"{layer}: {message}" for layer, message in last_errors.items()) + ")")
+    if evicted:
+        _err(f"note: {evicted} flows were evicted early by the flow cap "
+             f"({max_flows}); a later packet of an evicted flow started a new record "
+             "(raise engine.max_flows in --config to keep flows whole)")
+
+
+def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet, fmt: str | None,
+                          output: str | None, quiet: bool, jobs: int, cluster: str | None) -> NoReturn:
+    """'dpi classify -j N' and '--cluster': the same records, classified by worker processes.
+
+    The plugins were loaded here to check the configuration (required
+    layers, usage errors) before any worker starts; each worker loads its own.
+    """
+    from .parallel import FileReport, WorkerError, classify_files
+
+    if not plugins.layers:
+        _warn_no_layers()
+    plugins.close()
+
+    def report(rep: FileReport) -> None:
+        for line in rep.problems:  # once per file, however many shards read it
+            _err(line)
+
+    run: Any
+    if cluster:
+        from .cluster import ClusterError, classify_on_cluster
+
+        try:
+            run = classify_on_cluster(files, cluster, config, on_file=report)
+        except ClusterError as exc:
+            raise InputError(str(exc)) from None
+        failures: tuple[type[Exception], ...] = (ClusterError,)
+    else:
+        run = classify_files(files, jobs, config, on_file=report)
+        failures = (WorkerError,)
+    out, writer = _open_writer(output, fmt, config.all_layers)
+    try:
+        for record in _records_progress(run, len(files), not quiet and sys.stderr.isatty()):
+            writer.write(record)
+    except BrokenPipeError:
+        sys.stderr.close()  # reader went away (| head): not an error of ours
+        sys.exit(EXIT_OK)
+    except failures as exc:
+        _err(f"error: {exc}")
+        sys.exit(EXIT_DAMAGED)
+    finally:
+        run.close()  # first: stops the workers even if the output below blocks (Ctrl-C on a full pipe)
+        writer.close()
+        if output:
+            out.close()
+    if not quiet:
+        t = run.tally
+        _warn_totals(t.layer_errors, t.last_errors, t.evicted, config.max_flows)
+    sys.exit(EXIT_DAMAGED if run.damaged else EXIT_OK)
+
+
+def _records_progress(run: Any, files: int, show: bool) -> Iterator[dict[str, Any]]:
+    """The run's records; on a terminal, a progress bar of files done and records written."""
+    if not show:
+        yield from run
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[flows]:,} flows"), console=Console(stderr=True), transient=True)
+    with bar:
+        task = bar.add_task("files", total=files, flows=0)
+        for n, record in enumerate(run, 1):
+            yield record
+            if n % 256 == 0:
+                bar.update(task, completed=sum(r.complete for r in run.tally.files.values()), flows=n)
 
 
 def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple[IO[str], RecordWriter]:

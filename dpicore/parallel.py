@@ -1,0 +1,369 @@
+"""Classify capture files with several processes on one machine (``dpi classify -j N``).
+
+::
+
+    from dpicore.parallel import classify_files
+
+    run = classify_files(["big.pcap", "captures/"], jobs=4)
+    for record in run:          # JSONL records (dicts), as workers send them
+        ...
+    run.damaged                 # some file was damaged (as `dpi classify` exits 1)
+
+Work is cut into *tasks* ``(file, shard i of n)``.  A large file is split
+by flow hash: every worker reads the whole file but keeps only the flows
+whose key hashes to its shard (:func:`dpicore.fastpath.shard_of`), so each
+flow lives in exactly one process and is classified as it would be in one
+process.  A small file is one task (reading it N times would cost more than
+it saves).  Each worker builds its own :class:`~dpicore.api.Classifier` from
+the same :class:`~dpicore.config.Config` — plugins such as nDPI hold native
+state that cannot cross a fork — and streams its records back in small
+batches through a bounded queue, so memory stays flat however large the
+output.  The records are those of one process; their order is not.
+
+Two things differ from one process by design: the flow cap
+(``engine.max_flows``) applies per worker, and layer state shared between
+flows (an FTP control connection announcing its data connection) is only
+seen by flows of the same shard — see docs/performance.md.
+
+The task planning, the per-task run and the per-file damage report are
+shared with :mod:`dpicore.cluster`, which runs the same tasks on Dask.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Generator, Iterable, Iterator
+
+import attrs
+
+from .api import Classifier
+from .config import Config
+from .output import flow_record
+
+#: Files at least this large are split over every worker by flow hash (``-j N``).
+SPLIT_BYTES = 8 << 20
+#: Records per message from a worker; a batch is also sent once it is this old (seconds).
+BATCH_RECORDS = 512
+BATCH_SECONDS = 0.2
+#: Record batches in flight per worker before a worker waits for the parent (backpressure).
+QUEUE_PER_WORKER = 16
+
+
+@attrs.frozen
+class Task:
+    """Shard ``shard`` of ``shards`` of one file (``shards == 1``: the whole file)."""
+
+    path: str
+    shard: int = 0
+    shards: int = 1
+
+    def split(self) -> tuple[int, int] | None:
+        return (self.shard, self.shards) if self.shards > 1 else None
+
+
+@attrs.define
+class TaskSummary:
+    """What a task reports besides its records: the capture's damage and the engine's counters."""
+
+    problems: list[str]
+    #: The file could not be read to its end (or at all).
+    fatal: bool
+    undecodable: int
+    unsupported: bool
+    #: Packets of this shard (the shards' packets add up to the file's).
+    packets: int
+    flows: int
+    evicted: int
+    layer_errors: int
+    #: Last error message per layer that raised during this task.
+    last_errors: dict[str, str]
+
+
+def jobs_count(jobs: int) -> int:
+    """``jobs``, with 0 meaning the cores this process may use."""
+    if jobs < 0:
+        raise ValueError("jobs must be >= 0")
+    if jobs:
+        return jobs
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def plan(paths: Iterable[str | Path], shards_for: Callable[[int], int], absolute: bool = False) -> list[Task]:
+    """Tasks for ``paths``: ``shards_for(size in bytes)`` shards per file (1 for a missing file).
+
+    ``absolute`` makes the paths absolute, for workers whose working
+    directory differs (Dask workers); otherwise damage reports name the
+    file as given, as a one-process run does.
+    """
+    tasks: list[Task] = []
+    for p in paths:
+        path = os.path.abspath(p) if absolute else str(p)
+        try:
+            n = max(1, shards_for(os.path.getsize(path)))
+        except OSError:
+            n = 1  # the task reports the file as unreadable, once
+        tasks.extend(Task(path, i, n) for i in range(n))
+    return tasks
+
+
+def run_task(clf: Classifier, task: Task, emit: Callable[[dict[str, Any]], None]) -> TaskSummary:
+    """Classify one task with ``clf``, passing each flow's record to ``emit``."""
+    engine = clf.engine
+    before = (engine.stats.packets, engine.stats.flows, engine.stats.evicted, engine.stats.layer_errors)
+    layer_errors = {layer.id: layer.errors for layer in engine.layers}
+    all_layers = clf.config.all_layers
+    for flow in clf.classify_pcap(task.path, shard=task.split()):
+        emit(flow_record(flow, all_layers))
+    src = clf.last_source
+    assert src is not None
+    stats = engine.stats
+    return TaskSummary(
+        problems=list(src.problems), fatal=src.fatal is not None, undecodable=src.undecodable,
+        unsupported=bool(src.unsupported), packets=src.packets, flows=stats.flows - before[1],
+        evicted=stats.evicted - before[2], layer_errors=stats.layer_errors - before[3],
+        last_errors={layer.id: layer.last_error for layer in engine.layers
+                     if layer.errors > layer_errors.get(layer.id, 0)})
+
+
+@attrs.define
+class FileReport:
+    """One file's damage report, merged from its shards.
+
+    Every shard reads the whole file, so each sees the same damage; the
+    report keeps shard 0's lines, so they are printed once per file.
+    """
+
+    path: str
+    shards: int
+    done: int = 0
+    problems: list[str] = attrs.field(factory=list)
+    fatal: bool = False
+    undecodable: int = 0
+    unsupported: bool = False
+    packets: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.shards
+
+    @property
+    def damaged(self) -> bool:
+        """As :attr:`CaptureSource.damaged` of a one-process run of the whole file."""
+        return self.fatal or self.undecodable > 0 or (self.unsupported and self.packets == 0)
+
+
+class Tally:
+    """Merges task summaries into per-file reports and run-wide counters."""
+
+    def __init__(self, tasks: list[Task]) -> None:
+        self.files: dict[str, FileReport] = {}
+        for t in tasks:
+            self.files.setdefault(t.path, FileReport(t.path, t.shards))
+        self.packets = 0
+        self.flows = 0
+        self.records = 0
+        self.evicted = 0
+        self.layer_errors = 0
+        self.last_errors: dict[str, str] = {}
+
+    def add(self, task: Task, s: TaskSummary) -> FileReport | None:
+        """Account one finished task; returns the file's report when it was the file's last task."""
+        rep = self.files[task.path]
+        rep.done += 1
+        if task.shard == 0:
+            rep.problems = s.problems
+            rep.fatal, rep.undecodable, rep.unsupported = s.fatal, s.undecodable, s.unsupported
+        rep.packets += s.packets
+        self.packets += s.packets
+        self.flows += s.flows
+        self.evicted += s.evicted
+        self.layer_errors += s.layer_errors
+        self.last_errors.update(s.last_errors)
+        return rep if rep.complete else None
+
+    @property
+    def damaged(self) -> bool:
+        return any(r.damaged for r in self.files.values())
+
+
+class WorkerError(RuntimeError):
+    """A worker failed outside the capture (a bug, a plugin that cannot start); carries its traceback."""
+
+
+class ParallelRun:
+    """Records of ``paths`` classified by ``jobs`` processes; iterate once.
+
+    ``on_file`` is called with each file's :class:`FileReport` as soon as
+    the file's last task is done.  After the iteration, :attr:`tally` holds
+    the totals and :attr:`damaged` says whether any file was damaged.
+    """
+
+    def __init__(self, paths: Iterable[str | Path], jobs: int = 0, config: Config | None = None,
+                 split_bytes: int = SPLIT_BYTES, on_file: Callable[[FileReport], None] | None = None) -> None:
+        self.jobs = jobs_count(jobs)
+        self.config = config or Config()
+        n = self.jobs
+        self.tasks = plan(paths, lambda size: n if size >= split_bytes else 1)
+        self.tally = Tally(self.tasks)
+        self.on_file = on_file
+        self._gen: Generator[dict[str, Any], None, None] | None = None
+
+    @property
+    def damaged(self) -> bool:
+        return self.tally.damaged
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._gen is not None:
+            raise RuntimeError("a ParallelRun is iterated once")
+        self._gen = self._run()
+        return self._gen
+
+    def close(self) -> None:
+        """Stop the workers now (they are also stopped when the iteration ends or is abandoned)."""
+        if self._gen is not None:
+            self._gen.close()
+
+    def __enter__(self) -> "ParallelRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> Generator[dict[str, Any], None, None]:
+        if not self.tasks:
+            return
+        ctx = _context()
+        workers = min(self.jobs, len(self.tasks))
+        todo: Any = ctx.Queue()
+        for i, task in enumerate(self.tasks):
+            todo.put((i, task))
+        for _ in range(workers):
+            todo.put(None)
+        results: Any = ctx.Queue(maxsize=QUEUE_PER_WORKER * workers)
+        procs = [ctx.Process(target=_worker, args=(self.config, todo, results, n, logging.getLogger().getEffectiveLevel()), daemon=True,
+                             name=f"dpi-worker-{n}") for n in range(workers)]
+        try:
+            for p in procs:
+                p.start()
+            live = workers
+            while live:
+                try:
+                    kind, n, payload = results.get(timeout=1.0)
+                except queue.Empty:
+                    dead = [p for p in procs if p.exitcode not in (None, 0)]
+                    if dead:
+                        raise WorkerError(f"{dead[0].name} died (exit code {dead[0].exitcode})") from None
+                    continue
+                if kind == "records":
+                    self.tally.records += len(payload)
+                    yield from payload
+                elif kind == "done":
+                    rep = self.tally.add(self.tasks[n], payload)
+                    if rep is not None and self.on_file is not None:
+                        self.on_file(rep)
+                elif kind == "bye":
+                    live -= 1
+                else:  # "error"
+                    raise WorkerError(f"worker {n} failed:\n{payload}")
+        finally:
+            _stop(procs)
+            for q in (todo, results):
+                q.cancel_join_thread()
+                q.close()
+
+
+def classify_files(paths: Iterable[str | Path], jobs: int = 0, config: Config | None = None,
+                   split_bytes: int = SPLIT_BYTES,
+                   on_file: Callable[[FileReport], None] | None = None) -> ParallelRun:
+    """Classify capture files with ``jobs`` processes (0: one per core); iterate the result for records."""
+    return ParallelRun(paths, jobs, config, split_bytes, on_file)
+
+
+def _context() -> Any:
+    """forkserver where it exists (workers fork from a clean, single-threaded process that has
+    already imported dpicore and numpy), spawn elsewhere; never plain fork of a parent whose
+    plugins hold native state."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["dpicore.parallel"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _stop(procs: list[Any]) -> None:
+    """End every worker: normally they have exited; on Ctrl-C or an error they are terminated."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + 5.0
+    for p in procs:
+        if p.pid is None:
+            continue
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _worker(config: Config, todo: Any, results: Any, number: int, log_level: int) -> None:
+    """A worker process: one Classifier, tasks from ``todo`` until the sentinel, records to ``results``."""
+    # The parent's logging level: a plugin that fails to load was reported there already.
+    logging.basicConfig(level=log_level, format="%(levelname)s: %(message)s")
+    # Ctrl-C reaches the whole process group; the parent alone handles it and terminates us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def put(item: tuple[str, int, Any]) -> None:
+        while True:
+            try:
+                results.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                if os.getppid() != parent:  # the parent is gone: nobody will read
+                    os._exit(1)
+
+    try:
+        clf = Classifier(config=config)
+    except BaseException:
+        put(("error", number, traceback.format_exc()))
+        put(("bye", number, None))
+        return
+    with clf:
+        while True:
+            item = todo.get()
+            if item is None:
+                break
+            index, task = item
+            batch: list[dict[str, Any]] = []
+            started = time.monotonic()
+
+            def emit(record: dict[str, Any]) -> None:
+                nonlocal batch, started
+                batch.append(record)
+                if len(batch) >= BATCH_RECORDS or time.monotonic() - started >= BATCH_SECONDS:
+                    put(("records", number, batch))
+                    batch = []
+                    started = time.monotonic()
+
+            try:
+                summary = run_task(clf, task, emit)
+            except BaseException:
+                put(("error", number, f"{task.path} (shard {task.shard}/{task.shards}):\n"
+                     + traceback.format_exc()))
+                break
+            if batch:
+                put(("records", number, batch))
+            put(("done", index, summary))
+    put(("bye", number, None))
+    results.close()
+    results.join_thread()

@@ -1,0 +1,107 @@
+"""`dpi classify --cluster` and dpicore.cluster on a real Dask cluster (two worker processes on 127.0.0.1).
+
+The cluster's records of the shared corpus must equal the local run's
+(compared as multisets: tasks complete in any order).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed: pip install "
+                                  "'dpicore[cluster]'")
+
+from dpicore import Classifier  # noqa: E402
+from dpicore.cluster import ClusterError, classify_on_cluster, shards_for  # noqa: E402
+from dpicore.config import Config  # noqa: E402
+from dpicore.output import flow_record  # noqa: E402
+from tests.helpers.frames import eth, pcap_bytes, udp4  # noqa: E402
+
+DPI = [sys.executable, "-m", "dpicore.cli"]
+
+
+def multiset(recs: list[dict]) -> Counter[str]:
+    return Counter(json.dumps(r, sort_keys=True) for r in recs)
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def local_records(corpus: Path) -> list[dict]:
+    with Classifier() as clf:
+        return [flow_record(f) for p in sorted((corpus / "pcap").iterdir()) for f in clf.classify_pcap(p)]
+
+
+def test_shards_per_file_size() -> None:
+    assert shards_for(0) == shards_for(1) == shards_for(50 << 20) == 1
+    assert shards_for((50 << 20) + 1) == 2
+    assert shards_for(10 << 30) == 205
+
+
+def test_cluster_records_equal_the_local_run(corpus: Path, scheduler: str, local_records: list[dict]) -> None:
+    files = sorted((corpus / "pcap").iterdir())
+    done: list[str] = []
+    with classify_on_cluster(files, scheduler, Config(), on_file=lambda rep: done.append(rep.path)) as run:
+        records = list(run)
+    assert len(records) > 900
+    assert multiset(records) == multiset(local_records)
+    assert sorted(done) == sorted(str(f) for f in files), "every file reported once"
+    assert not run.damaged
+
+
+def test_cli_cluster_equals_cli_local(corpus: Path, scheduler: str, tmp_path: Path) -> None:
+    pcaps = str(corpus / "pcap")
+    local = subprocess.run(DPI + ["classify", pcaps, "-f", "jsonl", "-q"], capture_output=True, text=True,
+                           timeout=120, cwd=tmp_path)
+    remote = subprocess.run(DPI + ["classify", pcaps, "-f", "jsonl", "-q", "--cluster", scheduler],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "Traceback" not in remote.stderr, remote.stderr
+    assert remote.returncode == local.returncode == 0
+    assert Counter(remote.stdout.splitlines()) == Counter(local.stdout.splitlines())
+
+
+def test_large_file_split_into_shards_on_the_cluster(corpus: Path, scheduler: str) -> None:
+    """The largest corpus file cut into four flow-hash shards: the same flows and labels (nDPI only)."""
+    big = max((corpus / "pcap").iterdir(), key=lambda p: p.stat().st_size)
+    config = Config().with_layers(["ndpi"])
+    with Classifier(config=config) as clf:
+        local = [flow_record(f) for f in clf.classify_pcap(big)]
+    with classify_on_cluster([big], scheduler, config, shard_bytes=-(-big.stat().st_size // 4)) as run:
+        records = list(run)
+    assert len(run.tasks) == 4
+    assert multiset(records) == multiset(local)
+
+
+def test_damaged_file_reported_once(tmp_path: Path, scheduler: str) -> None:
+    recs = [(1_600_000_000.0 + i, eth(udp4("10.0.0.1", 20000 + i, "10.0.0.2", 53, b"\0" * 12))) for i in range(5)]
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(pcap_bytes(recs)[:-3])
+    reports = []
+    with classify_on_cluster([path], scheduler, shard_bytes=100, on_file=reports.append) as run:
+        records = list(run)
+    assert len(run.tasks) > 1, "the file is split, so several workers read the damage"
+    assert len(records) == 4
+    (rep,) = reports
+    assert rep.damaged and run.damaged
+    (line,) = rep.problems
+    assert "cut.pcap" in line and "packet 5" in line
+
+
+def test_unreachable_scheduler(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import dpicore.cluster
+
+    monkeypatch.setattr(dpicore.cluster, "CONNECT_TIMEOUT", 0.5)
+    with pytest.raises(ClusterError, match="cannot connect to the Dask scheduler at tcp://127.0.0.1:9"):
+        classify_on_cluster([tmp_path], "tcp://127.0.0.1:9")

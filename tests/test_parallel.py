@@ -1,0 +1,185 @@
+"""`dpi classify -j N`: the records of one process, damage reported once per file, no orphans.
+
+Runs the real CLI (worker processes, the installed plugins, nDPI) on the
+shared corpus and on captures the test builds large enough to be split over
+the workers by flow hash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dpicore import Classifier
+from dpicore.config import Config
+from dpicore.output import flow_record
+from dpicore.parallel import SPLIT_BYTES, classify_files, jobs_count
+from tests.helpers.frames import eth, pcap_bytes, udp4
+
+DPI = [sys.executable, "-m", "dpicore.cli"]
+T0 = 1_600_000_000.0
+#: Record fields that carry the label; the rest identify the flow and count it.
+LABEL_FIELDS = ("protocol", "source", "confidence", "category", "metadata")
+
+
+def dpi(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(DPI + list(args), cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def multiset(lines: str | list[dict]) -> Counter[str]:
+    """Records as a multiset of canonical JSON texts (order-free comparison)."""
+    recs = [json.loads(x) for x in lines.splitlines()] if isinstance(lines, str) else lines
+    return Counter(json.dumps(r, sort_keys=True) for r in recs)
+
+
+def problems(stderr: str, name: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(name)]
+
+
+def udp_flows_frames(count: int, payload: bytes, t0: float = T0) -> list[tuple[float, bytes]]:
+    """``count`` one-packet UDP flows (distinct source port and address): a fast, valid template."""
+    frame = bytearray(eth(udp4("10.1.0.0", 1024, "10.2.0.1", 5000, payload)))
+    out = []
+    for i in range(count):
+        struct.pack_into("!H", frame, 14 + 12 + 2, i // 60000)  # low half of the source address
+        struct.pack_into("!H", frame, 14 + 20, 1024 + i % 60000)
+        out.append((t0 + i * 1e-4, bytes(frame)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def damaged_big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A capture larger than SPLIT_BYTES (so -j 2 splits it) with undecodable frames and a cut end."""
+    big = b"x" * 1400
+    recs = udp_flows_frames(40, big)
+    for i in range(SPLIT_BYTES // 1450 + 100):  # bulk: a few flows, many large packets
+        recs.append((T0 + 1 + i * 1e-3, eth(udp4("10.3.0.%d" % (i % 7), 4000 + i % 7, "10.4.0.1", 6000, big))))
+    recs.insert(5, (T0 + 0.0005, eth(b"\x45\x00\x00\x10" + b"\x00" * 30)))  # IPv4 total length < header
+    recs += [(T0 + 100 + i, b"\xff" * 8) for i in range(10)]  # shorter than Ethernet
+    d = tmp_path_factory.mktemp("parallel")
+    path = d / "damaged_big.pcap"
+    path.write_bytes(pcap_bytes(recs)[:-7])  # the last record loses its end
+    assert path.stat().st_size > SPLIT_BYTES
+    return path
+
+
+def test_jobs_zero_means_every_usable_core() -> None:
+    assert jobs_count(0) == len(os.sched_getaffinity(0))
+    assert jobs_count(3) == 3
+
+
+def test_cli_j2_equals_j1_on_the_corpus(corpus: Path, tmp_path: Path) -> None:
+    pcaps = str(corpus / "pcap")
+    one = dpi("classify", pcaps, "-f", "jsonl", "-q", cwd=tmp_path)
+    two = dpi("classify", pcaps, "-f", "jsonl", "-q", "-j", "2", cwd=tmp_path)
+    assert two.returncode == one.returncode
+    assert len(one.stdout.splitlines()) > 900
+    assert multiset(two.stdout) == multiset(one.stdout)
+
+
+def test_split_files_keep_every_flow_whole(corpus: Path) -> None:
+    """Every corpus file split over 3 processes by flow hash: the same flows with the same counters.
+
+    (Labels are compared in the next test: a few depend on another flow's state.)
+    """
+    files = sorted((corpus / "pcap").iterdir())
+    config = Config()
+    with Classifier(config=config) as clf:
+        one = [flow_record(f) for path in files for f in clf.classify_pcap(path)]
+    run = classify_files(files, jobs=3, config=config, split_bytes=0)
+    split = list(run)
+    assert all(rep.shards == 3 and rep.complete for rep in run.tally.files.values())
+
+    def flows(recs: list[dict]) -> Counter[str]:
+        return multiset([{k: v for k, v in r.items() if k not in LABEL_FIELDS} for r in recs])
+
+    assert flows(split) == flows(one)
+    assert not run.damaged
+
+
+@pytest.mark.xfail(strict=True, reason="layer state shared between flows is per process: the FTP data connection "
+                   "announced on a control connection of another shard (heuristics), nDPI's STUN/WhatsApp cache; "
+                   "fastpath.shard_of hashes ports too, so such flows can land in different shards")
+def test_split_files_keep_every_label(corpus: Path) -> None:
+    files = sorted((corpus / "pcap").iterdir())
+    with Classifier() as clf:
+        one = [flow_record(f) for path in files for f in clf.classify_pcap(path)]
+    for jobs in (2, 3):
+        assert multiset(list(classify_files(files, jobs=jobs, split_bytes=0))) == multiset(one), f"-j {jobs}"
+
+
+def test_split_file_damage_reported_once_with_the_same_exit_code(damaged_big: Path) -> None:
+    name = damaged_big.name
+    one = dpi("classify", name, "-f", "jsonl", "-l", "heuristics", cwd=damaged_big.parent)
+    two = dpi("classify", name, "-f", "jsonl", "-l", "heuristics", "-j", "2", cwd=damaged_big.parent)
+    assert one.returncode == two.returncode == 1
+    lines = problems(one.stderr, name)
+    assert len(lines) == 5  # three described, the cut end, the count of the undecodable ones
+    assert any("cut short" in x for x in lines) and "10 packets could not be decoded" in lines[-1]
+    assert problems(two.stderr, name) == lines
+    assert multiset(two.stdout) == multiset(one.stdout)
+    assert len(one.stdout.splitlines()) == 40 + 7
+
+
+def _descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_ctrl_c_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """Workers blocked on a full output pipe (nobody reads it), then Ctrl-C to the process group."""
+    path = tmp_path / "many_flows.pcap"
+    path.write_bytes(pcap_bytes(udp_flows_frames(150_000, b"q" * 20)))
+    assert path.stat().st_size > SPLIT_BYTES
+    proc = subprocess.Popen(DPI + ["classify", str(path), "-f", "jsonl", "-q", "-l", "heuristics", "-j", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        workers: set[int] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(workers) < 3:  # forkserver and two workers at least
+            time.sleep(0.2)
+            workers = _descendants(proc.pid)
+        assert len(workers) >= 3, "the workers did not start"
+        time.sleep(1.0)  # let them fill the pipe and the queue
+        assert proc.poll() is None, "the run must still be blocked on its output"
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)  # reading the pipe lets the parent finish its last write
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _running(p)], "processes left behind after Ctrl-C"
