@@ -22,6 +22,7 @@ from . import __version__
 from .api import Classifier
 from .config import Config, ConfigError, load_config
 from .output import FORMATS, RecordWriter, flow_record
+from .parallel import FileReport, ParallelRun, WorkerError, classify_files
 from .plugins import FAILED, LOADED, PluginError, PluginSet, discover
 
 EXIT_OK = 0
@@ -60,7 +61,8 @@ def _expand(paths: tuple[str, ...], jsonl: bool = False) -> list[Path]:
     return out
 
 
-def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tuple[Config, PluginSet]:
+def _config(config_path: str | None, layers: str | None, all_layers: bool) -> Config:
+    """The configuration file with the command line's overrides applied."""
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -69,6 +71,11 @@ def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tupl
         config = config.with_layers([x.strip() for x in layers.split(",") if x.strip()])
     if all_layers:
         config.all_layers = True
+    return config
+
+
+def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tuple[Config, PluginSet]:
+    config = _config(config_path, layers, all_layers)
     try:
         plugins = discover(config)
     except PluginError as exc:
@@ -155,10 +162,19 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
     files = _expand(paths)
     if cluster and jobs != 1:
         raise InputError("--cluster and -j exclude each other (the cluster's workers are the parallelism)")
-    config, plugins = _load(config_path, layers, all_layers)
+    run = None
+    if jobs != 1:
+        run = classify_files(files, jobs, _config(config_path, layers, all_layers), on_file=_report_file)
+        run.start()  # the workers start up while this process checks the configuration and the layers
+    try:
+        config, plugins = _load(config_path, layers, all_layers)
+    except BaseException:
+        if run is not None:
+            run.close()
+        raise
     _warn_failed(plugins)
-    if cluster or jobs != 1:
-        _classify_distributed(files, config, plugins, fmt, output, quiet, jobs, cluster)
+    if cluster or run is not None:
+        _classify_distributed(files, config, plugins, fmt, output, quiet, run, cluster)
     clf = Classifier(config=config, plugins=plugins)
     if not clf.layers:
         _warn_no_layers()
@@ -205,38 +221,39 @@ def _warn_totals(errors: int, last_errors: dict[str, str], evicted: int, max_flo
              "(raise engine.max_flows in --config to keep flows whole)")
 
 
+def _report_file(rep: FileReport) -> None:
+    for line in rep.problems:  # once per file, however many shards read it
+        _err(line)
+
+
 def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet, fmt: str | None,
-                          output: str | None, quiet: bool, jobs: int, cluster: str | None) -> NoReturn:
-    """'dpi classify -j N' and '--cluster': the same records, classified by worker processes.
+                          output: str | None, quiet: bool, run: ParallelRun | None,
+                          cluster: str | None) -> NoReturn:
+    """'dpi classify -j N' (``run``, started) and '--cluster': the same records, classified elsewhere.
 
     The plugins were loaded here to check the configuration (required
-    layers, usage errors) before any worker starts; each worker loads its own.
+    layers, usage errors); each worker loads its own.
     """
-    from .parallel import FileReport, WorkerError, classify_files
-
     if not plugins.layers:
         _warn_no_layers()
     plugins.close()
-
-    def report(rep: FileReport) -> None:
-        for line in rep.problems:  # once per file, however many shards read it
-            _err(line)
-
-    run: Any
+    work: Any = run
+    failures: tuple[type[Exception], ...] = (WorkerError,)
     if cluster:
         from .cluster import ClusterError, classify_on_cluster
 
         try:
-            run = classify_on_cluster(files, cluster, config, on_file=report)
+            work = classify_on_cluster(files, cluster, config, on_file=_report_file)
         except ClusterError as exc:
             raise InputError(str(exc)) from None
-        failures: tuple[type[Exception], ...] = (ClusterError,)
-    else:
-        run = classify_files(files, jobs, config, on_file=report)
-        failures = (WorkerError,)
-    out, writer = _open_writer(output, fmt, config.all_layers)
+        failures = (ClusterError,)
     try:
-        for record in _records_progress(run, len(files), not quiet and sys.stderr.isatty()):
+        out, writer = _open_writer(output, fmt, config.all_layers)
+    except BaseException:
+        work.close()
+        raise
+    try:
+        for record in _records_progress(work, len(files), not quiet and sys.stderr.isatty()):
             writer.write(record)
     except BrokenPipeError:
         sys.stderr.close()  # reader went away (| head): not an error of ours
@@ -245,14 +262,14 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
         _err(f"error: {exc}")
         sys.exit(EXIT_DAMAGED)
     finally:
-        run.close()  # first: stops the workers even if the output below blocks (Ctrl-C on a full pipe)
+        work.close()  # first: stops the workers even if the output below blocks (Ctrl-C on a full pipe)
         writer.close()
         if output:
             out.close()
     if not quiet:
-        t = run.tally
+        t = work.tally
         _warn_totals(t.layer_errors, t.last_errors, t.evicted, config.max_flows)
-    sys.exit(EXIT_DAMAGED if run.damaged else EXIT_OK)
+    sys.exit(EXIT_DAMAGED if work.damaged else EXIT_OK)
 
 
 def _records_progress(run: Any, files: int, show: bool) -> Iterator[dict[str, Any]]:

@@ -157,10 +157,9 @@ def _cluster_task(config: Config, task: Task) -> tuple[list[dict[str, Any]], Tas
         # that exists on the client only.
         import socket
 
-        summary = TaskSummary([f"{task.path}: no such file on worker {socket.gethostname()} (workers read "
-                               "captures from the same path as the client: use a shared filesystem)"],
-                              True, 0, False, 0, 0, 0, 0, {})
-        return [], summary
+        line = (f"{task.path}: no such file on worker {socket.gethostname()} (workers read captures "
+                "from the same path as the client: use a shared filesystem)")
+        return [], TaskSummary([line], True, 0, False, 0, 0, 0, 0, {})
     records: list[dict[str, Any]] = []
     summary = run_task(_classifier(config), task, records.append)
     return records, summary

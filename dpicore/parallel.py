@@ -217,6 +217,9 @@ class ParallelRun:
         self.tally = Tally(self.tasks)
         self.on_file = on_file
         self._gen: Generator[dict[str, Any], None, None] | None = None
+        self._procs: list[Any] = []
+        self._todo: Any = None
+        self._results: Any = None
 
     @property
     def damaged(self) -> bool:
@@ -228,10 +231,30 @@ class ParallelRun:
         self._gen = self._run()
         return self._gen
 
+    def start(self) -> None:
+        """Start the workers now (iterating starts them otherwise): their start-up — imports,
+        loading the layers — then overlaps whatever the caller does meanwhile."""
+        if self._procs or not self.tasks:
+            return
+        ctx = _context()
+        workers = min(self.jobs, len(self.tasks))
+        self._todo = ctx.Queue()
+        for i, task in enumerate(self.tasks):
+            self._todo.put((i, task))
+        for _ in range(workers):
+            self._todo.put(None)
+        self._results = ctx.Queue(maxsize=QUEUE_PER_WORKER * workers)
+        level = logging.getLogger().getEffectiveLevel()
+        self._procs = [ctx.Process(target=_worker, args=(self.config, self._todo, self._results, n, level),
+                                   daemon=True, name=f"dpi-worker-{n}") for n in range(workers)]
+        for p in self._procs:
+            p.start()
+
     def close(self) -> None:
         """Stop the workers now (they are also stopped when the iteration ends or is abandoned)."""
         if self._gen is not None:
             self._gen.close()
+        self._shutdown()
 
     def __enter__(self) -> "ParallelRun":
         return self
@@ -239,23 +262,21 @@ class ParallelRun:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _shutdown(self) -> None:
+        _stop(self._procs)
+        for q in (self._todo, self._results):
+            if q is not None:
+                q.cancel_join_thread()
+                q.close()
+        self._todo = self._results = None
+
     def _run(self) -> Generator[dict[str, Any], None, None]:
         if not self.tasks:
             return
-        ctx = _context()
-        workers = min(self.jobs, len(self.tasks))
-        todo: Any = ctx.Queue()
-        for i, task in enumerate(self.tasks):
-            todo.put((i, task))
-        for _ in range(workers):
-            todo.put(None)
-        results: Any = ctx.Queue(maxsize=QUEUE_PER_WORKER * workers)
-        procs = [ctx.Process(target=_worker, args=(self.config, todo, results, n, logging.getLogger().getEffectiveLevel()), daemon=True,
-                             name=f"dpi-worker-{n}") for n in range(workers)]
         try:
-            for p in procs:
-                p.start()
-            live = workers
+            self.start()
+            results, procs = self._results, self._procs
+            live = len(procs)
             while live:
                 try:
                     kind, n, payload = results.get(timeout=1.0)
@@ -276,10 +297,7 @@ class ParallelRun:
                 else:  # "error"
                     raise WorkerError(f"worker {n} failed:\n{payload}")
         finally:
-            _stop(procs)
-            for q in (todo, results):
-                q.cancel_join_thread()
-                q.close()
+            self._shutdown()
 
 
 def classify_files(paths: Iterable[str | Path], jobs: int = 0, config: Config | None = None,

@@ -64,7 +64,7 @@ def damaged_big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     big = b"x" * 1400
     recs = udp_flows_frames(40, big)
     for i in range(SPLIT_BYTES // 1450 + 100):  # bulk: a few flows, many large packets
-        recs.append((T0 + 1 + i * 1e-3, eth(udp4("10.3.0.%d" % (i % 7), 4000 + i % 7, "10.4.0.1", 6000, big))))
+        recs.append((T0 + 1 + i * 1e-3, eth(udp4(f"10.3.0.{i % 7}", 4000 + i % 7, "10.4.0.1", 6000, big))))
     recs.insert(5, (T0 + 0.0005, eth(b"\x45\x00\x00\x10" + b"\x00" * 30)))  # IPv4 total length < header
     recs += [(T0 + 100 + i, b"\xff" * 8) for i in range(10)]  # shorter than Ethernet
     d = tmp_path_factory.mktemp("parallel")

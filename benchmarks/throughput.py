@@ -1,0 +1,341 @@
+"""Throughput of `dpi classify` next to NFStream 6.6 and ndpiReader 4.2, in one run, alternating.
+
+    .venv/bin/python benchmarks/throughput.py [--rounds 3] [--skip-memory] [--cache-dir DIR]
+
+Inputs (made by benchmarks/make_inputs.py in ~/.cache/dpicore-bench when
+missing): the shared corpus x10 and ~1 M packets of real client traffic.
+Each round runs, on each input and in turn:
+
+* ``dpi classify FILE -l heuristics``          (one process)
+* ``dpi classify FILE -l heuristics,ndpi``     (one process)
+* ``dpi classify FILE -l heuristics -j 2``     (two worker processes)
+* NFStream 6.6 ``NFStreamer(source=FILE, n_dissections=20,
+  statistical_analysis=False, n_meters=1)``, iterated to the end, from its
+  own venv (~/.cache/dpicore-bench/nfstream-venv, created with
+  ``pip install nfstream==6.6.*`` when missing)
+* ``ndpiReader -q -i FILE``
+
+dpi writes JSONL to a file (its flows are counted from it); NFStream only
+iterates its flows; ndpiReader prints nothing (its flow count comes from one
+extra, untimed run without ``-q``).  Every run is a fresh child of a small
+measuring process that is a child subreaper: every descendant (forkserver,
+workers, NFStream's meter) is reaped by it, so wall time ends with the last
+process of the tree, CPU time is the whole tree's, and the peak RSS is the
+largest single process of the tree (``RUSAGE_CHILDREN``); the sum over the
+tree is sampled from /proc every 0.25 s.  The best (least wall) of the
+rounds is printed, because other work on the machine only ever adds time;
+CPU time is printed too.  Each tool's fixed cost (interpreter, imports,
+plugin and library setup) is measured on a one-packet capture and shown
+apart, with packets/s "net" of it.
+
+Then, unless --skip-memory: bytes per tracked flow (N one-packet UDP
+flows fed to an Engine without layers, and with the heuristics layer and
+an unrecognised payload, RSS growth over N), and peak RSS on a tenth of the
+real-client input next to the whole input (output is streamed, so it should
+not grow with the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_inputs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DPI = str(ROOT / ".venv" / "bin" / "dpi")
+NFSTREAM_VERSION = "6.6.*"
+NFSTREAM_SCRIPT = """
+import sys
+from nfstream import NFStreamer
+n = 0
+for flow in NFStreamer(source=sys.argv[1], n_dissections=20, statistical_analysis=False, n_meters=1):
+    n += 1
+open(sys.argv[2], "w").write(str(n))
+"""
+PR_SET_CHILD_SUBREAPER = 36
+
+
+# -- measuring one command (runs in a fresh process: `throughput.py --measure RESULT -- CMD…`) ----------
+
+def _tree_rss(root: int) -> int:
+    """Summed RSS (bytes) of ``root``'s descendants, from /proc."""
+    parent: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, frontier, seen = 0, {root}, set()
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - seen
+        seen |= frontier
+        total += sum(rss[p] for p in frontier)
+    return total
+
+
+def measure(result: str, cmd: list[str]) -> int:
+    """Run ``cmd``, reap its whole tree, write wall/CPU/RSS as JSON to ``result``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    peak_tree = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_tree
+        me = os.getpid()
+        while not done.wait(0.25):
+            peak_tree = max(peak_tree, _tree_rss(me))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    sampler.start()
+    code = proc.wait()
+    while True:  # orphaned grandchildren (forkserver, workers) were reparented to us
+        try:
+            os.wait()
+        except ChildProcessError:
+            break
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    Path(result).write_text(json.dumps({"wall": wall, "user": ru.ru_utime, "sys": ru.ru_stime,
+                                        "maxrss": ru.ru_maxrss * 1024, "tree_rss": peak_tree, "code": code}))
+    return 0
+
+
+def run_measured(cmd: list[str]) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+        subprocess.run([sys.executable, __file__, "--measure", tmp.name, "--", *cmd], check=True)
+        out = json.loads(Path(tmp.name).read_text())
+    if out["code"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {out['code']}")
+    return out
+
+
+# -- the tools -------------------------------------------------------------------------------------------
+
+def nfstream_python(cache: Path) -> str:
+    venv = cache / "nfstream-venv"
+    py = venv / "bin" / "python"
+    if not py.exists():
+        print(f"creating {venv} with nfstream {NFSTREAM_VERSION}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", f"nfstream=={NFSTREAM_VERSION}"], check=True)
+    return str(py)
+
+
+Tool = Callable[[Path, Path], list[str]]  # (capture, scratch file for the flow count) -> argv
+
+
+def tools(nfpy: str) -> dict[str, Tool]:
+    def dpi(*extra: str) -> Tool:
+        return lambda cap, out: [DPI, "classify", str(cap), "-q", "-f", "jsonl", "-o", str(out), *extra]
+    return {
+        "dpi heuristics": dpi("-l", "heuristics"),
+        "dpi heuristics+ndpi": dpi("-l", "heuristics,ndpi"),
+        "dpi -j 2 heuristics": dpi("-l", "heuristics", "-j", "2"),
+        "NFStream 6.6": lambda cap, out: [nfpy, "-c", NFSTREAM_SCRIPT, str(cap), str(out)],
+        "ndpiReader -q": lambda cap, out: ["ndpiReader", "-q", "-i", str(cap)],
+    }
+
+
+def flows_of(name: str, cap: Path, out: Path) -> int:
+    if name.startswith("dpi"):
+        with out.open("rb") as fh:
+            return sum(1 for _ in fh)
+    if name.startswith("NFStream"):
+        return int(out.read_text())
+    text = subprocess.run(["ndpiReader", "-i", str(cap)], capture_output=True, text=True, check=True).stdout
+    line = next(x for x in text.splitlines() if "Unique flows:" in x)
+    return int(line.split(":")[1].split()[0])
+
+
+def one_packet_capture(cache: Path, like: Path) -> Path:
+    """The first packet of ``like``: what a tool costs with (almost) no traffic."""
+    out = cache / "one_packet.pcap"
+    if not out.exists():
+        with like.open("rb") as fh:
+            head = fh.read(24)
+            rec = fh.read(16)
+            caplen = int.from_bytes(rec[8:12], "little")
+            out.write_bytes(head + rec + fh.read(caplen))
+    return out
+
+
+# -- the benchmark ---------------------------------------------------------------------------------------
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def benchmark(rounds: int, cache: Path) -> dict[str, Any]:
+    inputs = make_inputs.make_all(cache)
+    bench_inputs = {k: inputs[k] for k in ("corpus_x10", "realclients_large")}
+    todo = tools(nfstream_python(cache))
+    tiny = one_packet_capture(cache, inputs["corpus_x10"])
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    setup: dict[str, list[float]] = {}
+    print(f"load average before: {loadavg()} ({os.cpu_count()} cores)", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "out"
+        for r in range(rounds):
+            names = list(todo) if r % 2 == 0 else list(reversed(todo))  # alternate who runs first
+            for name in names:
+                setup.setdefault(name, []).append(run_measured(todo[name](tiny, out))["wall"])
+            for label, cap in bench_inputs.items():
+                for name in names:
+                    m = run_measured(todo[name](cap, out))
+                    m["flows"] = flows_of(name, cap, out) if r == 0 else None
+                    results.setdefault((label, name), []).append(m)
+                    print(f"round {r + 1} {label:18} {name:22} {m['wall']:7.2f} s wall "
+                          f"{m['user'] + m['sys']:7.2f} s CPU", flush=True)
+    print(f"load average after: {loadavg()}", flush=True)
+    return {"inputs": bench_inputs, "results": results, "setup": setup}
+
+
+def report(b: dict[str, Any]) -> None:
+    setup = {name: min(v) for name, v in b["setup"].items()}
+    print("\nfixed cost per run (one-packet capture, best): "
+          + ", ".join(f"{n} {s:.2f} s" for n, s in setup.items()))
+    for label, cap in b["inputs"].items():
+        packets = make_inputs.packets_in(cap)
+        print(f"\n{label}: {packets:,} packets, {cap.stat().st_size / 1e6:.0f} MB  (best of "
+              f"{len(next(iter(b['results'].values())))} rounds by wall time)")
+        print(f"{'tool':22} {'wall s':>7} {'CPU s':>7} {'pkts/s':>9} {'net pkts/s':>10} {'flows':>7} "
+              f"{'flows/s':>8} {'max RSS MB':>10} {'tree RSS MB':>11}")
+        rate: dict[str, float] = {}
+        net: dict[str, float] = {}
+        cpu_rate: dict[str, float] = {}
+        for (lab, name), runs in b["results"].items():
+            if lab != label:
+                continue
+            best = min(runs, key=lambda m: m["wall"])
+            flows = runs[0]["flows"]
+            cpu = best["user"] + best["sys"]
+            rate[name] = packets / best["wall"]
+            net[name] = packets / max(1e-9, best["wall"] - setup[name])
+            cpu_rate[name] = packets / cpu
+            print(f"{name:22} {best['wall']:7.2f} {cpu:7.2f} {rate[name]:9,.0f} {net[name]:10,.0f} {flows:7,} "
+                  f"{flows / best['wall']:8,.0f} {best['maxrss'] / 2**20:10.0f} {best['tree_rss'] / 2**20:11.0f}")
+        nf = "NFStream 6.6"
+        print("ratios (wall / net of fixed cost / CPU time):")
+        for name in ("dpi heuristics", "dpi heuristics+ndpi"):
+            print(f"  {name} / NFStream: {rate[name] / rate[nf]:.2f} / {net[name] / net[nf]:.2f} / "
+                  f"{cpu_rate[name] / cpu_rate[nf]:.2f}")
+        print(f"  -j 2 / -j 1 (heuristics): {rate['dpi -j 2 heuristics'] / rate['dpi heuristics']:.2f} / "
+              f"{net['dpi -j 2 heuristics'] / net['dpi heuristics']:.2f}  (CPU time ratio "
+              f"{cpu_rate['dpi -j 2 heuristics'] / cpu_rate['dpi heuristics']:.2f})")
+        print(f"  dpi heuristics / ndpiReader: {rate['dpi heuristics'] / rate['ndpiReader -q']:.2f}")
+
+
+# -- memory ----------------------------------------------------------------------------------------------
+
+def _rss() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def flow_memory(n: int, layers: str) -> int:
+    """Feed ``n`` one-packet UDP flows to an Engine; print RSS growth per flow (runs in a fresh process)."""
+    from dpicore import Classifier
+    from dpicore.config import Config
+    from dpicore.decode import Decoder
+    from dpicore.decode.packets import DLT_RAW
+    from dpicore.model import UDP, Packet
+
+    config = Config(max_flows=n + 1, enable=[x for x in layers.split(",") if x])
+    clf = Classifier(config=config)
+    feed = clf.engine.feed
+    dst = bytes([10, 255, 0, 1])
+    payload = b"\x00\x01zz-not-a-known-protocol"  # keeps the heuristics layer interested (state, payloads)
+    with_layer = bool(config.enable)
+    if with_layer:  # a real decoded packet carries its frame; make the template the same way
+        frame = Decoder().decode(DLT_RAW, _udp_frame(payload), 0.0, 60, 0)
+        assert frame is not None
+    base = _rss()
+    for i in range(n):
+        src = (0x0A000000 | i).to_bytes(4, "big")
+        if with_layer:
+            data = payload + i.to_bytes(4, "big")  # its own bytes, as a decoded packet's payload slice is
+            pkt = Packet(1.0, 4, src, dst, UDP, 1024 + i % 60000, 9999, 0, 64 + len(payload), data, len(data),
+                         frame.ip, number=i + 1)
+        else:
+            pkt = Packet(1.0, 4, src, dst, UDP, 1024 + i % 60000, 9999, wire_len=60, number=i + 1)
+        feed(pkt, expire=False)
+    grown = _rss() - base
+    assert len(clf.engine.table) == n
+    print(json.dumps({"flows": n, "layers": layers, "bytes": grown, "per_flow": grown / n,
+                      "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    return 0
+
+
+def _udp_frame(payload: bytes) -> bytes:
+    import struct
+
+    udp = struct.pack("!HHHH", 1024, 9999, 8 + len(payload), 0) + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, bytes(4), bytes(4)) + udp
+
+
+def memory_report(cache: Path) -> None:
+    print("\nbytes per tracked flow (RSS growth / flows, one-packet UDP flows, all live at once):")
+    for n, layers in ((1_000_000, ""), (1_000_000, "heuristics")):
+        out = subprocess.run([sys.executable, __file__, "--flow-memory", str(n), "--layers", layers],
+                             capture_output=True, text=True, check=True).stdout
+        m = json.loads(out.strip().splitlines()[-1])
+        print(f"  layers [{layers or 'none'}]: {n:,} flows -> {m['bytes'] / 2**20:,.0f} MB "
+              f"({m['per_flow']:.0f} bytes/flow), process peak {m['maxrss'] / 2**20:,.0f} MB")
+    inputs = make_inputs.make_all(cache)
+    print("\npeak RSS of 'dpi classify -l heuristics' by input size (output streamed):")
+    with tempfile.TemporaryDirectory() as scratch:
+        for label in ("realclients_small", "realclients_large"):
+            cap = inputs[label]
+            runs = [run_measured([DPI, "classify", str(cap), "-q", "-f", "jsonl", "-o", str(Path(scratch) / "o"),
+                                  "-l", "heuristics"]) for _ in range(2)]
+            print(f"  {label:18} {make_inputs.packets_in(cap):>9,} packets: max RSS "
+                  f"{statistics.median(r['maxrss'] for r in runs) / 2**20:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--measure"]:
+        return measure(argv[1], argv[3:])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--flow-memory", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--layers", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.flow_memory is not None:
+        return flow_memory(args.flow_memory, args.layers)
+    cache = make_inputs.cache_dir(args.cache_dir)
+    if not args.skip_throughput:
+        report(benchmark(args.rounds, cache))
+    if not args.skip_memory:
+        memory_report(cache)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
