@@ -164,7 +164,8 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
         raise InputError("--cluster and -j exclude each other (the cluster's workers are the parallelism)")
     run = None
     if jobs != 1:
-        run = classify_files(files, jobs, _config(config_path, layers, all_layers), on_file=_report_file)
+        run = classify_files(files, jobs, _config(config_path, layers, all_layers), on_file=_report_file,
+                             jsonl=_format(fmt, output) == "jsonl")
         run.start()  # the workers start up while this process checks the configuration and the layers
     try:
         config, plugins = _load(config_path, layers, all_layers)
@@ -243,7 +244,8 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
         from .cluster import ClusterError, classify_on_cluster
 
         try:
-            work = classify_on_cluster(files, cluster, config, on_file=_report_file)
+            work = classify_on_cluster(files, cluster, config, on_file=_report_file,
+                                       jsonl=_format(fmt, output) == "jsonl")
         except ClusterError as exc:
             raise InputError(str(exc)) from None
         failures = (ClusterError,)
@@ -253,8 +255,10 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
         work.close()
         raise
     try:
-        for record in _records_progress(work, len(files), not quiet and sys.stderr.isatty()):
-            writer.write(record)
+        # JSONL comes as text the workers wrote (whole lines); other formats as records.
+        put = out.write if work.jsonl else writer.write
+        for item in _records_progress(work, len(files), not quiet and sys.stderr.isatty()):
+            put(item)
     except BrokenPipeError:
         sys.stderr.close()  # reader went away (| head): not an error of ours
         sys.exit(EXIT_OK)
@@ -272,8 +276,8 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
     sys.exit(EXIT_DAMAGED if work.damaged else EXIT_OK)
 
 
-def _records_progress(run: Any, files: int, show: bool) -> Iterator[dict[str, Any]]:
-    """The run's records; on a terminal, a progress bar of files done and records written."""
+def _records_progress(run: Any, files: int, show: bool) -> Iterator[Any]:
+    """The run's items (records or JSONL text); on a terminal, a progress bar of files done and flows."""
     if not show:
         yield from run
         return
@@ -284,16 +288,26 @@ def _records_progress(run: Any, files: int, show: bool) -> Iterator[dict[str, An
                    TextColumn("{task.fields[flows]:,} flows"), console=Console(stderr=True), transient=True)
     with bar:
         task = bar.add_task("files", total=files, flows=0)
-        for n, record in enumerate(run, 1):
-            yield record
-            if n % 256 == 0:
-                bar.update(task, completed=sum(r.complete for r in run.tally.files.values()), flows=n)
+        last = 0.0
+        for item in run:
+            yield item
+            now = time.monotonic()
+            if now - last >= 0.25:
+                last = now
+                bar.update(task, completed=sum(r.complete for r in run.tally.files.values()),
+                           flows=run.tally.records)
+
+
+def _format(fmt: str | None, output: str | None) -> str:
+    """The output format: as asked, else a table on a terminal and JSONL otherwise."""
+    if fmt is None:
+        return "table" if output is None and sys.stdout.isatty() else "jsonl"
+    return fmt
 
 
 def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple[IO[str], RecordWriter]:
     """Standard output or FILE; table on a terminal, JSONL otherwise unless ``fmt`` says."""
-    if fmt is None:
-        fmt = "table" if output is None and sys.stdout.isatty() else "jsonl"
+    fmt = _format(fmt, output)
     out: IO[str]
     if output:
         try:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .api import Classifier
 from .config import Config
-from .parallel import FileReport, Tally, Task, TaskSummary, plan, run_task
+from .parallel import Batch, FileReport, Tally, Task, TaskSummary, plan, run_task
 
 #: A file gets one shard (task) per this many bytes.
 SHARD_BYTES = 50 << 20
@@ -56,10 +56,13 @@ class ClusterRun:
 
     ``on_file`` is called with each file's :class:`~dpicore.parallel.FileReport`
     when the file's last task is done; :attr:`tally` holds the totals.
+    With ``jsonl=True`` the workers serialise the records and the iteration
+    yields JSONL text (one chunk per task) instead of record dicts.
     """
 
     def __init__(self, paths: Iterable[str | Path], address: Any, config: Config | None = None,
-                 shard_bytes: int = SHARD_BYTES, on_file: Callable[[FileReport], None] | None = None) -> None:
+                 shard_bytes: int = SHARD_BYTES, on_file: Callable[[FileReport], None] | None = None,
+                 jsonl: bool = False) -> None:
         try:
             import distributed
         except ImportError:
@@ -68,6 +71,7 @@ class ClusterRun:
         self.tasks = plan(paths, lambda size: shards_for(size, shard_bytes), absolute=True)
         self.tally = Tally(self.tasks)
         self.on_file = on_file
+        self.jsonl = jsonl
         if isinstance(address, distributed.Client):
             self.client, self._own = address, False
         else:
@@ -82,33 +86,36 @@ class ClusterRun:
     def damaged(self) -> bool:
         return self.tally.damaged
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Any]:
         if self._used:
             raise RuntimeError("a ClusterRun is iterated once")
         self._used = True
         return self._run()
 
-    def _run(self) -> Iterator[dict[str, Any]]:
+    def _run(self) -> Iterator[Any]:
         from distributed import as_completed
 
         task_of: dict[Any, Task] = {}
         futures = []
         for i, task in enumerate(self.tasks):
             # Earlier files first (higher priority), so records come roughly in file order.
-            fut = self.client.submit(_cluster_task, self.config, task, pure=False, priority=-i)
+            fut = self.client.submit(_cluster_task, self.config, task, self.jsonl, pure=False, priority=-i)
             task_of[fut.key] = task
             futures.append(fut)
         try:
             for fut in as_completed(futures, loop=self.client.loop):
                 task = task_of[fut.key]
                 try:
-                    records, summary = fut.result()
+                    (count, data), summary = fut.result()
                 except Exception as exc:
                     raise ClusterError(f"{task.path} (shard {task.shard}/{task.shards}) failed on the "
                                        f"cluster: {type(exc).__name__}: {exc}") from exc
                 fut.release()
-                self.tally.records += len(records)
-                yield from records
+                self.tally.records += count
+                if self.jsonl:
+                    yield data
+                else:
+                    yield from data
                 rep = self.tally.add(task, summary)
                 if rep is not None and self.on_file is not None:
                     self.on_file(rep)
@@ -127,11 +134,12 @@ class ClusterRun:
 
 
 def classify_on_cluster(paths: Iterable[str | Path], address: Any, config: Config | None = None,
-                        shard_bytes: int = SHARD_BYTES,
-                        on_file: Callable[[FileReport], None] | None = None) -> ClusterRun:
+                        shard_bytes: int = SHARD_BYTES, on_file: Callable[[FileReport], None] | None = None,
+                        jsonl: bool = False) -> ClusterRun:
     """Classify capture files on the Dask cluster at ``address`` (``tcp://host:8786``) or with a
-    ``distributed.Client``; iterate the result for records, close it (or use ``with``) after."""
-    return ClusterRun(paths, address, config, shard_bytes, on_file)
+    ``distributed.Client``; iterate the result for records (``jsonl``: JSONL text), close it
+    (or use ``with``) after."""
+    return ClusterRun(paths, address, config, shard_bytes, on_file, jsonl)
 
 
 # -- on the worker -----------------------------------------------------------------------------------------
@@ -150,8 +158,9 @@ def _classifier(config: Config) -> Classifier:
     return clf
 
 
-def _cluster_task(config: Config, task: Task) -> tuple[list[dict[str, Any]], TaskSummary]:
-    """Run one task on a worker; returns its records and summary."""
+def _cluster_task(config: Config, task: Task, jsonl: bool = False
+                  ) -> tuple[tuple[int, list[dict[str, Any]] | str], TaskSummary]:
+    """Run one task on a worker; returns (record count, records or JSONL text) and the summary."""
     if not os.path.exists(task.path):
         # Reported like a local missing file, but naming the worker: the usual cause is a path
         # that exists on the client only.
@@ -159,7 +168,7 @@ def _cluster_task(config: Config, task: Task) -> tuple[list[dict[str, Any]], Tas
 
         line = (f"{task.path}: no such file on worker {socket.gethostname()} (workers read captures "
                 "from the same path as the client: use a shared filesystem)")
-        return [], TaskSummary([line], True, 0, False, 0, 0, 0, 0, {})
-    records: list[dict[str, Any]] = []
-    summary = run_task(_classifier(config), task, records.append)
-    return records, summary
+        return Batch(jsonl, config.all_layers).take(), TaskSummary([line], True, 0, False, 0, 0, 0, 0, {})
+    batch = Batch(jsonl, config.all_layers)
+    summary = run_task(_classifier(config), task, batch.add)
+    return batch.take(), summary

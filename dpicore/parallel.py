@@ -4,10 +4,14 @@
 
     from dpicore.parallel import classify_files
 
-    run = classify_files(["big.pcap", "captures/"], jobs=4)
+    run = classify_files(["big.pcap", "other.pcapng"], jobs=4)   # files (dpi classify expands directories)
     for record in run:          # JSONL records (dicts), as workers send them
         ...
     run.damaged                 # some file was damaged (as `dpi classify` exits 1)
+
+    # or the JSONL text itself, serialised by the workers (what `dpi classify -f jsonl` writes):
+    for chunk in classify_files(["big.pcap"], jobs=4, jsonl=True):
+        sys.stdout.write(chunk)   # whole lines
 
 Work is cut into *tasks* ``(file, shard i of n)``.  A large file is split
 by flow hash: every worker reads the whole file but keeps only the flows
@@ -31,6 +35,7 @@ shared with :mod:`dpicore.cluster`, which runs the same tasks on Dask.
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing as mp
 import os
@@ -45,7 +50,7 @@ import attrs
 
 from .api import Classifier
 from .config import Config
-from .output import flow_record
+from .output import RecordWriter, flow_record
 
 #: Files at least this large are split over every worker by flow hash (``-j N``).
 SPLIT_BYTES = 8 << 20
@@ -114,6 +119,38 @@ def plan(paths: Iterable[str | Path], shards_for: Callable[[int], int], absolute
             n = 1  # the task reports the file as unreadable, once
         tasks.extend(Task(path, i, n) for i in range(n))
     return tasks
+
+
+class Batch:
+    """A task's records on their way back: dicts, or JSONL text written by the worker.
+
+    Serialising in the workers keeps the parent (which also has to write
+    everything) from becoming the bottleneck: it then only copies text.
+    """
+
+    def __init__(self, jsonl: bool, all_layers: bool) -> None:
+        self.count = 0
+        self._records: list[dict[str, Any]] = []
+        self._text: io.StringIO | None = io.StringIO() if jsonl else None
+        self._writer = RecordWriter(self._text, "jsonl", all_layers) if self._text is not None else None
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.count += 1
+        if self._writer is not None:
+            self._writer.write(record)
+        else:
+            self._records.append(record)
+
+    def take(self) -> tuple[int, list[dict[str, Any]] | str]:
+        """(records, the records or their JSONL text), emptying the batch."""
+        count, self.count = self.count, 0
+        if self._text is None:
+            records, self._records = self._records, []
+            return count, records
+        text = self._text.getvalue()
+        self._text.seek(0)
+        self._text.truncate()
+        return count, text
 
 
 def run_task(clf: Classifier, task: Task, emit: Callable[[dict[str, Any]], None]) -> TaskSummary:
@@ -206,16 +243,20 @@ class ParallelRun:
     ``on_file`` is called with each file's :class:`FileReport` as soon as
     the file's last task is done.  After the iteration, :attr:`tally` holds
     the totals and :attr:`damaged` says whether any file was damaged.
+    With ``jsonl=True`` the iteration yields JSONL text (whole lines, many
+    records per chunk) instead of record dicts.
     """
 
     def __init__(self, paths: Iterable[str | Path], jobs: int = 0, config: Config | None = None,
-                 split_bytes: int = SPLIT_BYTES, on_file: Callable[[FileReport], None] | None = None) -> None:
+                 split_bytes: int = SPLIT_BYTES, on_file: Callable[[FileReport], None] | None = None,
+                 jsonl: bool = False) -> None:
         self.jobs = jobs_count(jobs)
         self.config = config or Config()
         n = self.jobs
         self.tasks = plan(paths, lambda size: n if size >= split_bytes else 1)
         self.tally = Tally(self.tasks)
         self.on_file = on_file
+        self.jsonl = jsonl
         self._gen: Generator[dict[str, Any], None, None] | None = None
         self._procs: list[Any] = []
         self._todo: Any = None
@@ -225,7 +266,7 @@ class ParallelRun:
     def damaged(self) -> bool:
         return self.tally.damaged
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Any]:
         if self._gen is not None:
             raise RuntimeError("a ParallelRun is iterated once")
         self._gen = self._run()
@@ -245,7 +286,7 @@ class ParallelRun:
             self._todo.put(None)
         self._results = ctx.Queue(maxsize=QUEUE_PER_WORKER * workers)
         level = logging.getLogger().getEffectiveLevel()
-        self._procs = [ctx.Process(target=_worker, args=(self.config, self._todo, self._results, n, level),
+        self._procs = [ctx.Process(target=_worker, args=(self.config, self._todo, self._results, n, level, self.jsonl),
                                    daemon=True, name=f"dpi-worker-{n}") for n in range(workers)]
         for p in self._procs:
             p.start()
@@ -286,8 +327,12 @@ class ParallelRun:
                         raise WorkerError(f"{dead[0].name} died (exit code {dead[0].exitcode})") from None
                     continue
                 if kind == "records":
-                    self.tally.records += len(payload)
-                    yield from payload
+                    count, data = payload
+                    self.tally.records += count
+                    if self.jsonl:
+                        yield data
+                    else:
+                        yield from data
                 elif kind == "done":
                     rep = self.tally.add(self.tasks[n], payload)
                     if rep is not None and self.on_file is not None:
@@ -301,10 +346,11 @@ class ParallelRun:
 
 
 def classify_files(paths: Iterable[str | Path], jobs: int = 0, config: Config | None = None,
-                   split_bytes: int = SPLIT_BYTES,
-                   on_file: Callable[[FileReport], None] | None = None) -> ParallelRun:
-    """Classify capture files with ``jobs`` processes (0: one per core); iterate the result for records."""
-    return ParallelRun(paths, jobs, config, split_bytes, on_file)
+                   split_bytes: int = SPLIT_BYTES, on_file: Callable[[FileReport], None] | None = None,
+                   jsonl: bool = False) -> ParallelRun:
+    """Classify capture files with ``jobs`` processes (0: one per core); iterate the result for
+    records (or, with ``jsonl``, for chunks of JSONL text)."""
+    return ParallelRun(paths, jobs, config, split_bytes, on_file, jsonl)
 
 
 def _context() -> Any:
@@ -333,7 +379,7 @@ def _stop(procs: list[Any]) -> None:
             p.join()
 
 
-def _worker(config: Config, todo: Any, results: Any, number: int, log_level: int) -> None:
+def _worker(config: Config, todo: Any, results: Any, number: int, log_level: int, jsonl: bool) -> None:
     """A worker process: one Classifier, tasks from ``todo`` until the sentinel, records to ``results``."""
     # The parent's logging level: a plugin that fails to load was reported there already.
     logging.basicConfig(level=log_level, format="%(levelname)s: %(message)s")
@@ -362,15 +408,14 @@ def _worker(config: Config, todo: Any, results: Any, number: int, log_level: int
             if item is None:
                 break
             index, task = item
-            batch: list[dict[str, Any]] = []
+            batch = Batch(jsonl, config.all_layers)
             started = time.monotonic()
 
             def emit(record: dict[str, Any]) -> None:
-                nonlocal batch, started
-                batch.append(record)
-                if len(batch) >= BATCH_RECORDS or time.monotonic() - started >= BATCH_SECONDS:
-                    put(("records", number, batch))
-                    batch = []
+                nonlocal started
+                batch.add(record)
+                if batch.count >= BATCH_RECORDS or time.monotonic() - started >= BATCH_SECONDS:
+                    put(("records", number, batch.take()))
                     started = time.monotonic()
 
             try:
@@ -379,8 +424,8 @@ def _worker(config: Config, todo: Any, results: Any, number: int, log_level: int
                 put(("error", number, f"{task.path} (shard {task.shard}/{task.shards}):\n"
                      + traceback.format_exc()))
                 break
-            if batch:
-                put(("records", number, batch))
+            if batch.count:
+                put(("records", number, batch.take()))
             put(("done", index, summary))
     put(("bye", number, None))
     results.close()

@@ -183,3 +183,14 @@ def test_ctrl_c_leaves_no_worker_behind(tmp_path: Path) -> None:
     while time.monotonic() < deadline and any(_running(p) for p in workers):
         time.sleep(0.1)
     assert not [p for p in workers if _running(p)], "processes left behind after Ctrl-C"
+
+
+def test_cli_j2_csv_equals_j1() -> None:
+    """Formats other than JSONL take the records themselves from the workers (one CSV header)."""
+    captures = Path(__file__).resolve().parent / "captures" / "realclients"
+    one = dpi("classify", str(captures), "-f", "csv", "-q", cwd=captures)
+    two = dpi("classify", str(captures), "-f", "csv", "-q", "-j", "2", cwd=captures)
+    assert two.returncode == one.returncode == 0
+    assert two.stdout.splitlines()[0] == one.stdout.splitlines()[0]  # the header, first and once
+    assert Counter(two.stdout.splitlines()) == Counter(one.stdout.splitlines())
+    assert len(one.stdout.splitlines()) > 60
