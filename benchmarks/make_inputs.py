@@ -21,12 +21,11 @@ Writes, as Ethernet + 802.1Q pcap files (µs timestamps), to
   that peak memory does not grow with the file's size.
 
 Every packet is re-framed from its IP header on (link types differ between
-the source files; non-IP frames are left out).  Time never goes back between
-files: each source file is shifted to start one second after the latest
-packet written so far, keeping its own inter-packet gaps (clamped to 0..60 s:
-some corpus files jump by years or back in time).  A file is rebuilt
-only when missing (or with ``--force``); a ``.json`` beside it records its
-packet count.
+the source files; non-IP frames are left out).  Time never goes back: each
+source file starts one second after the packet before it, and every packet
+keeps its gap to the previous one, clamped to 0..60 s (some corpus files
+jump by years, or back).  A file is rebuilt only when missing (or with
+``--force``); a ``.json`` beside it records its packet count.
 """
 
 from __future__ import annotations
