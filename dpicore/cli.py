@@ -43,7 +43,7 @@ def _err(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _expand(paths: tuple[str, ...], jsonl: bool = False) -> list[Path]:
+def expand_paths(paths: tuple[str, ...], jsonl: bool = False) -> list[Path]:
     """Files as given; directories become the capture (and, if asked, JSONL) files inside them, sorted."""
     suffixes = CAPTURE_SUFFIXES + ((".jsonl",) if jsonl else ())
     out: list[Path] = []
@@ -159,7 +159,7 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
     records are the same, but their order is not (they are written as the
     workers send them).
     """
-    files = _expand(paths)
+    files = expand_paths(paths)
     if cluster and jobs != 1:
         raise InputError("--cluster and -j exclude each other (the cluster's workers are the parallelism)")
     run = None
@@ -463,7 +463,7 @@ def report(paths: tuple[str, ...], output: str, title: str, layers: str | None, 
     records: list[dict] = []
     damaged = False
     clf: Classifier | None = None
-    files = _expand(paths, jsonl=True)
+    files = expand_paths(paths, jsonl=True)
     try:
         for path in files:
             with open(path, "rb") as fh:

@@ -80,7 +80,7 @@ for pp in plugins/*/pyproject.toml; do
 done
 
 stamp=.venv/.dpicore-install-stamp
-digest=$(cat pyproject.toml plugins/*/pyproject.toml scripts/requirements-test.txt 2>/dev/null \
+digest=$(cat pyproject.toml plugins/*/pyproject.toml scripts/requirements-*.txt 2>/dev/null \
          | { cat; printf '%s\n' "${specs[@]}"; } | sha256sum | cut -d' ' -f1)
 if [[ -f $stamp && "$(cat "$stamp")" == "$digest" && -x .venv/bin/dpi ]]; then
   say "Python packages up to date (.venv)"

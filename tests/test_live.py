@@ -39,15 +39,15 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} did not come up")
+def _wait_port(port: int, proc: subprocess.Popen | None = None) -> None:
+    """Wait for the listener without connecting to it: a probe connection would use up
+    `openssl s_server -naccept 1`'s only accept, and would add a stray flow to the capture."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        import capturelab
+    finally:
+        sys.path.pop(0)
+    capturelab.wait_tcp(port, proc=proc)
 
 
 class LiveRun:
@@ -92,7 +92,7 @@ def http_server(tmp_path: Path) -> Iterator[int]:
     proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port)
+        _wait_port(port, proc)
         yield port
     finally:
         proc.terminate()
@@ -129,11 +129,11 @@ def test_live_dns_and_tls(tmp_path: Path) -> None:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=example.test"], check=True, capture_output=True)
-    server = subprocess.Popen(["openssl", "s_server", "-accept", str(tls_port), "-key", str(key), "-cert",
+    server = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{tls_port}", "-key", str(key), "-cert",
                                str(cert), "-quiet", "-naccept", "1"],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(tls_port)
+        _wait_port(tls_port, server)
         run = LiveRun(f"port {dns_port} or port {tls_port}", duration=5)
         out = subprocess.run(["dig", "@127.0.0.1", "-p", str(dns_port), "example.test", "A", "+tries=1",
                               "+time=2"], capture_output=True, text=True, timeout=10)

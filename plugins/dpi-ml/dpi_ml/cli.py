@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from dpicore.cli import EXIT_DAMAGED, EXIT_OK, _expand
+from dpicore.cli import EXIT_DAMAGED, EXIT_OK, expand_paths
 from dpicore import PluginError
 from dpicore.config import Config, ConfigError, load_config
 
@@ -58,7 +58,7 @@ class _Damage:
 
 def _samples(paths: tuple[str, ...], labels_from: str | None, config_path: str | None,
              quiet: bool) -> tuple[list[Sample], _Damage]:
-    files = _expand(paths)
+    files = expand_paths(paths)
     damage = _Damage(quiet)
     try:
         samples = collect(files, labels_from=labels_from, config=_config(config_path), on_file=damage)

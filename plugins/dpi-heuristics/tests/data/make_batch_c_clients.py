@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -56,9 +57,10 @@ def _listen(transport: str, port: int) -> tuple[socket.socket, list[bytes]]:
 
 def record(transport: str, port: int, argv: list[str], timeout: float = 4.0) -> bytes | None:
     sock, got = _listen(transport, port)
-    try:
-        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=timeout)
+    try:  # in a scratch directory: clients such as tftp create the file they were asked to fetch
+        with tempfile.TemporaryDirectory() as scratch:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=timeout, cwd=scratch)
     except subprocess.TimeoutExpired:
         pass
     finally:
