@@ -56,22 +56,40 @@ def shard_of(key: FlowKey, n: int) -> int:
 def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int, int] | None) -> Iterator[Flow]:
     source.frames = batch.first + len(batch) - 1
     h = decode_headers(batch)
-    # The packet-by-packet path scans for idle flows before the first packet at or past each
-    # second of capture time; cut the batch at the same packets so both paths end the same flows.
-    cuts: list[int] = []
+    # The packet-by-packet path scans for idle flows before the first packet at or past each second
+    # of capture time.  Most scans end nothing, and cutting the batch at each one would leave numpy
+    # tiny segments, so the batch is cut only at a scan that can end a flow: one whose time reached
+    # a deadline in the table as it was when the segment started (FlowTable.next_due), or one at
+    # which a packet of the segment could have created a due deadline itself: a FIN/RST (or a frame
+    # numpy did not decode) closes a connection close_timeout after it, a new flow idles out
+    # idle_timeout after it.  A skipped scan would have ended nothing, so both paths end the same flows.
+    table = engine.table
+    idle, close = table.idle_timeout, table.close_timeout
+    inf = float("inf")
     due = engine.next_expiry
+    closing, head = table.next_due()
+    lo = lo_fin = inf  # earliest capture time in the current segment, of any packet / of one that may close
+    start = 0
+    may_close = (~h.ok | (h.flags & 0x05 != 0)).tolist()
     for i, t in enumerate(batch.ts.tolist()):
         if t >= due:
             due = t + 1.0
-            cuts.append(i)
-    bounds = ([0] if not cuts or cuts[0] else []) + cuts + [len(batch)]
-    for s, e in zip(bounds, bounds[1:]):
-        if cuts and s == cuts[0]:
-            cuts.pop(0)
-            ended = engine.tick(float(batch.ts[s]))
-            if ended:
-                yield from ended
-        yield from _segment(engine, source, batch, h, s, e, shard)
+            if closing <= t or head < t - idle or lo_fin + close <= t or lo < t - idle:
+                if i > start:
+                    yield from _segment(engine, source, batch, h, start, i, shard)
+                ended = engine.tick(t)
+                if ended:
+                    yield from ended
+                closing, head = table.next_due()
+                start, lo, lo_fin = i, t, t if may_close[i] else inf
+                continue
+        if t < lo:
+            lo = t
+        if t < lo_fin and may_close[i]:
+            lo_fin = t
+    if start < len(batch):
+        yield from _segment(engine, source, batch, h, start, len(batch), shard)
+    engine.next_expiry = due
 
 
 def _segment(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, start: int, end: int,

@@ -1,0 +1,150 @@
+"""The numpy batch path (dpicore.fastpath) against the packet-by-packet path it must equal.
+
+Both paths run the installed layers on real captures — the shared nDPI
+corpus and the project's real-client recordings — and every flow must come
+out with the same record and the same end reason.  Only the order in which
+ended flows are reported may differ (the batch path scans for timed-out
+flows at batch boundaries), so flows are compared as multisets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import attrs
+import pytest
+
+from dpicore import Classifier
+from dpicore.config import Config
+from dpicore.model import Flow
+from dpicore.output import flow_record
+
+CAPTURES = Path(__file__).parent / "captures"
+
+
+def flows_of(flows: Iterable[Flow]) -> Counter[str]:
+    """Each flow as canonical JSON: its record plus the reason it ended."""
+    return Counter(json.dumps({**flow_record(f), "end": f.end_reason}, sort_keys=True) for f in flows)
+
+
+def both_paths(files: list[Path], layers: list[str]) -> tuple[Counter[str], Counter[str]]:
+    config = Config().with_layers(layers)
+    with Classifier(config=config) as batched, Classifier(config=config) as single:
+        fast = flows_of(f for path in files for f in batched.classify_pcap(path, batched=True))
+        slow = flows_of(f for path in files for f in single.classify_pcap(path, batched=False))
+    return fast, slow
+
+
+def differences(fast: Counter[str], slow: Counter[str]) -> list[str]:
+    return [f"only batched: {x}" for x in fast - slow][:5] + [f"only packet path: {x}" for x in slow - fast][:5]
+
+
+@pytest.mark.parametrize("layers", [["heuristics"], ["heuristics", "ndpi"]])
+def test_corpus_batched_equals_packet_by_packet(corpus: Path, layers: list[str]) -> None:
+    files = sorted((corpus / "pcap").iterdir())
+    fast, slow = both_paths(files, layers)
+    assert sum(slow.values()) > 900
+    assert fast == slow, differences(fast, slow)
+
+
+def test_realclients_batched_equals_packet_by_packet() -> None:
+    files = sorted((CAPTURES / "realclients").glob("*.pcap"))
+    assert len(files) > 10
+    fast, slow = both_paths(files, ["heuristics", "ndpi"])
+    assert sum(slow.values()) > 50
+    assert fast == slow, differences(fast, slow)
+
+
+# -- synthetic traffic that stresses the batch path's timing --------------------------------
+def _mixed_traffic(seed: int, sessions: int = 400) -> list[tuple[float, bytes]]:
+    """TCP sessions (closed by FIN/FIN, by RST or not at all, 5-tuples reused before and after the
+    closing timeout, stragglers after the close), UDP exchanges, IPv6 and 802.1Q-tagged ones, gaps
+    from milliseconds to past the idle timeout, and one jump back of the capture clock."""
+    import random
+
+    import dpkt
+
+    from tests.helpers.frames import ACK, FIN, PSH, RST, SYN, eth, ip6, tcp, tcp4, udp4
+
+    rnd = random.Random(seed)
+    events: list[tuple[float, int, bytes]] = []
+    t = 1_600_000_000.0
+    for n in range(sessions):
+        t += rnd.choice([0.001, 0.01, 0.2, 0.7, 1.5, 3.0, 6.0, 12.0]) * rnd.random()
+        tags = [(0x8100, rnd.randrange(1, 4))] if rnd.random() < 0.3 else []
+        client = f"10.0.{rnd.randrange(4)}.{rnd.randrange(1, 6)}"
+        server = f"10.9.0.{rnd.randrange(1, 4)}"
+        cport = 40000 + rnd.randrange(6)  # few ports: 5-tuples get reused
+        v6 = rnd.random() < 0.1
+        at = t
+
+        def add(frm_client: bool, flags: int, payload: bytes = b"", seq: int = 1, udp: bool = False) -> None:
+            nonlocal at
+            at += rnd.choice([0.0005, 0.003, 0.05, 0.4, 2.0, 5.5, 9.0]) * rnd.random()
+            src, sp, dst, dp = (client, cport, server, 80) if frm_client else (server, 80, client, cport)
+            if udp:
+                frame = udp4(src, sp, dst, 53, payload) if frm_client else udp4(src, 53, dst, dp, payload)
+            elif v6:
+                frame = ip6(f"2001:db8::{src.split('.')[-1]}", f"2001:db9::{dst.split('.')[-1]}",
+                            tcp(sp, dp, flags, seq, 0, payload), dpkt.ip.IP_PROTO_TCP)
+                events.append((at, len(events), eth(frame, etype=0x86DD, tags=tags)))
+                return
+            else:
+                frame = tcp4(src, sp, dst, dp, flags, payload, seq)
+            events.append((at, len(events), eth(frame, tags=tags)))
+
+        if rnd.random() < 0.2:
+            q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
+            for _ in range(rnd.randrange(1, 4)):
+                add(True, 0, q, udp=True)
+                add(False, 0, q[:2] + b"\x81\x80" + q[4:], udp=True)
+            continue
+        cs, ss = rnd.randrange(1 << 32), rnd.randrange(1 << 32)
+        add(True, SYN, seq=cs)
+        add(False, SYN | ACK, seq=ss)
+        add(True, ACK, seq=cs + 1)
+        req = b"GET /%d HTTP/1.1\r\nHost: example.com\r\n\r\n" % n
+        add(True, PSH | ACK, req, cs + 1)
+        cs += 1 + len(req)
+        for _ in range(rnd.randrange(0, 6)):
+            body = b"x" * rnd.randrange(0, 300)
+            add(False, ACK | (PSH if body else 0), body, ss + 1)
+            ss += len(body)
+        add(True, ACK, b"", cs)
+        end = rnd.random()
+        if end < 0.45:
+            add(rnd.random() < 0.5, FIN | ACK, seq=cs)
+            add(True, FIN | ACK, seq=cs)
+            add(False, FIN | ACK, seq=ss + 1)
+            for _ in range(rnd.randrange(0, 3)):  # trailing ACKs, maybe after the closing timeout
+                add(rnd.random() < 0.5, ACK, b"z" * rnd.randrange(0, 2), cs + 1)
+        elif end < 0.7:
+            add(rnd.random() < 0.5, RST | ACK, seq=cs)
+            if rnd.random() < 0.5:
+                add(False, ACK, b"late", ss + 1)
+        elif end < 0.8:
+            add(True, FIN | ACK, seq=cs)  # half closed
+    events.sort()
+    # One jump back of the capture clock (as some captures have), then on from there.
+    cut = len(events) * 2 // 3
+    back = events[cut][0] - 30.0
+    events = events[:cut] + [(ts - events[cut][0] + back, k, f) for ts, k, f in events[cut:]]
+    return [(ts, frame) for ts, _, frame in events]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_synthetic_timeouts_batched_equals_packet_by_packet(tmp_path: Path, seed: int) -> None:
+    from tests.helpers.frames import pcap_bytes
+
+    path = tmp_path / "mixed.pcap"
+    path.write_bytes(pcap_bytes(_mixed_traffic(seed)))
+    config = attrs.evolve(Config().with_layers(["heuristics"]), idle_timeout=8.0, active_timeout=40.0)
+    with Classifier(config=config) as batched, Classifier(config=config) as single:
+        fast = flows_of(batched.classify_pcap(path, batched=True))
+        slow = flows_of(single.classify_pcap(path, batched=False))
+    reasons = Counter(json.loads(x)["end"] for x in slow.elements())
+    assert {"fin", "rst", "idle"} <= set(reasons), reasons
+    assert fast == slow, differences(fast, slow)
