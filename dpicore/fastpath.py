@@ -94,49 +94,79 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
 
 def _segment(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, start: int, end: int,
              shard: tuple[int, int] | None) -> Iterator[Flow]:
-    """Frames start..end-1 of a batch, grouped by flow (no expiry scan falls inside)."""
+    """Frames start..end-1 of a batch, grouped by flow (no expiry scan falls inside).
+
+    The segment's columns become Python lists once here (one ``tolist`` per
+    column): the groups are small, and indexing a list is far cheaper than
+    numpy's per-call cost of a fancy index per group.  Indices below are
+    relative to ``start``.
+    """
+    cols = _Columns(batch, h, start, end)
     ok = h.ok[start:end]
     groups: dict[FlowKey, list[int]] = {}
     decoded: dict[int, Packet] = {}
-    # Common-case packets: group by flow key with numpy.
-    ok_idx = np.flatnonzero(ok) + start
+    # Common-case packets: group by flow key with numpy, in order of each flow's first packet.
+    ok_idx = np.flatnonzero(ok)
     if len(ok_idx):
-        a = (h.src[ok_idx] << 16) | h.sport[ok_idx]
-        b = (h.dst[ok_idx] << 16) | h.dport[ok_idx]
+        src, dst = h.src[start:end][ok_idx], h.dst[start:end][ok_idx]
+        a = (src << 16) | h.sport[start:end][ok_idx]
+        b = (dst << 16) | h.dport[start:end][ok_idx]
         rows = np.empty((len(ok_idx), 3), dtype=np.int64)
         np.minimum(a, b, out=rows[:, 0])
         np.maximum(a, b, out=rows[:, 1])
-        rows[:, 2] = (h.proto[ok_idx] << 12) | h.vlan[ok_idx]
-        uniq, first, inverse = np.unique(rows.view(np.dtype((np.void, 24))).ravel(), return_index=True,
-                                         return_inverse=True)
+        rows[:, 2] = (h.proto[start:end][ok_idx] << 12) | h.vlan[start:end][ok_idx]
+        _, first, inverse = np.unique(rows.view(np.dtype((np.void, 24))).ravel(), return_index=True,
+                                      return_inverse=True)
+        seen = np.argsort(first)  # groups in order of first packet
+        rank = np.empty_like(seen)
+        rank[seen] = np.arange(len(seen))
+        inverse = rank[inverse.ravel()]
         order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
-        for u in range(len(uniq)):
-            lo, hi, pv = rows[first[u]]
-            key = FlowKey(int(pv >> 12), int(pv & 0xFFF), int(lo >> 16).to_bytes(4, "big"), int(lo & 0xFFFF),
-                          int(hi >> 16).to_bytes(4, "big"), int(hi & 0xFFFF))
-            groups[key] = ok_idx[order[bounds[u]:bounds[u + 1]]].tolist()
+        bounds = np.searchsorted(inverse[order], np.arange(len(seen) + 1)).tolist()
+        members = ok_idx[order].tolist()
+        for u, (lo, hi, pv) in enumerate(rows[first[seen]].tolist()):
+            key = FlowKey(pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF,
+                          (hi >> 16).to_bytes(4, "big"), hi & 0xFFFF)
+            groups[key] = members[bounds[u]:bounds[u + 1]]
     # Everything else: the scalar decoder, which also knows which flow it belongs to.
     if len(ok_idx) < end - start:
-        for i in (np.flatnonzero(~ok) + start).tolist():
-            pkt = source.decode(batch.linktype, batch.frame(i), float(batch.ts[i]), int(batch.wire[i]),
-                                batch.first + i)
+        for j in np.flatnonzero(~ok).tolist():
+            i = start + j
+            pkt = source.decode(batch.linktype, batch.frame(i), cols.times[j], cols.wires[j], batch.first + i)
             if pkt is None:
                 continue
             source.packets -= 1  # counted again when fed
-            decoded[i] = pkt
-            groups.setdefault(FlowKey.of(pkt), []).append(i)
-    for key, idx in sorted(groups.items(), key=lambda kv: min(kv[1])):
+            decoded[j] = pkt
+            groups.setdefault(FlowKey.of(pkt), []).append(j)
+        for idx in groups.values():
+            idx.sort()
+        ordered = sorted(groups.items(), key=lambda kv: kv[1][0])
+    else:
+        ordered = list(groups.items())
+    for key, idx in ordered:
         if shard is not None and shard_of(key, shard[1]) != shard[0]:
             continue
-        if len(idx) > 1 and decoded and any(i in decoded for i in idx):
-            idx.sort()
-        yield from _group(engine, source, batch, h, key, idx, decoded)
+        yield from _group(engine, source, batch, cols, key, idx, decoded)
 
 
-def _group(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, key: FlowKey, idx: list[int],
+class _Columns:
+    """One segment's per-packet fields as Python lists (index 0 = the segment's first frame)."""
+
+    __slots__ = ("start", "flags", "paylen", "src", "sport", "times", "wires")
+
+    def __init__(self, batch: Batch, h: Headers, start: int, end: int) -> None:
+        self.start = start
+        self.flags = h.flags[start:end].tolist()
+        self.paylen = h.paylen[start:end].tolist()
+        self.src = h.src[start:end].tolist()
+        self.sport = h.sport[start:end].tolist()
+        self.times = batch.ts[start:end].tolist()
+        self.wires = batch.wire[start:end].tolist()
+
+
+def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, key: FlowKey, idx: list[int],
            decoded: dict[int, Packet]) -> Iterator[Flow]:
-    """Run one flow's packets of the batch in order.
+    """Run one flow's packets of the segment in order.
 
     A packet that can only change counters (the flow is decided, or it has
     no payload and no layer wants empty packets; no SYN/FIN/RST; no
@@ -146,34 +176,30 @@ def _group(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, key:
     table = engine.table
     idle, active = table.idle_timeout, table.active_timeout
     skip_empty = not engine.wants_empty
-    sel = np.asarray(idx)
-    flags = h.flags[sel].tolist()
-    paylen = h.paylen[sel].tolist()
-    src = h.src[sel].tolist()
-    sport = h.sport[sel].tolist()
-    times = batch.ts[sel].tolist()
-    wires = batch.wire[sel].tolist()
+    flags, paylen, src, sport, times, wires = cols.flags, cols.paylen, cols.src, cols.sport, cols.times, cols.wires
+    base = cols.start
     flow = table.flows.get(key)
     client = int.from_bytes(flow.client, "big") if flow is not None and flow.ip_version == 4 else -1
     summed = 0
-    for pos, i in enumerate(idx):
-        if (flow is not None and not flags[pos] & _CONTROL and (not flow.pending or skip_empty and not paylen[pos])
-                and not flow.fin_mask & CLOSING and i not in decoded):
-            ts = times[pos]
+    for j in idx:
+        if (flow is not None and not flags[j] & _CONTROL and (not flow.pending or skip_empty and not paylen[j])
+                and not flow.fin_mask & CLOSING and j not in decoded):
+            ts = times[j]
             if ts - flow.last_seen <= idle and ts - flow.first_seen <= active:
-                if src[pos] == client and sport[pos] == flow.client_port:
+                if src[j] == client and sport[j] == flow.client_port:
                     flow.c2s_packets += 1
-                    flow.c2s_bytes += wires[pos]
+                    flow.c2s_bytes += wires[j]
                 else:
                     flow.s2c_packets += 1
-                    flow.s2c_bytes += wires[pos]
+                    flow.s2c_bytes += wires[j]
                 if ts > flow.last_seen:  # captures whose clock jumps back keep first <= last
                     flow.last_seen = ts
                 summed += 1
                 continue
-        pkt = decoded.get(i)
+        pkt = decoded.get(j)
         if pkt is None:
-            pkt = source.decode(batch.linktype, batch.frame(i), times[pos], wires[pos], batch.first + i)
+            i = base + j
+            pkt = source.decode(batch.linktype, batch.frame(i), times[j], wires[j], batch.first + i)
             if pkt is None:
                 continue
         else:
