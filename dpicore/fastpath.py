@@ -23,10 +23,8 @@ from .decode.batch import Batch, Headers, batches, decode_headers
 from .decode.capture import CaptureError
 from .decode.source import CaptureSource
 from .engine import Engine
-from .flowtable import CLOSING
-from .model import Flow, FlowKey, Packet
-
-_CONTROL = 0x07  # FIN | SYN | RST: packets that change a connection's state
+from .flowtable import CLOSE_AT, CLOSING
+from .model import C2S, S2C, SYN, Flow, FlowKey, Packet
 
 
 def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, int] | None = None
@@ -152,58 +150,77 @@ def _segment(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, st
 class _Columns:
     """One segment's per-packet fields as Python lists (index 0 = the segment's first frame)."""
 
-    __slots__ = ("start", "flags", "paylen", "src", "sport", "times", "wires")
+    __slots__ = ("start", "end", "first", "buf", "h", "flags", "paylen", "src", "sport", "times", "wires", "_more")
 
     def __init__(self, batch: Batch, h: Headers, start: int, end: int) -> None:
-        self.start = start
+        self.start, self.end, self.first, self.buf, self.h = start, end, batch.first + start, batch.buf, h
         self.flags = h.flags[start:end].tolist()
         self.paylen = h.paylen[start:end].tolist()
         self.src = h.src[start:end].tolist()
         self.sport = h.sport[start:end].tolist()
         self.times = batch.ts[start:end].tolist()
         self.wires = batch.wire[start:end].tolist()
+        self._more: tuple[list[int], ...] | None = None
+
+    def packet(self, j: int) -> Packet:
+        """The Packet the scalar decoder makes of numpy-decoded frame ``j`` (IPv4 TCP/UDP, unfragmented),
+        built from the decoded columns and slices of the buffer instead of decoding the frame again."""
+        more = self._more
+        if more is None:
+            h, s, e = self.h, self.start, self.end
+            more = self._more = tuple(col[s:e].tolist() for col in (h.dst, h.dport, h.proto, h.vlan, h.seq, h.l3,
+                                                                      h.pay, h.ipend, h.paywire))
+        dst, dport, proto, vlan, seq, l3, pay, ipend, paywire = more
+        buf, end = self.buf, ipend[j]
+        return Packet(self.times[j], 4, self.src[j].to_bytes(4, "big"), dst[j].to_bytes(4, "big"), proto[j],
+                      self.sport[j], dport[j], self.flags[j], self.wires[j], buf[pay[j]:end], paywire[j],
+                      buf[l3[j]:end], vlan[j], seq[j], self.first + j)
 
 
 def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, key: FlowKey, idx: list[int],
            decoded: dict[int, Packet]) -> Iterator[Flow]:
     """Run one flow's packets of the segment in order.
 
-    A packet that can only change counters (the flow is decided, or it has
-    no payload and no layer wants empty packets; no SYN/FIN/RST; no
-    timeout) is accounted inline; any other goes through the scalar decoder
-    and :meth:`Engine.feed`, exactly as the packet-by-packet path would.
+    A packet that changes only counters — the flow exists and is decided
+    (or the packet has no payload and no layer wants empty packets), no
+    SYN, no timeout, not a straggler after the flow's closing time — is
+    accounted inline, its FIN/RST noted as :meth:`Engine.feed` notes them.
+    Any other goes to :meth:`Engine.feed`, as a Packet built from the
+    numpy-decoded columns (or the scalar decoder's, for the frames numpy
+    left to it).
     """
     table = engine.table
     idle, active = table.idle_timeout, table.active_timeout
     skip_empty = not engine.wants_empty
     flags, paylen, src, sport, times, wires = cols.flags, cols.paylen, cols.src, cols.sport, cols.times, cols.wires
-    base = cols.start
     flow = table.flows.get(key)
     client = int.from_bytes(flow.client, "big") if flow is not None and flow.ip_version == 4 else -1
     summed = 0
     for j in idx:
-        if (flow is not None and not flags[j] & _CONTROL and (not flow.pending or skip_empty and not paylen[j])
-                and not flow.fin_mask & CLOSING and j not in decoded):
+        f = flags[j]
+        if flow is not None and not f & SYN and (not flow.pending or skip_empty and not paylen[j]) \
+                and j not in decoded:
             ts = times[j]
-            if ts - flow.last_seen <= idle and ts - flow.first_seen <= active:
+            if ts - flow.last_seen <= idle and ts - flow.first_seen <= active and (
+                    not flow.fin_mask & CLOSING or not ts > flow.notes.get(CLOSE_AT, ts)):
                 if src[j] == client and sport[j] == flow.client_port:
+                    direction = C2S
                     flow.c2s_packets += 1
                     flow.c2s_bytes += wires[j]
                 else:
+                    direction = S2C
                     flow.s2c_packets += 1
                     flow.s2c_bytes += wires[j]
                 if ts > flow.last_seen:  # captures whose clock jumps back keep first <= last
                     flow.last_seen = ts
+                if f & 0x05:  # FIN or RST (numpy's flags are 0 for UDP)
+                    table.note_tcp_flags(flow, f, direction, ts)
                 summed += 1
                 continue
         pkt = decoded.get(j)
         if pkt is None:
-            i = base + j
-            pkt = source.decode(batch.linktype, batch.frame(i), times[j], wires[j], batch.first + i)
-            if pkt is None:
-                continue
-        else:
-            source.packets += 1
+            pkt = cols.packet(j)
+        source.packets += 1
         ended = engine.feed(pkt, expire=False)
         flow = table.flows.get(key)
         client = int.from_bytes(flow.client, "big") if flow is not None and flow.ip_version == 4 else -1

@@ -163,6 +163,15 @@ class Headers:
     flags: np.ndarray
     #: Captured transport payload length.
     paylen: np.ndarray
+    #: Offsets into the batch's buffer: the IP header, the transport payload, the end of the IP packet
+    #: (the scalar decoder's ``ip`` is buf[l3:ipend], its ``payload`` buf[pay:ipend]).
+    l3: np.ndarray
+    pay: np.ndarray
+    ipend: np.ndarray
+    #: TCP sequence number (0 for UDP).
+    seq: np.ndarray
+    #: Transport payload length on the wire, from the IP total length (Packet.payload_len).
+    paywire: np.ndarray
 
 
 def _be16(b: np.ndarray, i: np.ndarray) -> np.ndarray:
@@ -213,12 +222,15 @@ def decode_headers(batch: Batch) -> Headers:
         l3 = off
     elif lt in (DLT_NULL, DLT_LOOP):
         pos = safe(off, 4)
-        fam_le = b[pos].astype(np.int64) | (b[pos + 3].astype(np.int64) << 24)
-        fam_be = b[pos + 3].astype(np.int64) | (b[pos].astype(np.int64) << 24)
+        # The scalar decoder takes the smaller of the two byte orders; 2 (AF_INET) is the smaller one
+        # exactly when the word reads 2 in one order.
+        fam_be = _be32(b, pos)
+        fam_le = b[pos].astype(np.int64) | (b[pos + 1].astype(np.int64) << 8) | (b[pos + 2].astype(np.int64) << 16) \
+            | (b[pos + 3].astype(np.int64) << 24)
         ok &= (fam_le == 2) | (fam_be == 2)
         l3 = off + 4
     else:
-        return Headers(np.zeros(n, dtype=bool), *(np.zeros(n, dtype=np.int64) for _ in range(8)))
+        return Headers(np.zeros(n, dtype=bool), *(np.zeros(n, dtype=np.int64) for _ in range(13)))
 
     p3 = safe(l3, 20)
     vihl = b[p3].astype(np.int64)
@@ -239,5 +251,9 @@ def decode_headers(batch: Batch) -> Headers:
     doff = (b[pt + 12].astype(np.int64) >> 4) * 4
     ok &= np.where(tcp, (l4 + 20 <= ipend) & (doff >= 20) & (l4 + doff <= ipend), l4 + 8 <= ipend)
     flags = np.where(tcp, b[pt + 13], 0).astype(np.int64)
-    paylen = ipend - l4 - np.where(tcp, doff, 8)
-    return Headers(ok, proto, vlan, src, dst, sport, dport, flags, paylen)
+    hlen = np.where(tcp, doff, 8)
+    pay = l4 + hlen
+    paylen = ipend - pay
+    seq = np.where(tcp, _be32(b, pt + 4), 0)
+    paywire = np.maximum(total - ihl - hlen, 0)
+    return Headers(ok, proto, vlan, src, dst, sport, dport, flags, paylen, l3, pay, ipend, seq, paywire)
