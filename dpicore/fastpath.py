@@ -44,16 +44,41 @@ def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, in
     yield from engine.flush()
 
 
+_M64 = (1 << 64) - 1
+_K_ADDR = 0x9E3779B97F4A7C15
+_K_REST = 0xC2B2AE3D27D4EB4F
+
+
 def shard_of(key: FlowKey, n: int) -> int:
-    """Stable (process-independent) shard of a flow key."""
-    h = key.proto * 1_000_003 + key.vlan * 8191 + key.port_a * 131 + key.port_b
-    h ^= int.from_bytes(key.addr_a, "big") * 2_654_435_761 ^ int.from_bytes(key.addr_b, "big") * 40_503
-    return h % n
+    """Stable (process-independent) shard of a flow key.
+
+    Symmetric in the two endpoints and computed in 64-bit wrapping
+    arithmetic, so :func:`shards` gets the same answer for IPv4 flows
+    straight from the decoded columns, before any key is built.
+    """
+    addrs = int.from_bytes(key.addr_a, "big") + int.from_bytes(key.addr_b, "big")
+    rest = ((key.port_a + key.port_b) << 20) | (key.proto << 12) | key.vlan
+    h = (addrs * _K_ADDR + rest * _K_REST) & _M64
+    return (h ^ (h >> 32)) % n
+
+
+def shards(h: Headers, n: int) -> np.ndarray:
+    """:func:`shard_of` of every numpy-decoded (IPv4) frame's flow, as an array (garbage where not ``h.ok``)."""
+    addrs = (h.src + h.dst).astype(np.uint64)
+    rest = (((h.sport + h.dport) << 20) | (h.proto << 12) | h.vlan).astype(np.uint64)
+    x = addrs * np.uint64(_K_ADDR) + rest * np.uint64(_K_REST)  # arrays wrap modulo 2**64
+    x ^= x >> np.uint64(32)
+    return x % np.uint64(n)
 
 
 def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int, int] | None) -> Iterator[Flow]:
     source.frames = batch.first + len(batch) - 1
     h = decode_headers(batch)
+    # Frames left to the scalar decoder; with a shard, numpy drops the other shards' frames here,
+    # before any grouping or key building (the scalar decoder's are filtered by their key).
+    rest = ~h.ok
+    if shard is not None:
+        h.ok &= shards(h, shard[1]) == shard[0]
     # The packet-by-packet path scans for idle flows before the first packet at or past each second
     # of capture time.  Most scans end nothing, and cutting the batch at each one would leave numpy
     # tiny segments, so the batch is cut only at a scan that can end a flow: one whose time reached
@@ -68,13 +93,13 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     closing, head = table.next_due()
     lo = lo_fin = inf  # earliest capture time in the current segment, of any packet / of one that may close
     start = 0
-    may_close = (~h.ok | (h.flags & 0x05 != 0)).tolist()
+    may_close = (rest | h.ok & (h.flags & 0x05 != 0)).tolist()
     for i, t in enumerate(batch.ts.tolist()):
         if t >= due:
             due = t + 1.0
             if closing <= t or head < t - idle or lo_fin + close <= t or lo < t - idle:
                 if i > start:
-                    yield from _segment(engine, source, batch, h, start, i, shard)
+                    yield from _segment(engine, source, batch, h, rest, start, i, shard)
                 ended = engine.tick(t)
                 if ended:
                     yield from ended
@@ -86,12 +111,12 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
         if t < lo_fin and may_close[i]:
             lo_fin = t
     if start < len(batch):
-        yield from _segment(engine, source, batch, h, start, len(batch), shard)
+        yield from _segment(engine, source, batch, h, rest, start, len(batch), shard)
     engine.next_expiry = due
 
 
-def _segment(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, start: int, end: int,
-             shard: tuple[int, int] | None) -> Iterator[Flow]:
+def _segment(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, rest: np.ndarray, start: int,
+             end: int, shard: tuple[int, int] | None) -> Iterator[Flow]:
     """Frames start..end-1 of a batch, grouped by flow (no expiry scan falls inside).
 
     The segment's columns become Python lists once here (one ``tolist`` per
@@ -99,12 +124,14 @@ def _segment(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, st
     numpy's per-call cost of a fancy index per group.  Indices below are
     relative to ``start``.
     """
+    ok_idx = np.flatnonzero(h.ok[start:end])
+    scalar = np.flatnonzero(rest[start:end]).tolist()
+    if not scalar and not len(ok_idx):  # only other shards' packets
+        return
     cols = _Columns(batch, h, start, end)
-    ok = h.ok[start:end]
     groups: dict[FlowKey, list[int]] = {}
     decoded: dict[int, Packet] = {}
     # Common-case packets: group by flow key with numpy, in order of each flow's first packet.
-    ok_idx = np.flatnonzero(ok)
     if len(ok_idx):
         src, dst = h.src[start:end][ok_idx], h.dst[start:end][ok_idx]
         a = (src << 16) | h.sport[start:end][ok_idx]
@@ -127,23 +154,24 @@ def _segment(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, st
                           (hi >> 16).to_bytes(4, "big"), hi & 0xFFFF)
             groups[key] = members[bounds[u]:bounds[u + 1]]
     # Everything else: the scalar decoder, which also knows which flow it belongs to.
-    if len(ok_idx) < end - start:
-        for j in np.flatnonzero(~ok).tolist():
+    if scalar:
+        for j in scalar:
             i = start + j
             pkt = source.decode(batch.linktype, batch.frame(i), cols.times[j], cols.wires[j], batch.first + i)
             if pkt is None:
                 continue
             source.packets -= 1  # counted again when fed
+            key = FlowKey.of(pkt)
+            if shard is not None and shard_of(key, shard[1]) != shard[0]:
+                continue
             decoded[j] = pkt
-            groups.setdefault(FlowKey.of(pkt), []).append(j)
+            groups.setdefault(key, []).append(j)
         for idx in groups.values():
             idx.sort()
         ordered = sorted(groups.items(), key=lambda kv: kv[1][0])
     else:
         ordered = list(groups.items())
     for key, idx in ordered:
-        if shard is not None and shard_of(key, shard[1]) != shard[0]:
-            continue
         yield from _group(engine, source, batch, cols, key, idx, decoded)
 
 

@@ -15,9 +15,10 @@
 
 Work is cut into *tasks* ``(file, shard i of n)``.  A large file is split
 by flow hash: every worker reads the whole file but keeps only the flows
-whose key hashes to its shard (:func:`dpicore.fastpath.shard_of`), so each
-flow lives in exactly one process and is classified as it would be in one
-process.  A small file is one task (reading it N times would cost more than
+whose key hashes to its shard (:func:`dpicore.fastpath.shard_of`; numpy
+drops the other shards' packets right after decoding their headers, so a
+worker groups and accounts only its own share), so each flow lives in
+exactly one process and is classified as it would be in one process.  A small file is one task (reading it N times would cost more than
 it saves).  Each worker builds its own :class:`~dpicore.api.Classifier` from
 the same :class:`~dpicore.config.Config` — plugins such as nDPI hold native
 state that cannot cross a fork — and streams its records back in small

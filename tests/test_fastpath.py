@@ -199,3 +199,26 @@ def test_packets_from_columns_on_every_link_type(tmp_path: Path) -> None:
         path.write_bytes(pcap_bytes([(1_600_000_000 + i * 0.5, f, len(f) + 3) for i, f in enumerate(recs)], linktype))
         files.append(path)
     assert _numpy_vs_scalar_packets(files) >= 60
+
+
+def test_shard_hash_from_columns_equals_shard_of_the_key(corpus: Path) -> None:
+    """A worker drops the other shards' frames in numpy (fastpath.shards) and the rest by their key
+    (fastpath.shard_of): both must put a flow in the same shard."""
+    from dpicore.decode.batch import batches, decode_headers
+    from dpicore.decode.packets import Decoder
+    from dpicore.fastpath import shard_of, shards
+    from dpicore.model import FlowKey
+
+    checked = Counter()
+    for path in sorted((corpus / "pcap").iterdir()):
+        decoder = Decoder()
+        for batch in batches(str(path)):
+            h = decode_headers(batch)
+            ok = h.ok.nonzero()[0].tolist()
+            for n in (2, 3, 7):
+                col = shards(h, n).tolist()
+                for j in ok:
+                    pkt = decoder.decode(batch.linktype, batch.frame(j), 0.0, 0, 0)
+                    assert col[j] == shard_of(FlowKey.of(pkt), n), (path, batch.first + j)
+                    checked[n, col[j]] += 1
+    assert len(checked) == 2 + 3 + 7 and min(checked.values()) > 1000  # every shard gets flows
