@@ -67,6 +67,8 @@ def _pcap_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[
         raise CaptureError(path, "file header cut short")
     linktype = struct.unpack(order + "I", rest[16:20])[0] & 0xFFFF
     unpack = struct.Struct(order + "IIII").unpack_from
+    caplen = struct.Struct(order + "I").unpack_from
+    header = np.dtype(order + "u4")
     buf = b""
     pos = 0
     number = 0
@@ -81,20 +83,22 @@ def _pcap_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[
         buf = buf[pos:] + data
         pos = 0
         n = len(buf)
-        recs: list[tuple[int, int, int, int, int]] = []
-        while True:
-            if pos + 16 > n:
-                break
-            sec, frac, cap, wire = unpack(buf, pos)
+        # Only the walk from record to record is a Python loop (it reads one length per record);
+        # numpy reads the record headers found.
+        starts: list[int] = []
+        found = starts.append
+        while pos + 16 <= n:
+            cap = caplen(buf, pos + 8)[0]
             if cap > MAX_RECORD:
-                yield from _emit(linktype, buf, recs, number - len(recs) + 1, unit, size)
-                raise CaptureError(path, f"corrupt record (captured length {cap})", number + 1)
-            if pos + 16 + cap > n:
+                yield from _emit(linktype, buf, starts, header, number + 1, unit, size)
+                raise CaptureError(path, f"corrupt record (captured length {cap})", number + len(starts) + 1)
+            end = pos + 16 + cap
+            if end > n:
                 break
-            recs.append((pos + 16, cap, wire, sec, frac))
-            pos += 16 + cap
-            number += 1
-        yield from _emit(linktype, buf, recs, number - len(recs) + 1, unit, size)
+            found(pos)
+            pos = end
+        yield from _emit(linktype, buf, starts, header, number + 1, unit, size)
+        number += len(starts)
         if eof and pos < n:
             if n - pos < 16:
                 raise CaptureError(path, "capture cut short inside a record header", number + 1)
@@ -102,17 +106,20 @@ def _pcap_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[
             raise CaptureError(path, f"capture cut short: packet has {n - pos - 16} of {cap} bytes", number + 1)
 
 
-def _emit(linktype: int, buf: bytes, recs: list[tuple[int, int, int, int, int]], first: int, unit: float,
+def _emit(linktype: int, buf: bytes, starts: list[int], header: np.dtype, first: int, unit: float,
           size: int) -> Iterator[Batch]:
-    if not recs:
+    """Batches of the records whose 16-byte headers start at ``starts`` in ``buf``."""
+    if not starts:
         return
-    arr = np.array(recs, dtype=np.int64)
-    recs.clear()
-    ts = arr[:, 3].astype(np.float64) + arr[:, 4].astype(np.float64) * unit
-    wire = np.maximum(arr[:, 2], arr[:, 1])
-    for s in range(0, len(arr), size):
+    pos = np.array(starts, dtype=np.int64)
+    fields = np.frombuffer(buf, dtype=np.uint8)[pos[:, None] + np.arange(16)].view(header).astype(np.int64)
+    cap = fields[:, 2]
+    ts = fields[:, 0].astype(np.float64) + fields[:, 1].astype(np.float64) * unit
+    wire = np.maximum(fields[:, 3], cap)
+    off = pos + 16
+    for s in range(0, len(pos), size):
         e = s + size
-        yield Batch(linktype, buf, arr[s:e, 0], arr[s:e, 1], wire[s:e], ts[s:e], first + s)
+        yield Batch(linktype, buf, off[s:e], cap[s:e], wire[s:e], ts[s:e], first + s)
 
 
 def _frame_batches(reader: CaptureReader, size: int) -> Iterator[Batch]:
