@@ -71,6 +71,10 @@ def shards(h: Headers, n: int) -> np.ndarray:
     return x % np.uint64(n)
 
 
+#: ``_Flows.ids`` of a frame numpy did not decode (the scalar decoder finds its flow) / of another shard's frame.
+_SCALAR, _DROPPED = -1, -2
+
+
 def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int, int] | None) -> Iterator[Flow]:
     source.frames = batch.first + len(batch) - 1
     h = decode_headers(batch)
@@ -79,9 +83,11 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     rest = ~h.ok
     if shard is not None:
         h.ok &= shards(h, shard[1]) == shard[0]
+    flows = _Flows(h, rest)
+    cols = _Columns(batch, h)
     # The packet-by-packet path scans for idle flows before the first packet at or past each second
-    # of capture time.  Most scans end nothing, and cutting the batch at each one would leave numpy
-    # tiny segments, so the batch is cut only at a scan that can end a flow: one whose time reached
+    # of capture time.  Most scans end nothing, and cutting the batch at each one would leave tiny
+    # segments, so the batch is cut only at a scan that can end a flow: one whose time reached
     # a deadline in the table as it was when the segment started (FlowTable.next_due), or one at
     # which a packet of the segment could have created a due deadline itself: a FIN/RST (or a frame
     # numpy did not decode) closes a connection close_timeout after it, a new flow idles out
@@ -94,12 +100,12 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     lo = lo_fin = inf  # earliest capture time in the current segment, of any packet / of one that may close
     start = 0
     may_close = (rest | h.ok & (h.flags & 0x05 != 0)).tolist()
-    for i, t in enumerate(batch.ts.tolist()):
+    for i, t in enumerate(cols.times):
         if t >= due:
             due = t + 1.0
             if closing <= t or head < t - idle or lo_fin + close <= t or lo < t - idle:
                 if i > start:
-                    yield from _segment(engine, source, batch, h, rest, start, i, shard)
+                    yield from _segment(engine, source, batch, cols, flows, start, i, shard)
                 ended = engine.tick(t)
                 if ended:
                     yield from ended
@@ -111,83 +117,97 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
         if t < lo_fin and may_close[i]:
             lo_fin = t
     if start < len(batch):
-        yield from _segment(engine, source, batch, h, rest, start, len(batch), shard)
+        yield from _segment(engine, source, batch, cols, flows, start, len(batch), shard)
     engine.next_expiry = due
 
 
-def _segment(engine: Engine, source: CaptureSource, batch: Batch, h: Headers, rest: np.ndarray, start: int,
-             end: int, shard: tuple[int, int] | None) -> Iterator[Flow]:
-    """Frames start..end-1 of a batch, grouped by flow (no expiry scan falls inside).
+class _Flows:
+    """The flows of a batch's numpy-decoded frames, found once per batch: ``ids[i]`` is frame i's flow
+    (an index into ``keys``, numbered in order of first packet), or _SCALAR / _DROPPED."""
 
-    The segment's columns become Python lists once here (one ``tolist`` per
-    column): the groups are small, and indexing a list is far cheaper than
-    numpy's per-call cost of a fancy index per group.  Indices below are
-    relative to ``start``.
-    """
-    ok_idx = np.flatnonzero(h.ok[start:end])
-    scalar = np.flatnonzero(rest[start:end]).tolist()
-    if not scalar and not len(ok_idx):  # only other shards' packets
-        return
-    cols = _Columns(batch, h, start, end)
-    groups: dict[FlowKey, list[int]] = {}
+    __slots__ = ("ids", "keys", "_index")
+
+    def __init__(self, h: Headers, rest: np.ndarray) -> None:
+        ids = np.where(rest, _SCALAR, _DROPPED)
+        self.keys: list[FlowKey] = []
+        self._index: dict[FlowKey, int] | None = None
+        ok_idx = np.flatnonzero(h.ok)
+        if len(ok_idx):
+            a = (h.src[ok_idx] << 16) | h.sport[ok_idx]
+            b = (h.dst[ok_idx] << 16) | h.dport[ok_idx]
+            rows = np.empty((len(ok_idx), 3), dtype=np.int64)
+            np.minimum(a, b, out=rows[:, 0])
+            np.maximum(a, b, out=rows[:, 1])
+            rows[:, 2] = (h.proto[ok_idx] << 12) | h.vlan[ok_idx]
+            _, first, inverse = np.unique(rows.view(np.dtype((np.void, 24))).ravel(), return_index=True,
+                                          return_inverse=True)
+            seen = np.argsort(first)  # flows in order of first packet
+            rank = np.empty_like(seen)
+            rank[seen] = np.arange(len(seen))
+            ids[ok_idx] = rank[inverse.ravel()]
+            self.keys = [FlowKey(pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF,
+                                 (hi >> 16).to_bytes(4, "big"), hi & 0xFFFF)
+                         for lo, hi, pv in rows[first[seen]].tolist()]
+        self.ids: list[int] = ids.tolist()
+
+    def id_of(self, key: FlowKey) -> int:
+        """The id of a scalar-decoded packet's flow (the same as numpy's when numpy saw that flow too)."""
+        index = self._index
+        if index is None:
+            index = self._index = {k: i for i, k in enumerate(self.keys)}
+        i = index.get(key)
+        if i is None:
+            i = index[key] = len(self.keys)
+            self.keys.append(key)
+        return i
+
+
+def _segment(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, flows: _Flows, start: int,
+             end: int, shard: tuple[int, int] | None) -> Iterator[Flow]:
+    """Frames start..end-1 of a batch, grouped by flow in order of first packet (no expiry scan falls
+    inside).  Grouping a segment is a Python loop over the batch's flow ids: segments are short, and
+    numpy's fixed cost per call would exceed it."""
+    ids = flows.ids
+    groups: dict[int, list[int]] = {}
     decoded: dict[int, Packet] = {}
-    # Common-case packets: group by flow key with numpy, in order of each flow's first packet.
-    if len(ok_idx):
-        src, dst = h.src[start:end][ok_idx], h.dst[start:end][ok_idx]
-        a = (src << 16) | h.sport[start:end][ok_idx]
-        b = (dst << 16) | h.dport[start:end][ok_idx]
-        rows = np.empty((len(ok_idx), 3), dtype=np.int64)
-        np.minimum(a, b, out=rows[:, 0])
-        np.maximum(a, b, out=rows[:, 1])
-        rows[:, 2] = (h.proto[start:end][ok_idx] << 12) | h.vlan[start:end][ok_idx]
-        _, first, inverse = np.unique(rows.view(np.dtype((np.void, 24))).ravel(), return_index=True,
-                                      return_inverse=True)
-        seen = np.argsort(first)  # groups in order of first packet
-        rank = np.empty_like(seen)
-        rank[seen] = np.arange(len(seen))
-        inverse = rank[inverse.ravel()]
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(len(seen) + 1)).tolist()
-        members = ok_idx[order].tolist()
-        for u, (lo, hi, pv) in enumerate(rows[first[seen]].tolist()):
-            key = FlowKey(pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF,
-                          (hi >> 16).to_bytes(4, "big"), hi & 0xFFFF)
-            groups[key] = members[bounds[u]:bounds[u + 1]]
-    # Everything else: the scalar decoder, which also knows which flow it belongs to.
-    if scalar:
-        for j in scalar:
-            i = start + j
-            pkt = source.decode(batch.linktype, batch.frame(i), cols.times[j], cols.wires[j], batch.first + i)
+    for i in range(start, end):
+        g = ids[i]
+        if g < 0:
+            if g == _DROPPED:
+                continue
+            pkt = source.decode(batch.linktype, batch.frame(i), cols.times[i], cols.wires[i], batch.first + i)
             if pkt is None:
                 continue
             source.packets -= 1  # counted again when fed
             key = FlowKey.of(pkt)
             if shard is not None and shard_of(key, shard[1]) != shard[0]:
                 continue
-            decoded[j] = pkt
-            groups.setdefault(key, []).append(j)
-        for idx in groups.values():
-            idx.sort()
-        ordered = sorted(groups.items(), key=lambda kv: kv[1][0])
-    else:
-        ordered = list(groups.items())
-    for key, idx in ordered:
-        yield from _group(engine, source, batch, cols, key, idx, decoded)
+            decoded[i] = pkt
+            g = flows.id_of(key)
+        idx = groups.get(g)
+        if idx is None:
+            groups[g] = [i]
+        else:
+            idx.append(i)
+    keys = flows.keys
+    for g, idx in groups.items():
+        yield from _group(engine, source, batch, cols, keys[g], idx, decoded)
 
 
 class _Columns:
-    """One segment's per-packet fields as Python lists (index 0 = the segment's first frame)."""
+    """A batch's per-packet fields as Python lists: the groups are small, and indexing a list is far
+    cheaper than numpy's per-call cost of a fancy index per group."""
 
-    __slots__ = ("start", "end", "first", "buf", "h", "flags", "paylen", "src", "sport", "times", "wires", "_more")
+    __slots__ = ("first", "buf", "h", "flags", "paylen", "src", "sport", "times", "wires", "_more")
 
-    def __init__(self, batch: Batch, h: Headers, start: int, end: int) -> None:
-        self.start, self.end, self.first, self.buf, self.h = start, end, batch.first + start, batch.buf, h
-        self.flags = h.flags[start:end].tolist()
-        self.paylen = h.paylen[start:end].tolist()
-        self.src = h.src[start:end].tolist()
-        self.sport = h.sport[start:end].tolist()
-        self.times = batch.ts[start:end].tolist()
-        self.wires = batch.wire[start:end].tolist()
+    def __init__(self, batch: Batch, h: Headers) -> None:
+        self.first, self.buf, self.h = batch.first, batch.buf, h
+        self.flags = h.flags.tolist()
+        self.paylen = h.paylen.tolist()
+        self.src = h.src.tolist()
+        self.sport = h.sport.tolist()
+        self.times = batch.ts.tolist()
+        self.wires = batch.wire.tolist()
         self._more: tuple[list[int], ...] | None = None
 
     def packet(self, j: int) -> Packet:
@@ -195,9 +215,9 @@ class _Columns:
         built from the decoded columns and slices of the buffer instead of decoding the frame again."""
         more = self._more
         if more is None:
-            h, s, e = self.h, self.start, self.end
-            more = self._more = tuple(col[s:e].tolist() for col in (h.dst, h.dport, h.proto, h.vlan, h.seq, h.l3,
-                                                                      h.pay, h.ipend, h.paywire))
+            h = self.h
+            more = self._more = tuple(col.tolist() for col in (h.dst, h.dport, h.proto, h.vlan, h.seq, h.l3, h.pay,
+                                                               h.ipend, h.paywire))
         dst, dport, proto, vlan, seq, l3, pay, ipend, paywire = more
         buf, end = self.buf, ipend[j]
         return Packet(self.times[j], 4, self.src[j].to_bytes(4, "big"), dst[j].to_bytes(4, "big"), proto[j],

@@ -161,7 +161,7 @@ def _numpy_vs_scalar_packets(files: list[Path]) -> int:
         decoder = Decoder()
         for batch in batches(str(path)):
             h = decode_headers(batch)
-            cols = _Columns(batch, h, 0, len(batch))
+            cols = _Columns(batch, h)
             for j in h.ok.nonzero()[0].tolist():
                 want = decoder.decode(batch.linktype, batch.frame(j), cols.times[j], cols.wires[j], batch.first + j)
                 assert cols.packet(j) == want, (path, batch.first + j)
