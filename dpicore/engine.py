@@ -84,11 +84,12 @@ class Engine:
         self._layer_rank = {layer.id: i for i, layer in enumerate(self.layers)}
 
     # -- packets ---------------------------------------------------------------
-    def feed(self, pkt: Packet, expire: bool = True) -> list[Flow]:
+    def feed(self, pkt: Packet, expire: bool = True, key: FlowKey | None = None) -> list[Flow]:
         """Account ``pkt`` and run the layers; return flows that ended meanwhile.
 
         ``expire=False`` leaves timeouts to the caller (:meth:`tick`): the batch
         path feeds a batch flow by flow, so time does not advance monotonically.
+        ``key`` is ``FlowKey.of(pkt)`` when the caller has it already (the batch path).
         """
         ended: list[Flow] = []
         self.stats.packets += 1
@@ -98,7 +99,8 @@ class Engine:
             for flow in self.table.expire(ts):
                 ended.append(self._finish(flow))
         table = self.table
-        key = FlowKey.of(pkt)
+        if key is None:
+            key = FlowKey.of(pkt)
         flow = table.flows.get(key)
         if flow is not None:
             reason = table.must_restart(flow, pkt)

@@ -231,8 +231,9 @@ def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, 
 
     A packet that changes only counters — the flow exists and is decided
     (or the packet has no payload and no layer wants empty packets), no
-    SYN, no timeout, not a straggler after the flow's closing time — is
-    accounted inline, its FIN/RST noted as :meth:`Engine.feed` notes them.
+    timeout, not a SYN or a straggler after the closing time of a closed
+    connection — is accounted inline, its FIN/RST noted as
+    :meth:`Engine.feed` notes them.
     Any other goes to :meth:`Engine.feed`, as a Packet built from the
     numpy-decoded columns (or the scalar decoder's, for the frames numpy
     left to it).
@@ -245,12 +246,11 @@ def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, 
     client = int.from_bytes(flow.client, "big") if flow is not None and flow.ip_version == 4 else -1
     summed = 0
     for j in idx:
-        f = flags[j]
-        if flow is not None and not f & SYN and (not flow.pending or skip_empty and not paylen[j]) \
-                and j not in decoded:
+        if flow is not None and (not flow.pending or skip_empty and not paylen[j]) and j not in decoded:
             ts = times[j]
+            f = flags[j]
             if ts - flow.last_seen <= idle and ts - flow.first_seen <= active and (
-                    not flow.fin_mask & CLOSING or not ts > flow.notes.get(CLOSE_AT, ts)):
+                    not flow.fin_mask & CLOSING or not (f & SYN or ts > flow.notes.get(CLOSE_AT, ts))):
                 if src[j] == client and sport[j] == flow.client_port:
                     direction = C2S
                     flow.c2s_packets += 1
@@ -269,7 +269,7 @@ def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, 
         if pkt is None:
             pkt = cols.packet(j)
         source.packets += 1
-        ended = engine.feed(pkt, expire=False)
+        ended = engine.feed(pkt, expire=False, key=key)
         flow = table.flows.get(key)
         client = int.from_bytes(flow.client, "big") if flow is not None and flow.ip_version == 4 else -1
         if ended:
