@@ -2,15 +2,19 @@
 
 Most packets belong to flows whose verdict is final (about 80% in the nDPI
 corpus, far more in bulk traffic), and for those the engine only updates
-counters.  Here a batch's common-case headers are decoded by numpy
-(:mod:`dpicore.decode.batch`), packets are grouped by flow, and a group
-whose flow is final — with no SYN/FIN/RST in it and no timeout inside it —
-is accounted in one step.  Every other packet goes through the scalar
-decoder and :meth:`Engine.feed`, in order within its flow.
+counters.  Here a batch's common-case headers (IPv4 TCP/UDP) are decoded by
+numpy (:mod:`dpicore.decode.batch`), its packets are mapped to flows once
+per batch, and the batch is cut into segments at the expiry scans that can
+end a flow.  Within a segment, flow by flow in order of first packet, a
+packet that only changes counters (the flow is decided, or the packet is
+empty and no layer wants it; FIN/RST are noted as the flow table would) is
+accounted inline; every other packet goes to :meth:`Engine.feed`, as a
+Packet built from the decoded columns (or by the scalar decoder, for the
+frames numpy leaves to it), in order within its flow.
 
-Semantics equal the packet-by-packet path except for timing granularity:
-idle flows are expired at batch boundaries, so the order in which ended
-flows are reported can differ (the set of flows and their records do not).
+The records equal the packet-by-packet path's; the order in which ended
+flows are reported can differ (flows are fed flow by flow within a segment),
+so compare outputs as sorted lines.
 """
 
 from __future__ import annotations
