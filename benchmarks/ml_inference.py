@@ -69,12 +69,14 @@ def main() -> int:
         for i in range(n):
             forest.predict(X[i:i + 1])
 
+    ml = plugin.MlLayer()
+    ml.dpi_configure({"model": str(path)})
+
     def layer() -> None:
         for s in seen:
             s.done = False
-            plugin.answer(s)
+            ml.answer(s)
 
-    plugin.dpi_configure({"model": str(path)})
     t_feat, t_model, t_layer = (best(f, args.repeat) for f in (features, model_only, layer))
     print(f"\none flow at a time ({n} corpus flows with payload):")
     print(f"  features      {1e6 * t_feat / n:8.1f} us/flow")

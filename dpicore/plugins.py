@@ -5,10 +5,19 @@ try/except per plugin, so a broken plugin is reported (``dpi plugins`` shows it
 failed and why) and the rest keep working.  pluggy has no numeric priority,
 so the order of layers is ours: ``LayerInfo.priority`` unless the
 configuration overrides it, ties broken by id.
+
+An entry point names either a class (or zero-argument function) or a module.
+A class is called once per :class:`PluginSet`, so every plugin manager (every
+:class:`dpicore.Classifier`) gets a layer object of its own: its settings,
+open libraries and models are not shared with another classifier in the same
+process.  A module is registered as it is and so shares its state with every
+plugin manager of the process (third-party plugins written that way keep
+working; they just cannot be configured differently per classifier).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Iterable
@@ -79,6 +88,16 @@ class Layer:
     disabled: bool = False
 
 
+def instantiate(obj: object) -> object:
+    """The object to register for an entry point's target: a class or function is called, once.
+
+    Modules and ready-made objects (instances) are registered as they are.
+    """
+    if inspect.isclass(obj) or inspect.isroutine(obj):
+        return obj()  # type: ignore[operator]
+    return obj
+
+
 def _bind(impl: pluggy.HookImpl, params: tuple[str, ...]) -> Callable[..., Any]:
     """Adapt an implementation that accepts a subset of ``params`` to positional calls."""
     fn = impl.function
@@ -141,7 +160,12 @@ class PluginSet:
             self.add(ep.name, obj, dist_name, version)
 
     def add(self, name: str, obj: object, distribution: str | None = None, version: str | None = None) -> bool:
-        """Register one plugin object or module under ``name``; report instead of raising."""
+        """Register one plugin under ``name``; report instead of raising.
+
+        ``obj`` is what an entry point names: a class or zero-argument
+        function (called here, so this plugin set gets an instance of its
+        own), a module (shared process-wide), or an object to register as is.
+        """
         if self.pm.has_plugin(name):  # keep the loaded one's status: it still runs
             self._duplicate(name, distribution, version)
             return False
@@ -150,7 +174,12 @@ class PluginSet:
                                                "disabled by configuration")
             return False
         try:
-            self.pm.register(obj, name=name)
+            plugin = instantiate(obj)
+        except Exception as exc:  # a third-party constructor
+            self._fail(name, distribution, version, f"instantiation failed: {type(exc).__name__}: {exc}")
+            return False
+        try:
+            self.pm.register(plugin, name=name)
         except Exception as exc:
             self._fail(name, distribution, version, f"registration failed: {type(exc).__name__}: {exc}")
             return False
@@ -229,6 +258,10 @@ class PluginSet:
                 missing.append(f"{name}: {st.status}: {st.reason}")
         if missing:
             raise PluginError("required layer unavailable: " + "; ".join(missing))
+
+    def plugin(self, name: str) -> Any:
+        """The object registered for layer ``name`` in this set (its instance), or None."""
+        return self.pm.get_plugin(name)
 
     def close(self) -> None:
         for name in reversed(self._configured):

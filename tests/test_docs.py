@@ -56,7 +56,7 @@ def _template():
 
 def test_plugin_template_classifies_through_the_engine() -> None:
     gopher = _template()
-    with Classifier(layers=["gopher"], extra_plugins=[("gopher", gopher)]) as dpi:
+    with Classifier(layers=["gopher"], extra_plugins=[("gopher", gopher.GopherLayer)]) as dpi:
         hit = dpi.classify_payload(b"/software/gopher\r\n", dst_port=70)
         assert (hit.protocol, hit.source, hit.metadata["selector"]) == ("Gopher", "gopher", "/software/gopher")
         for other in (b"GET / HTTP/1.0\r\n\r\n", b"USER anonymous\r\n", b"\x16\x03\x01\x00\x05hello"):
@@ -94,7 +94,7 @@ def test_plugin_template_configuration_errors_are_reported() -> None:
 
     gopher = _template()
     config = Config(layer_settings={"gopher": {"max_selector": "long"}})
-    with Classifier(config=config, layers=None, extra_plugins=[("gopher", gopher)]) as dpi:
+    with Classifier(config=config, layers=None, extra_plugins=[("gopher", gopher.GopherLayer)]) as dpi:
         status = dpi.plugins.statuses["gopher"]
         assert status.status == "failed" and "max_selector" in status.reason
         assert "gopher" not in dpi.layers

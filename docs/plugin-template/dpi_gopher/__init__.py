@@ -18,64 +18,67 @@ MAX_SELECTOR = 255
 _OTHER_COMMANDS = (b"GET", b"POST", b"HEAD", b"USER", b"EHLO", b"HELO", b"NICK", b"CAP", b"OPTIONS")
 
 
-@hookimpl
-def dpi_layer_info() -> LayerInfo:
-    return LayerInfo(id=LAYER, priority=15, protocols=("Gopher",), max_packets=2,
-                     description="Gopher selector lines (example plugin)")
-
-
-@hookimpl
-def dpi_configure(config: dict[str, Any]) -> None:
-    """``[layers.gopher] max_selector = N`` bounds the selector length (default 255)."""
-    global MAX_SELECTOR
-    value = config.get("max_selector", 255)
-    if not isinstance(value, int) or value < 1:
-        raise ValueError("layers.gopher.max_selector must be a positive integer")
-    MAX_SELECTOR = value
-
-
-@hookimpl
-def dpi_unconfigure() -> None:
-    global MAX_SELECTOR
-    MAX_SELECTOR = 255
-
-
-@hookimpl
-def dpi_register_protocols() -> list[ProtocolSpec]:
-    return [ProtocolSpec("Gopher", aliases=("Gopher+",))]
-
-
-@hookimpl
-def dpi_flow_new(flow: Any, packet: Any) -> bytearray:
-    return bytearray()
-
-
-def selector(line: bytes) -> str | None:
+def selector(line: bytes, max_selector: int = MAX_SELECTOR) -> str | None:
     """The selector of a Gopher request line, or None when the line is not one."""
     sel = line.split(b"\t", 1)[0]
-    if len(sel) > MAX_SELECTOR or b" " in sel or sel.upper().startswith(_OTHER_COMMANDS):
+    if len(sel) > max_selector or b" " in sel or sel.upper().startswith(_OTHER_COMMANDS):
         return None
     if any(c < 0x20 or c > 0x7E for c in line if c != 0x09):
         return None
     return sel.decode("ascii")
 
 
-@hookimpl
-def dpi_classify(flow: Any, packet: Any, direction: int, state: bytearray) -> Verdict | None:
-    if direction != 0:  # the server never speaks first in Gopher
-        return Verdict("Unknown", confidence=0.0)
-    state.extend(packet.payload)
-    end = state.find(b"\r\n")
-    if end < 0:
-        return None if len(state) <= MAX_SELECTOR else Verdict("Unknown", confidence=0.0)
-    if end + 2 != len(state):  # a request is exactly one line
-        return Verdict("Unknown", confidence=0.0)
-    sel = selector(bytes(state[:end]))
-    if sel is None:
-        return Verdict("Unknown", confidence=0.0)
-    return Verdict("Gopher", confidence=0.6, metadata={"selector": sel})
+class GopherLayer:
+    """The layer; the entry point names this class.
 
+    dpicore makes one instance per plugin manager (per ``Classifier``), so
+    settings live on ``self``: two classifiers in one process may configure
+    the layer differently.  Keep module globals for constants only.
+    """
 
-@hookimpl
-def dpi_flow_end(flow: Any, state: bytearray, reason: str) -> None:
-    state.clear()
+    def __init__(self) -> None:
+        self.max_selector = MAX_SELECTOR
+
+    @hookimpl
+    def dpi_layer_info(self) -> LayerInfo:
+        return LayerInfo(id=LAYER, priority=15, protocols=("Gopher",), max_packets=2,
+                         description="Gopher selector lines (example plugin)")
+
+    @hookimpl
+    def dpi_configure(self, config: dict[str, Any]) -> None:
+        """``[layers.gopher] max_selector = N`` bounds the selector length (default 255)."""
+        value = config.get("max_selector", MAX_SELECTOR)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError("layers.gopher.max_selector must be a positive integer")
+        self.max_selector = value
+
+    @hookimpl
+    def dpi_unconfigure(self) -> None:
+        """Nothing to release here; a layer holding a library or a file closes it in this hook."""
+
+    @hookimpl
+    def dpi_register_protocols(self) -> list[ProtocolSpec]:
+        return [ProtocolSpec("Gopher", aliases=("Gopher+",))]
+
+    @hookimpl
+    def dpi_flow_new(self, flow: Any, packet: Any) -> bytearray:
+        return bytearray()
+
+    @hookimpl
+    def dpi_classify(self, flow: Any, packet: Any, direction: int, state: bytearray) -> Verdict | None:
+        if direction != 0:  # the server never speaks first in Gopher
+            return Verdict("Unknown", confidence=0.0)
+        state.extend(packet.payload)
+        end = state.find(b"\r\n")
+        if end < 0:
+            return None if len(state) <= self.max_selector else Verdict("Unknown", confidence=0.0)
+        if end + 2 != len(state):  # a request is exactly one line
+            return Verdict("Unknown", confidence=0.0)
+        sel = selector(bytes(state[:end]), self.max_selector)
+        if sel is None:
+            return Verdict("Unknown", confidence=0.0)
+        return Verdict("Gopher", confidence=0.6, metadata={"selector": sel})
+
+    @hookimpl
+    def dpi_flow_end(self, flow: Any, state: bytearray, reason: str) -> None:
+        state.clear()

@@ -5,6 +5,9 @@ Configuration (``[layers.heuristics]``)::
     enable = ["HTTP", "TLS"]   # only these protocols' heuristics (default: all)
     block = ["RTP"]            # never run these
     max_packets = 8            # payload packets per flow before giving up
+
+The entry point names :class:`HeuristicsLayer`: the core makes one per
+plugin manager, so every classifier has its own selection and budget.
 """
 
 from __future__ import annotations
@@ -20,9 +23,6 @@ from .protocols import all_heuristics
 
 DEFAULT_PRIORITY = 10
 DEFAULT_MAX_PACKETS = 8
-
-_dispatcher: Dispatcher | None = None
-_max_packets = DEFAULT_MAX_PACKETS
 
 
 def select(heuristics: list[Heuristic], config: dict[str, Any]) -> list[Heuristic]:
@@ -45,53 +45,55 @@ def protocol_names() -> tuple[str, ...]:
     return tuple(sorted({n for h in all_heuristics() for n in (h.name, *h.also)}))
 
 
-@hookimpl
-def dpi_layer_info() -> LayerInfo:
-    return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY, protocols=protocol_names(),
-                     max_packets=_max_packets,
-                     description="port-independent payload heuristics")
+class HeuristicsLayer:
+    """The layer as one object per plugin manager (the entry point names this class).
 
+    Each :class:`dpicore.Classifier` gets its own instance, so one that
+    blocks a protocol and one that does not can run side by side; the
+    dispatcher also holds the cross-flow notes the heuristics share
+    (``Context.shared``), which belong to one classifier's traffic.
+    """
 
-@hookimpl
-def dpi_configure(config: dict[str, Any]) -> None:
-    global _dispatcher, _max_packets
-    _max_packets = int(config.get("max_packets", DEFAULT_MAX_PACKETS))
-    _dispatcher = Dispatcher(select(all_heuristics(), config))
+    def __init__(self) -> None:
+        #: Built by :meth:`dpi_configure` (the core configures a layer before its first flow).
+        self.dispatcher: Dispatcher | None = None
+        self.max_packets = DEFAULT_MAX_PACKETS
 
+    @hookimpl
+    def dpi_layer_info(self) -> LayerInfo:
+        return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY, protocols=protocol_names(),
+                         max_packets=self.max_packets,
+                         description="port-independent payload heuristics")
 
-@hookimpl
-def dpi_unconfigure() -> None:
-    global _dispatcher
-    _dispatcher = None
+    @hookimpl
+    def dpi_configure(self, config: dict[str, Any]) -> None:
+        self.max_packets = int(config.get("max_packets", DEFAULT_MAX_PACKETS))
+        self.dispatcher = Dispatcher(select(all_heuristics(), config))
 
+    @hookimpl
+    def dpi_unconfigure(self) -> None:
+        self.dispatcher = None
 
-def dispatcher() -> Dispatcher:
-    global _dispatcher
-    if _dispatcher is None:
-        _dispatcher = Dispatcher(all_heuristics())
-    return _dispatcher
+    @hookimpl
+    def dpi_flow_new(self, flow: Any, packet: Any) -> FlowState:
+        return FlowState()
 
+    @hookimpl
+    def dpi_classify(self, flow: Any, packet: Any, direction: int, state: FlowState) -> Verdict | None:
+        watching = state.decided is not None
+        if self.dispatcher is None:
+            raise RuntimeError("the heuristics layer is not configured (dpi_configure was not called)")
+        result = self.dispatcher.classify(state, (flow, packet.proto, direction, packet.payload))
+        if isinstance(result, Verdict):
+            return result
+        if watching or result is MORE:
+            return None
+        # No candidate left: the best guess a detector offered, else "not ours".
+        return state.guess or Verdict(UNKNOWN, LAYER_ID, 0.0)
 
-@hookimpl
-def dpi_flow_new(flow: Any, packet: Any) -> FlowState:
-    return FlowState()
-
-
-@hookimpl
-def dpi_classify(flow: Any, packet: Any, direction: int, state: FlowState) -> Verdict | None:
-    watching = state.decided is not None
-    result = dispatcher().classify(state, (flow, packet.proto, direction, packet.payload))
-    if isinstance(result, Verdict):
-        return result
-    if watching or result is MORE:
-        return None
-    # No candidate left: the best guess a detector offered, else "not ours".
-    return state.guess or Verdict(UNKNOWN, LAYER_ID, 0.0)
-
-
-@hookimpl
-def dpi_flow_end(flow: Any, state: FlowState, reason: str) -> Verdict | None:
-    """The flow ended (or the packet budget ran out) while candidates still hoped: their best guess."""
-    if state is None or state.decided is not None:
-        return None
-    return state.guess
+    @hookimpl
+    def dpi_flow_end(self, flow: Any, state: FlowState, reason: str) -> Verdict | None:
+        """The flow ended (or the packet budget ran out) while candidates still hoped: their best guess."""
+        if state is None or state.decided is not None:
+            return None
+        return state.guess

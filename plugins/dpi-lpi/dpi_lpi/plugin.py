@@ -12,6 +12,9 @@ libprotoident once: as soon as both directions have sent their first
 payload, or when the flow ends.  ``dpi_configure`` raises when the library
 is missing, so ``dpi plugins`` shows the layer as failed with the reason and
 how to install it, and the other layers run as usual.
+
+The entry point names :class:`LpiLayer`: the core makes one per plugin
+manager, so every classifier has its own settings.
 """
 
 from __future__ import annotations
@@ -30,10 +33,6 @@ DEFAULT_PRIORITY = 30
 DEFAULT_MAX_PACKETS = 1000
 SETTINGS = ("library", "max_packets", "priority")
 
-#: Libraries acquired by configure calls still open; the newest serves new flows.
-_libraries: list[Library] = []
-_max_packets = DEFAULT_MAX_PACKETS
-
 
 def _settings(config: dict[str, Any]) -> int:
     unknown = sorted(set(config) - set(SETTINGS))
@@ -45,60 +44,67 @@ def _settings(config: dict[str, Any]) -> int:
     return value
 
 
-def library() -> Library:
-    if not _libraries:
-        raise LpiError("the lpi layer is not configured (dpi_configure was not called or failed)")
-    return _libraries[-1]
+class LpiLayer:
+    """The layer as one object per plugin manager (the entry point names this class).
 
+    Each :class:`dpicore.Classifier` gets its own instance with its own
+    settings and its own hold on the library (:mod:`.runtime` counts the
+    holders, since libprotoident's tables are process-wide C globals).
+    """
 
-@hookimpl
-def dpi_configure(config: dict[str, Any]) -> None:
-    global _max_packets
-    max_packets = _settings(config)
-    _libraries.append(runtime.acquire(config))
-    _max_packets = max_packets
+    def __init__(self) -> None:
+        self._library: Library | None = None
+        self.max_packets = DEFAULT_MAX_PACKETS
 
+    @property
+    def library(self) -> Library:
+        if self._library is None:
+            raise LpiError("the lpi layer is not configured (dpi_configure was not called or failed)")
+        return self._library
 
-@hookimpl
-def dpi_unconfigure() -> None:
-    if _libraries:
-        runtime.release(_libraries.pop())
+    @hookimpl
+    def dpi_configure(self, config: dict[str, Any]) -> None:
+        max_packets = _settings(config)
+        library = runtime.acquire(config)
+        if self._library is not None:  # configured twice: give the first hold back
+            runtime.release(self._library)
+        self._library, self.max_packets = library, max_packets
 
+    @hookimpl
+    def dpi_unconfigure(self) -> None:
+        if self._library is not None:
+            runtime.release(self._library)
+            self._library = None
 
-@hookimpl
-def dpi_layer_info() -> LayerInfo:
-    where = _libraries[-1].path if _libraries else "not loaded"
-    return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY,
-                     protocols=tuple(spec.name for spec in LPI_PROTOCOLS),
-                     max_packets=_max_packets, wants_empty=True,
-                     description=f"libprotoident 2.0.15 ({where})")
+    @hookimpl
+    def dpi_layer_info(self) -> LayerInfo:
+        where = self._library.path if self._library is not None else "not loaded"
+        return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY,
+                         protocols=tuple(spec.name for spec in LPI_PROTOCOLS),
+                         max_packets=self.max_packets, wants_empty=True,
+                         description=f"libprotoident 2.0.15 ({where})")
 
+    @hookimpl
+    def dpi_register_protocols(self) -> Iterable[ProtocolSpec]:
+        return LPI_PROTOCOLS
 
-@hookimpl
-def dpi_register_protocols() -> Iterable[ProtocolSpec]:
-    return LPI_PROTOCOLS
+    @hookimpl
+    def dpi_flow_new(self) -> LpiFlowData:
+        return LpiFlowData()
 
+    def guess(self, state: LpiFlowData) -> Verdict:
+        return to_verdict(self.library.guess(state.to_struct()))
 
-@hookimpl
-def dpi_flow_new() -> LpiFlowData:
-    return LpiFlowData()
-
-
-def guess(state: LpiFlowData) -> Verdict:
-    return to_verdict(library().guess(state.to_struct()))
-
-
-@hookimpl
-def dpi_classify(packet: Any, direction: int, state: LpiFlowData) -> Verdict | None:
-    state.update(packet, direction)
-    if state.complete:
-        return guess(state)
-    return None
-
-
-@hookimpl
-def dpi_flow_end(state: LpiFlowData, reason: str) -> Verdict | None:
-    """The flow ended or the packet budget ran out: libprotoident decides with what it has."""
-    if reason in (REASON_VERDICT, REASON_DECIDED, REASON_ERROR) or state is None:
+    @hookimpl
+    def dpi_classify(self, packet: Any, direction: int, state: LpiFlowData) -> Verdict | None:
+        state.update(packet, direction)
+        if state.complete:
+            return self.guess(state)
         return None
-    return guess(state)
+
+    @hookimpl
+    def dpi_flow_end(self, state: LpiFlowData, reason: str) -> Verdict | None:
+        """The flow ended or the packet budget ran out: libprotoident decides with what it has."""
+        if reason in (REASON_VERDICT, REASON_DECIDED, REASON_ERROR) or state is None:
+            return None
+        return self.guess(state)

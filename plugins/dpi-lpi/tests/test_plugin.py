@@ -15,7 +15,7 @@ from dpicore.config import config_from_dict
 from dpicore.model import ACK, PSH, SYN, TCP, UDP
 from dpicore.plugins import FAILED, LOADED
 
-from dpi_lpi import plugin
+from dpi_lpi import runtime
 
 DPI = [sys.executable, "-m", "dpicore.cli"]
 
@@ -123,11 +123,13 @@ def test_environment_variable_wins_over_configuration(fake_lpi, tmp_path, monkey
 
 def test_library_stays_initialised_while_another_classifier_uses_it(fake_lpi, lpi_classifier) -> None:
     with lpi_classifier(fake_lpi) as first:
-        with lpi_classifier(fake_lpi):
-            pass
+        with lpi_classifier(fake_lpi) as second:
+            assert first.plugins.plugin("lpi") is not second.plugins.plugin("lpi")
         verdict = first.classify_payload(b"ping", "udp", 1, 2)
+        library = first.plugins.plugin("lpi").library
+        assert runtime._open[library.path][1] == 1, "the closed classifier gave its hold back"
     assert verdict.source == "lpi"
-    assert not plugin._libraries
+    assert library.path not in runtime._open, "the last holder freed the library"
 
 
 def test_engine_calls_the_layer_for_empty_packets(fake_lpi, lpi_classifier, parse_dump) -> None:

@@ -13,6 +13,9 @@ ends earlier, and never for a flow another layer already decided.  Below the
 threshold, when the most likely class is ``Unknown``, or when a TCP/UDP flow
 showed no payload at all (:func:`dpi_ml.predict.observable`), it abstains
 (returns None) rather than guess.
+
+The entry point names :class:`MlLayer`: the core makes one per plugin
+manager, so every classifier has its own model and threshold.
 """
 
 from __future__ import annotations
@@ -36,13 +39,16 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "data" / "model.npz"
 #: dpi_flow_end reasons for which the layer has nothing to say: it answered, another layer did, or it failed.
 _SILENT = frozenset({"verdict", "decided", "error"})
 
-_model: Forest | None = None
-_threshold = 0.5
+#: Models by (file, mtime, size), shared read-only by every instance of the layer.
 _cache: dict[tuple[str, int, int], Forest] = {}
 
 
 def _load(path: Path) -> Forest:
-    """Load a model once per (file, mtime, size): every Classifier configures the layer anew."""
+    """Load a model once per (file, mtime, size): every Classifier configures the layer anew.
+
+    A loaded :class:`~dpi_ml.model.Forest` is never modified, so instances
+    share it; only the choice of model and threshold is per instance.
+    """
     try:
         st = path.stat()
         key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
@@ -54,62 +60,70 @@ def _load(path: Path) -> Forest:
     return forest
 
 
-@hookimpl
-def dpi_configure(config: dict[str, Any]) -> None:
-    global _model, _threshold
-    path = Path(str(config.get("model", DEFAULT_MODEL))).expanduser()
-    model = _load(path)
+def threshold_setting(config: dict[str, Any], model: Forest) -> float:
     threshold = config.get("threshold", model.threshold_default)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise ValueError(f"layers.ml.threshold must be a number between 0 and 1, not {threshold!r}")
-    _model, _threshold = model, float(threshold)
+    return float(threshold)
 
 
-@hookimpl
-def dpi_unconfigure() -> None:
-    global _model
-    _model = None
+class MlLayer:
+    """The layer as one object per plugin manager (the entry point names this class).
 
+    Each :class:`dpicore.Classifier` gets its own instance, so classifiers
+    with different models or thresholds run side by side in one process.
+    """
 
-def model() -> Forest:
-    global _model
-    if _model is None:
-        _model = _load(DEFAULT_MODEL)
-    return _model
+    def __init__(self) -> None:
+        self._model: Forest | None = None
+        self.threshold = 0.5
 
+    @property
+    def model(self) -> Forest:
+        """The configured model (the shipped one when the layer was never configured)."""
+        if self._model is None:
+            self._model = _load(DEFAULT_MODEL)
+        return self._model
 
-@hookimpl
-def dpi_layer_info() -> LayerInfo:
-    return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY,
-                     protocols=tuple(c for c in model().classes if c != UNKNOWN),
-                     max_packets=N_PACKETS, wants_empty=True,
-                     description=f"trained flow classifier (first {N_PACKETS} packets' shape and first bytes)")
+    @hookimpl
+    def dpi_configure(self, config: dict[str, Any]) -> None:
+        path = Path(str(config.get("model", DEFAULT_MODEL))).expanduser()
+        model = _load(path)
+        self.threshold = threshold_setting(config, model)
+        self._model = model
 
+    @hookimpl
+    def dpi_unconfigure(self) -> None:
+        self._model = None
 
-@hookimpl
-def dpi_flow_new(flow: Flow) -> FlowSummary:
-    return FlowSummary(flow.proto, flow.client_port, flow.server_port)
+    @hookimpl
+    def dpi_layer_info(self) -> LayerInfo:
+        return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY,
+                         protocols=tuple(c for c in self.model.classes if c != UNKNOWN),
+                         max_packets=N_PACKETS, wants_empty=True,
+                         description=f"trained flow classifier (first {N_PACKETS} packets' shape and first bytes)")
 
+    @hookimpl
+    def dpi_flow_new(self, flow: Flow) -> FlowSummary:
+        return FlowSummary(flow.proto, flow.client_port, flow.server_port)
 
-@hookimpl
-def dpi_classify(packet: Packet, direction: int, state: FlowSummary) -> Verdict | None:
-    if observe(state, packet, direction):
-        return answer(state)
-    return None
-
-
-@hookimpl
-def dpi_flow_end(state: FlowSummary, reason: str) -> Verdict | None:
-    if state.done or reason in _SILENT:
+    @hookimpl
+    def dpi_classify(self, packet: Packet, direction: int, state: FlowSummary) -> Verdict | None:
+        if observe(state, packet, direction):
+            return self.answer(state)
         return None
-    return answer(state)
 
+    @hookimpl
+    def dpi_flow_end(self, state: FlowSummary, reason: str) -> Verdict | None:
+        if state.done or reason in _SILENT:
+            return None
+        return self.answer(state)
 
-def answer(state: FlowSummary, threshold: float | None = None) -> Verdict | None:
-    """Predict a flow once; None when unsure (below the threshold) or when the best guess is Unknown."""
-    state.done = True
-    names, confidence = predict(model(), [state])
-    name, conf = names[0], float(confidence[0])
-    if name == UNKNOWN or conf < (_threshold if threshold is None else threshold):
-        return None
-    return Verdict(name, LAYER_ID, conf)
+    def answer(self, state: FlowSummary) -> Verdict | None:
+        """Predict a flow once; None when unsure (below the threshold) or when the best guess is Unknown."""
+        state.done = True
+        names, confidence = predict(self.model, [state])
+        name, conf = names[0], float(confidence[0])
+        if name == UNKNOWN or conf < self.threshold:
+            return None
+        return Verdict(name, LAYER_ID, conf)

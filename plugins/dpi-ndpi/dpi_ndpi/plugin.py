@@ -9,8 +9,9 @@ Configuration (``[layers.ndpi]``)::
     max_packets = 256     # hard cap on packets per flow for any transport
     priority = 20         # (read by the core) order among the layers
 
-Each ``dpi_configure`` opens one nDPI detection module (one per engine, i.e.
-per :class:`dpicore.Classifier`); the newest open one serves new flows and
+The entry point names :class:`NdpiLayer`; the core makes one instance per
+plugin manager (per :class:`dpicore.Classifier`), whose ``dpi_configure``
+opens that classifier's own nDPI detection module and whose
 ``dpi_unconfigure`` closes it.  ``dpi_configure`` raises when libndpi is
 missing or is not release 4.2, so ``dpi plugins`` shows the layer as failed
 with the reason and the install command, and the other layers run as usual.
@@ -30,11 +31,6 @@ from .verdicts import LAYER_ID, protocol_specs, to_verdict
 DEFAULT_PRIORITY = 20
 DEFAULT_MAX_PACKETS = 256
 SETTINGS = ("library", "tcp_packets", "udp_packets", "guess", "max_packets", "priority")
-
-#: Detectors opened by configure calls and not yet unconfigured; the newest serves new flows.
-_detectors: list[Detector] = []
-_where = "not loaded"
-_max_packets = DEFAULT_MAX_PACKETS
 
 
 def _positive(config: dict[str, Any], key: str, default: int) -> int:
@@ -58,62 +54,76 @@ def _settings(config: dict[str, Any]) -> tuple[int, int, bool, int]:
     return tcp, udp, guess, cap
 
 
-def detector() -> Detector:
-    if not _detectors:
-        raise library.NdpiError("the ndpi layer is not configured (dpi_configure was not called or failed)")
-    return _detectors[-1]
+class NdpiLayer:
+    """The layer as one object per plugin manager (the entry point names this class).
 
+    Each :class:`dpicore.Classifier` gets its own instance and so its own
+    nDPI detection module and settings; closing one classifier frees only its
+    module, the others keep classifying.
+    """
 
-@hookimpl
-def dpi_configure(config: dict[str, Any]) -> None:
-    global _where, _max_packets
-    tcp, udp, guess, cap = _settings(config)
-    where, abi = library.load(config)
-    _detectors.append(Detector(abi, tcp, udp, guess))
-    _where = f"{abi.release} ({abi.revision}, {where})"
-    _max_packets = cap
+    def __init__(self) -> None:
+        self._detector: Detector | None = None
+        self.where = "not loaded"
+        self.max_packets = DEFAULT_MAX_PACKETS
 
+    @property
+    def detector(self) -> Detector:
+        """This instance's open nDPI module."""
+        if self._detector is None:
+            raise library.NdpiError("the ndpi layer is not configured (dpi_configure was not called or failed)")
+        return self._detector
 
-@hookimpl
-def dpi_unconfigure() -> None:
-    if _detectors:
-        _detectors.pop().close()
+    @hookimpl
+    def dpi_configure(self, config: dict[str, Any]) -> None:
+        tcp, udp, guess, cap = _settings(config)
+        where, abi = library.load(config)
+        if self._detector is not None:  # configured twice: the first module is not leaked
+            self._detector.close()
+        self._detector = Detector(abi, tcp, udp, guess)
+        self.where = f"{abi.release} ({abi.revision}, {where})"
+        self.max_packets = cap
 
+    @hookimpl
+    def dpi_unconfigure(self) -> None:
+        """Close the module: freed now, or when the last flow it still tracks is released."""
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
 
-@hookimpl
-def dpi_layer_info() -> LayerInfo:
-    names = tuple(n for n in _detectors[-1].names[1:]) if _detectors else ()
-    return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY, protocols=names, max_packets=_max_packets,
-                     wants_empty=True, description=f"nDPI deep packet inspection: {_where}")
+    def _names(self) -> list[str]:
+        return self._detector.names if self._detector is not None else []
 
+    @hookimpl
+    def dpi_layer_info(self) -> LayerInfo:
+        return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY, protocols=tuple(self._names()[1:]),
+                         max_packets=self.max_packets, wants_empty=True,
+                         description=f"nDPI deep packet inspection: {self.where}")
 
-@hookimpl
-def dpi_register_protocols() -> Iterable[ProtocolSpec | str]:
-    return protocol_specs(_detectors[-1].names if _detectors else ())
+    @hookimpl
+    def dpi_register_protocols(self) -> Iterable[ProtocolSpec | str]:
+        return protocol_specs(self._names())
 
+    # The hooks below take the specs' full argument lists: the engine then calls them directly,
+    # without the adapter it puts around an implementation that takes a subset (once per packet).
 
-# The hooks below take the specs' full argument lists: the engine then calls them directly,
-# without the adapter it puts around an implementation that takes a subset (once per packet).
+    @hookimpl
+    def dpi_flow_new(self, flow: Any, packet: Any) -> NdpiFlow:
+        return self.detector.new_flow(flow.proto)
 
-@hookimpl
-def dpi_flow_new(flow: Any, packet: Any) -> NdpiFlow:
-    return detector().new_flow(flow.proto)
+    @hookimpl
+    def dpi_classify(self, flow: Any, packet: Any, direction: int, state: NdpiFlow) -> Verdict | None:
+        result = state.feed(packet)
+        return None if result is None else to_verdict(result)
 
-
-@hookimpl
-def dpi_classify(flow: Any, packet: Any, direction: int, state: NdpiFlow) -> Verdict | None:
-    result = state.feed(packet)
-    return None if result is None else to_verdict(result)
-
-
-@hookimpl
-def dpi_flow_end(flow: Any, state: NdpiFlow | None, reason: str) -> Verdict | None:
-    """Release the flow's nDPI memory; a flow cut short first gets nDPI's give-up answer."""
-    if state is None:
-        return None
-    try:
-        if state.done or reason in (REASON_VERDICT, REASON_DECIDED, REASON_ERROR) or state.packets == 0:
+    @hookimpl
+    def dpi_flow_end(self, flow: Any, state: NdpiFlow | None, reason: str) -> Verdict | None:
+        """Release the flow's nDPI memory; a flow cut short first gets nDPI's give-up answer."""
+        if state is None:
             return None
-        return to_verdict(state.giveup())
-    finally:
-        state.release()
+        try:
+            if state.done or reason in (REASON_VERDICT, REASON_DECIDED, REASON_ERROR) or state.packets == 0:
+                return None
+            return to_verdict(state.giveup())
+        finally:
+            state.release()

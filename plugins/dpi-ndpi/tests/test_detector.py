@@ -132,13 +132,12 @@ def test_http_payload_through_the_engine() -> None:
 
 
 def test_two_classifiers_have_their_own_modules() -> None:
-    from dpi_ndpi import plugin
-
     first = Classifier(layers=["ndpi"])
     second = Classifier(layers=["ndpi"])
     try:
-        assert len(plugin._detectors) >= 2
-        assert plugin._detectors[-1].module != plugin._detectors[-2].module
+        layers = [clf.plugins.plugin("ndpi") for clf in (first, second)]
+        assert layers[0] is not layers[1]
+        assert layers[0].detector.module != layers[1].detector.module
         packets = synthetic_packets(b"SSH-2.0-OpenSSH_9.0\r\n", TCP, 40000, 22, from_server=False)
         flows = list(first.classify_packets(packets))
         assert flows[0].verdict is not None and flows[0].verdict.protocol == "SSH"

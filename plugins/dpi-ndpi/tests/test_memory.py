@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from dpicore import Classifier
-from dpi_ndpi import plugin
 
 pytestmark = pytest.mark.corpus
 
@@ -44,7 +43,7 @@ def test_repeated_classification_does_not_leak(corpus: Path, abi: Any) -> None:
                 pass
         gc.collect()
         grown = rss() - before
-        live = plugin._detectors[-1].live
+        live = clf.plugins.plugin("ndpi").detector.live
     print(f"RSS growth over {ROUNDS} rounds: {grown / 1e6:.3f} MB")
     assert live == 0, "flows still hold nDPI memory"
     assert grown < LIMIT, f"resident set grew by {grown / 1e6:.1f} MB"

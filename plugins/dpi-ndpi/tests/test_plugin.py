@@ -90,8 +90,9 @@ def test_the_layer_registers_every_ndpi_name(abi: Any) -> None:
     assert canonical("Whois-DAS") == "Whois"
 
 
-def _live() -> int:
-    return plugin._detectors[-1].live
+def _live(clf: Classifier) -> int:
+    """nDPI flows this classifier's module still tracks."""
+    return clf.plugins.plugin("ndpi").detector.live
 
 
 def test_flows_decided_by_another_layer_are_released(abi: Any) -> None:
@@ -100,14 +101,14 @@ def test_flows_decided_by_another_layer_are_released(abi: Any) -> None:
         packets = synthetic_packets(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n", TCP, 40000, 80, False)
         flow = clf.classify_flow(packets)
         assert flow.verdict is not None and flow.verdict.source == "heuristics"
-        assert _live() == 0
+        assert _live(clf) == 0
 
 
 def test_a_flow_ending_undetected_gets_ndpis_giveup(abi: Any) -> None:
     with Classifier(layers=["ndpi"]) as clf:
         packets = synthetic_packets(bytes(range(7, 127)), UDP, 40000, 5060, False)
         flow = clf.classify_flow(packets)
-        assert _live() == 0
+        assert _live(clf) == 0
     v = flow.verdict
     assert v is not None and v.protocol == "SIP"
     assert v.metadata["ndpi_confidence"] == "Match by port" and v.metadata["ndpi_gave_up"] is True
@@ -117,6 +118,6 @@ def test_all_layers_mode_keeps_ndpis_answer(abi: Any) -> None:
     with Classifier(layers=["heuristics", "ndpi"], all_layers=True) as clf:
         packets = synthetic_packets(b"GET / HTTP/1.1\r\nHost: b.example\r\n\r\n", TCP, 40000, 80, False)
         flow = clf.classify_flow(packets)
-        assert _live() == 0
+        assert _live(clf) == 0
     by_layer = {v.source: v for v in flow.verdicts}
     assert by_layer["ndpi"].protocol == "HTTP" and by_layer["ndpi"].metadata["host"] == "b.example"
