@@ -29,7 +29,11 @@ from dpicore.decode import CaptureSource
 from dpicore.model import Flow
 from dpicore.plugins import FAILED, LOADED, PluginSet
 from dpicore.protocols import ProtocolRegistry
-from tests.test_plugins import ep, write_module  # noqa: F401  (write_module is a fixture)
+from tests import test_plugins
+
+#: The loader tests' helpers: a real EntryPoint, and a fixture writing an importable module.
+ep = test_plugins.ep
+write_module = test_plugins.write_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "sample.pcap"
