@@ -162,7 +162,10 @@ def test_ctrl_c_leaves_no_worker_behind(tmp_path: Path) -> None:
     path.write_bytes(pcap_bytes(udp_flows_frames(150_000, b"q" * 20)))
     assert path.stat().st_size > SPLIT_BYTES
     proc = subprocess.Popen(DPI + ["classify", str(path), "-f", "jsonl", "-q", "-l", "heuristics", "-j", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            # a terminal's Ctrl-C: when the suite itself runs in the background (`cmd &`),
+                            # SIGINT is inherited as ignored and Python would not turn it into KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         workers: set[int] = set()
         deadline = time.monotonic() + 60
