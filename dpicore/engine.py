@@ -17,7 +17,7 @@ import attrs
 
 from .config import Config
 from .flowtable import END_EOF, FlowTable
-from .model import C2S, TCP, Flow, FlowKey, Packet, Verdict
+from .model import C2S, FIN, RST, TCP, Flow, FlowKey, Packet, Verdict
 from .plugins import Layer, PluginSet
 from .protocols import UNKNOWN, ProtocolRegistry
 
@@ -127,7 +127,7 @@ class Engine:
             flow.s2c_bytes += pkt.wire_len
         if ts > flow.last_seen:  # captures whose clock jumps back keep first <= last
             flow.last_seen = ts
-        if pkt.proto == TCP and pkt.tcp_flags & 0x05:
+        if pkt.proto == TCP and pkt.tcp_flags & (FIN | RST):
             table.note_tcp_flags(flow, pkt.tcp_flags, direction, ts)
         if flow.pending:
             self._classify(flow, pkt, direction)

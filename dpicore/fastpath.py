@@ -28,7 +28,7 @@ from .decode.capture import CaptureError
 from .decode.source import CaptureSource
 from .engine import Engine
 from .flowtable import CLOSE_AT, CLOSING
-from .model import C2S, S2C, SYN, Flow, FlowKey, Packet
+from .model import C2S, FIN, RST, S2C, SYN, Flow, FlowKey, Packet
 
 
 def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, int] | None = None
@@ -103,7 +103,7 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     closing, head = table.next_due()
     lo = lo_fin = inf  # earliest capture time in the current segment, of any packet / of one that may close
     start = 0
-    may_close = (rest | h.ok & (h.flags & 0x05 != 0)).tolist()
+    may_close = (rest | h.ok & (h.flags & (FIN | RST) != 0)).tolist()
     for i, t in enumerate(cols.times):
         if t >= due:
             due = t + 1.0
@@ -237,7 +237,10 @@ def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, 
     (or the packet has no payload and no layer wants empty packets), no
     timeout, not a SYN or a straggler after the closing time of a closed
     connection — is accounted inline, its FIN/RST noted as
-    :meth:`Engine.feed` notes them.
+    :meth:`Engine.feed` notes them.  (This repeats the counting of
+    :meth:`Engine.feed` and the checks of :meth:`FlowTable.must_restart`
+    on purpose: calling them per packet cost 7-10% of the whole run on
+    corpus_x10; tests/test_fastpath.py holds the two paths equal.)
     Any other goes to :meth:`Engine.feed`, as a Packet built from the
     numpy-decoded columns (or the scalar decoder's, for the frames numpy
     left to it).
@@ -265,7 +268,7 @@ def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, 
                     flow.s2c_bytes += wires[j]
                 if ts > flow.last_seen:  # captures whose clock jumps back keep first <= last
                     flow.last_seen = ts
-                if f & 0x05:  # FIN or RST (numpy's flags are 0 for UDP)
+                if f & (FIN | RST):  # numpy's flags are 0 for UDP
                     table.note_tcp_flags(flow, f, direction, ts)
                 summed += 1
                 continue
