@@ -9,6 +9,7 @@ only when a record is written.
 from __future__ import annotations
 
 import ipaddress
+from socket import inet_ntoa
 from typing import Any, NamedTuple
 
 import attrs
@@ -46,7 +47,7 @@ def transport_name(proto: int) -> str:
 def format_ip(addr: bytes) -> str:
     """Printable form of a raw 4- or 16-byte address."""
     if len(addr) == 4:
-        return "%d.%d.%d.%d" % (addr[0], addr[1], addr[2], addr[3])
+        return inet_ntoa(addr)
     return str(ipaddress.IPv6Address(addr))
 
 

@@ -11,6 +11,8 @@ import csv
 import json
 from typing import IO, Any, Iterable
 
+import orjson
+
 from .model import Flow, format_ip, transport_name
 from .protocols import UNKNOWN
 
@@ -23,6 +25,10 @@ RECORD_FIELDS: tuple[str, ...] = (
 FORMATS = ("table", "jsonl", "csv")
 
 
+#: Values JSON takes as they are (exact types: a str subclass or an IntEnum goes through _clean).
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe metadata: bytes as hex, sets as sorted lists, everything else as text."""
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -30,7 +36,8 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else _clean(v)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if isinstance(value, (set, frozenset)):
@@ -38,15 +45,31 @@ def _clean(value: Any) -> Any:
     return str(value)
 
 
+def jsonl_line(record: Any) -> str:
+    """``record`` as one line of JSON, exactly as ``json.dumps(record, separators=(",", ":"))``.
+
+    orjson takes a quarter of json's time (the record and its JSON were a
+    tenth of a run on short flows), but it writes non-ASCII text and DEL
+    as they are, where json escapes them; such records (rare: a banner or
+    a name with such bytes) and integers beyond 64 bits go through json,
+    so the output stays ASCII and identical to what json writes.
+    """
+    try:
+        data = orjson.dumps(record)
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits
+        return json.dumps(record, separators=(",", ":"))
+    if data.isascii() and b"\x7f" not in data:
+        return data.decode("ascii")
+    return json.dumps(record, separators=(",", ":"))
+
+
 def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
     v = flow.verdict
-    metadata: dict[str, Any] = {}
-    if v is not None:
-        metadata.update(v.metadata)
-        if v.app and v.app != v.protocol:
-            metadata.setdefault("app", v.app)
+    metadata: dict[str, Any] = _clean(v.metadata) if v is not None else {}
+    if v is not None and v.app and v.app != v.protocol:
+        metadata.setdefault("app", v.app)
     if flow.errors:
-        metadata["errors"] = flow.errors
+        metadata["errors"] = _clean(flow.errors)
     record: dict[str, Any] = {
         "transport": transport_name(flow.proto),
         "src_ip": format_ip(flow.client),
@@ -66,7 +89,7 @@ def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
         "source": v.source if v is not None else None,
         "confidence": round(v.confidence, 4) if v is not None else 0.0,
         "category": v.category if v is not None else None,
-        "metadata": _clean(metadata),
+        "metadata": metadata,
     }
     if all_layers:
         record["verdicts"] = [_clean(x.to_dict()) for x in flow.verdicts]
@@ -94,16 +117,16 @@ class RecordWriter:
     def write(self, record: dict[str, Any]) -> None:
         self.count += 1
         if self.fmt == "jsonl":
-            self.out.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self.out.write(jsonl_line(record) + "\n")
         elif self.fmt == "csv":
             if self._csv is None:
                 fields = list(RECORD_FIELDS) + (["verdicts"] if self.all_layers else [])
                 self._csv = csv.DictWriter(self.out, fieldnames=fields, extrasaction="ignore")
                 self._csv.writeheader()
             row = dict(record)
-            row["metadata"] = json.dumps(record["metadata"], separators=(",", ":"))
+            row["metadata"] = jsonl_line(record["metadata"])
             if "verdicts" in row:
-                row["verdicts"] = json.dumps(record["verdicts"], separators=(",", ":"))
+                row["verdicts"] = jsonl_line(record["verdicts"])
             self._csv.writerow(row)
         else:
             self._rows.append(record)

@@ -92,4 +92,8 @@ else
     -r scripts/requirements-test.txt
   echo "$digest" > "$stamp"
 fi
+# Bytecode for our own (editable) packages, as pip writes it for an installed wheel: without it a
+# machine that sets PYTHONDONTWRITEBYTECODE compiles ~80 modules on every `dpi` start (0.2 s).
+# Stale files are recompiled by Python itself when a source changes.
+.venv/bin/python -m compileall -q -j 0 dpicore plugins/*/dpi_* > /dev/null
 say "ready: $(.venv/bin/dpi --version)"

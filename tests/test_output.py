@@ -1,0 +1,67 @@
+"""The JSONL record's text: orjson writes it, and it must stay what ``json.dumps`` wrote before.
+
+Consumers may compare output files byte for byte across versions (and
+``-j``/``--cluster`` runs against one-process runs), so the serialiser
+swap must not change a byte: ASCII only, DEL escaped, any integer size.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dpicore.model import Flow, FlowKey, Verdict, parse_ip
+from dpicore.output import RecordWriter, flow_record, jsonl_line
+
+
+def reference(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# JSON values as flow_record produces them (after _clean): str keys, plain scalars, lists, dicts.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_jsonl_line_is_json_dumps(value: object) -> None:
+    assert jsonl_line(value) == reference(value)
+
+
+def test_the_cases_orjson_writes_differently() -> None:
+    for value in ({"banner": "caf\u00e9"}, {"ua": "a\x7fb"}, {"n": 2**64}, {"s": "\u2028"},
+                  {"ctl": "".join(map(chr, range(32)))}):
+        line = jsonl_line(value)
+        assert line == reference(value)
+        assert line.isascii()
+
+
+def _flow(metadata: dict) -> Flow:
+    client, server = parse_ip("2001:db8::10"), parse_ip("2001:db8::1")
+    flow = Flow(key=FlowKey(6, 0, server, 443, client, 40000), proto=6, vlan=0, client=client,
+                client_port=40000, server=server, server_port=443, ip_version=6, first_seen=1.5,
+                last_seen=2.25)
+    flow.verdict = Verdict("TLS", "heuristics", 0.9, app="Google", metadata=metadata)
+    flow.errors.append("x: boom")
+    return flow
+
+
+def test_flow_record_cleans_metadata_and_keeps_key_order() -> None:
+    flow = _flow({"sni": "example.org", "raw": b"\x01\xff", "alpn": {"h2", "http/1.1"}, 7: ("a", b"b")})
+    record = flow_record(flow)
+    assert list(record["metadata"]) == ["sni", "raw", "alpn", "7", "app", "errors"]
+    assert record["metadata"] == {"sni": "example.org", "raw": "01ff", "alpn": ["h2", "http/1.1"],
+                                  "7": ["a", "62"], "app": "Google", "errors": ["x: boom"]}
+    assert (record["src_ip"], record["dst_ip"]) == ("2001:db8::10", "2001:db8::1")
+    out = io.StringIO()
+    writer = RecordWriter(out, "jsonl")
+    writer.write(record)
+    assert json.loads(out.getvalue()) == record
+    assert out.getvalue() == reference(record) + "\n"
