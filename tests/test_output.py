@@ -37,7 +37,8 @@ def test_jsonl_line_is_json_dumps(value: object) -> None:
 
 def test_the_cases_orjson_writes_differently() -> None:
     for value in ({"banner": "caf\u00e9"}, {"ua": "a\x7fb"}, {"n": 2**64}, {"s": "\u2028"},
-                  {"ctl": "".join(map(chr, range(32)))}):
+                  {"ctl": "".join(map(chr, range(32)))}, {"ts": 1e-06, "c": 2.4e-05, "d": -3.5e-9},
+                  [1e-4, 1e-10, 1e16, 1.5e300, 0.1]):
         line = jsonl_line(value)
         assert line == reference(value)
         assert line.isascii()
