@@ -2,7 +2,7 @@
 
 Most packets belong to flows whose verdict is final (about 80% in the nDPI
 corpus, far more in bulk traffic), and for those the engine only updates
-counters.  Here a batch's common-case headers (IPv4 TCP/UDP) are decoded by
+counters.  Here a batch's common-case headers (TCP/UDP over IPv4 or IPv6) are decoded by
 numpy (:mod:`dpicore.decode.batch`), its packets are mapped to flows once
 per batch, and the batch is cut into segments at the expiry scans that can
 end a flow.  Within a segment, flow by flow in order of first packet, a
@@ -19,7 +19,7 @@ so compare outputs as sorted lines.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -57,7 +57,7 @@ def shard_of(key: FlowKey, n: int) -> int:
     """Stable (process-independent) shard of a flow key.
 
     Symmetric in the two endpoints and computed in 64-bit wrapping
-    arithmetic, so :func:`shards` gets the same answer for IPv4 flows
+    arithmetic, so :func:`shards` gets the same answer for the flows numpy decodes
     straight from the decoded columns, before any key is built.
     """
     addrs = int.from_bytes(key.addr_a, "big") + int.from_bytes(key.addr_b, "big")
@@ -67,7 +67,10 @@ def shard_of(key: FlowKey, n: int) -> int:
 
 
 def shards(h: Headers, n: int) -> np.ndarray:
-    """:func:`shard_of` of every numpy-decoded (IPv4) frame's flow, as an array (garbage where not ``h.ok``)."""
+    """:func:`shard_of` of every numpy-decoded frame's flow, as an array (garbage where not ``h.ok``).
+
+    For IPv6 ``h.src``/``h.dst`` hold the addresses' low 64 bits: their sum modulo 2**64 is the sum
+    of the whole addresses modulo 2**64, all that shard_of's 64-bit arithmetic keeps."""
     addrs = (h.src + h.dst).astype(np.uint64)
     rest = (((h.sport + h.dport) << 20) | (h.proto << 12) | h.vlan).astype(np.uint64)
     x = addrs * np.uint64(_K_ADDR) + rest * np.uint64(_K_REST)  # arrays wrap modulo 2**64
@@ -135,23 +138,25 @@ class _Flows:
         ids = np.where(rest, _SCALAR, _DROPPED)
         self.keys: list[FlowKey] = []
         self._index: dict[FlowKey, int] | None = None
-        ok_idx = np.flatnonzero(h.ok)
-        if len(ok_idx):
-            a = (h.src[ok_idx] << 16) | h.sport[ok_idx]
-            b = (h.dst[ok_idx] << 16) | h.dport[ok_idx]
-            rows = np.empty((len(ok_idx), 3), dtype=np.int64)
-            np.minimum(a, b, out=rows[:, 0])
-            np.maximum(a, b, out=rows[:, 1])
-            rows[:, 2] = (h.proto[ok_idx] << 12) | h.vlan[ok_idx]
-            _, first, inverse = np.unique(rows.view(np.dtype((np.void, 24))).ravel(), return_index=True,
+        firsts: list[np.ndarray] = []  # per address family: each flow's first frame, its key, its frames' flow
+        keys: list[FlowKey] = []
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for rows, frames, make in (_rows4(h), _rows6(h)):
+            if not len(frames):
+                continue
+            width = rows.shape[1] * 8
+            _, first, inverse = np.unique(rows.view(np.dtype((np.void, width))).ravel(), return_index=True,
                                           return_inverse=True)
-            seen = np.argsort(first)  # flows in order of first packet
+            parts.append((frames, inverse.ravel() + len(keys)))
+            firsts.append(frames[first])
+            keys.extend(make(row) for row in rows[first].tolist())
+        if keys:
+            seen = np.argsort(np.concatenate(firsts), kind="stable")  # flows in order of first packet
             rank = np.empty_like(seen)
             rank[seen] = np.arange(len(seen))
-            ids[ok_idx] = rank[inverse.ravel()]
-            self.keys = [FlowKey(pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF,
-                                 (hi >> 16).to_bytes(4, "big"), hi & 0xFFFF)
-                         for lo, hi, pv in rows[first[seen]].tolist()]
+            for frames, flow in parts:
+                ids[frames] = rank[flow]
+            self.keys = [keys[k] for k in seen.tolist()]
         self.ids: list[int] = ids.tolist()
 
     def id_of(self, key: FlowKey) -> int:
@@ -164,6 +169,45 @@ class _Flows:
             i = index[key] = len(self.keys)
             self.keys.append(key)
         return i
+
+
+def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, Callable[[list[int]], FlowKey]]:
+    """Flow rows of the numpy-decoded IPv4 frames: both endpoints (address << 16 | port, lower first)
+    and proto << 12 | vlan, with the frames' indices and the FlowKey of a row."""
+    frames = np.flatnonzero(h.ok & ~h.ip6)
+    a = (h.src[frames] << 16) | h.sport[frames]
+    b = (h.dst[frames] << 16) | h.dport[frames]
+    rows = np.empty((len(frames), 3), dtype=np.int64)
+    np.minimum(a, b, out=rows[:, 0])
+    np.maximum(a, b, out=rows[:, 1])
+    rows[:, 2] = (h.proto[frames] << 12) | h.vlan[frames]
+
+    def key(row: list[int]) -> FlowKey:
+        lo, hi, pv = row
+        return FlowKey(pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF, (hi >> 16).to_bytes(4, "big"),
+                       hi & 0xFFFF)
+    return rows, frames, key
+
+
+def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, Callable[[list[int]], FlowKey]]:
+    """Flow rows of the numpy-decoded IPv6 frames: each endpoint as (high 64 bits, low 64 bits, port),
+    the lower first as FlowKey.of orders them, then proto << 12 | vlan (uint64)."""
+    frames = np.flatnonzero(h.ok & h.ip6)  # ok: a shard's filter clears it, not ip6
+    u = np.uint64
+    s_hi, s_lo, s_port = h.src_hi[frames], h.src[frames].view(u), h.sport[frames].astype(u)
+    d_hi, d_lo, d_port = h.dst_hi[frames], h.dst[frames].view(u), h.dport[frames].astype(u)
+    swap = (d_hi < s_hi) | (d_hi == s_hi) & ((d_lo < s_lo) | (d_lo == s_lo) & (d_port < s_port))
+    rows = np.empty((len(frames), 7), dtype=u)
+    for col, (x, y) in enumerate(((s_hi, d_hi), (s_lo, d_lo), (s_port, d_port))):
+        rows[:, col] = np.where(swap, y, x)
+        rows[:, col + 3] = np.where(swap, x, y)
+    rows[:, 6] = ((h.proto[frames] << 12) | h.vlan[frames]).astype(u)
+
+    def key(row: list[int]) -> FlowKey:
+        a_hi, a_lo, a_port, b_hi, b_lo, b_port, pv = row
+        return FlowKey(pv >> 12, pv & 0xFFF, ((a_hi << 64) | a_lo).to_bytes(16, "big"), a_port,
+                       ((b_hi << 64) | b_lo).to_bytes(16, "big"), b_port)
+    return rows, frames, key
 
 
 def _segment(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, flows: _Flows, start: int,
@@ -208,25 +252,35 @@ class _Columns:
         self.first, self.buf, self.h = batch.first, batch.buf, h
         self.flags = h.flags.tolist()
         self.paylen = h.paylen.tolist()
+        #: The source address as an int (IPv6: all 128 bits), compared with the flow's client.
         self.src = h.src.tolist()
+        if h.ip6.any():
+            i6 = np.flatnonzero(h.ip6)
+            src = self.src
+            for j, hi, lo in zip(i6.tolist(), h.src_hi[i6].tolist(), h.src[i6].view(np.uint64).tolist()):
+                src[j] = (hi << 64) | lo
         self.sport = h.sport.tolist()
         self.times = batch.ts.tolist()
         self.wires = batch.wire.tolist()
         self._more: tuple[list[int], ...] | None = None
 
     def packet(self, j: int) -> Packet:
-        """The Packet the scalar decoder makes of numpy-decoded frame ``j`` (IPv4 TCP/UDP, unfragmented),
-        built from the decoded columns and slices of the buffer instead of decoding the frame again."""
+        """The Packet the scalar decoder makes of numpy-decoded frame ``j`` (TCP/UDP in unfragmented IPv4
+        or in IPv6 without extension headers), built from the decoded columns and slices of the buffer
+        instead of decoding the frame again."""
         more = self._more
         if more is None:
             h = self.h
-            more = self._more = tuple(col.tolist() for col in (h.dst, h.dport, h.proto, h.vlan, h.seq, h.l3, h.pay,
-                                                               h.ipend, h.paywire))
-        dst, dport, proto, vlan, seq, l3, pay, ipend, paywire = more
-        buf, end = self.buf, ipend[j]
-        return Packet(self.times[j], 4, self.src[j].to_bytes(4, "big"), dst[j].to_bytes(4, "big"), proto[j],
-                      self.sport[j], dport[j], self.flags[j], self.wires[j], buf[pay[j]:end], paywire[j],
-                      buf[l3[j]:end], vlan[j], seq[j], self.first + j)
+            more = self._more = tuple(col.tolist() for col in (h.dport, h.proto, h.vlan, h.seq, h.l3, h.pay,
+                                                               h.ipend, h.paywire, h.ip6))
+        dport, proto, vlan, seq, l3, pay, ipend, paywire, ip6 = more
+        buf, start, end = self.buf, l3[j], ipend[j]
+        if ip6[j]:
+            version, src, dst = 6, buf[start + 8:start + 24], buf[start + 24:start + 40]
+        else:
+            version, src, dst = 4, buf[start + 12:start + 16], buf[start + 16:start + 20]
+        return Packet(self.times[j], version, src, dst, proto[j], self.sport[j], dport[j], self.flags[j],
+                      self.wires[j], buf[pay[j]:end], paywire[j], buf[start:end], vlan[j], seq[j], self.first + j)
 
 
 def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, key: FlowKey, idx: list[int],
@@ -250,7 +304,7 @@ def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, 
     skip_empty = not engine.wants_empty
     flags, paylen, src, sport, times, wires = cols.flags, cols.paylen, cols.src, cols.sport, cols.times, cols.wires
     flow = table.flows.get(key)
-    client = int.from_bytes(flow.client, "big") if flow is not None and flow.ip_version == 4 else -1
+    client = int.from_bytes(flow.client, "big") if flow is not None else -1
     summed = 0
     for j in idx:
         if flow is not None and (not flow.pending or skip_empty and not paylen[j]) and j not in decoded:
@@ -278,7 +332,7 @@ def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, 
         source.packets += 1
         ended = engine.feed(pkt, expire=False, key=key)
         flow = table.flows.get(key)
-        client = int.from_bytes(flow.client, "big") if flow is not None and flow.ip_version == 4 else -1
+        client = int.from_bytes(flow.client, "big") if flow is not None else -1
         if ended:
             yield from ended
     if summed:

@@ -4,7 +4,8 @@ A CPython loop that reads a packet's header fields costs several
 microseconds; numpy gathers the same fields for thousands of packets in one
 call.  Only the common case is decoded here — Ethernet (with 802.1Q/QinQ),
 Linux cooked, raw IP or loopback framing around an unfragmented IPv4 TCP or
-UDP packet with its headers captured — and every other frame is marked for
+UDP packet, or an IPv6 one without extension headers, with its headers
+captured — and every other frame is marked for
 the scalar decoder (:mod:`dpicore.decode.packets`), which stays the
 reference: a frame is either decoded here with the same result, or not at all.
 """
@@ -163,6 +164,8 @@ class Headers:
     ok: np.ndarray
     proto: np.ndarray
     vlan: np.ndarray
+    #: IPv4: the address.  IPv6: its low 64 bits (two's complement; ``src_hi``/``dst_hi`` hold the
+    #: high ones), which is all the shard hash needs: it sums the two addresses modulo 2**64.
     src: np.ndarray
     dst: np.ndarray
     sport: np.ndarray
@@ -177,8 +180,12 @@ class Headers:
     ipend: np.ndarray
     #: TCP sequence number (0 for UDP).
     seq: np.ndarray
-    #: Transport payload length on the wire, from the IP total length (Packet.payload_len).
+    #: Transport payload length on the wire, from the IP total (IPv6: payload) length (Packet.payload_len).
     paywire: np.ndarray
+    #: IPv6 frames, and the high 64 bits of their addresses (uint64; 0 elsewhere).
+    ip6: np.ndarray
+    src_hi: np.ndarray
+    dst_hi: np.ndarray
 
 
 def _be16(b: np.ndarray, i: np.ndarray) -> np.ndarray:
@@ -190,10 +197,23 @@ def _be32(b: np.ndarray, i: np.ndarray) -> np.ndarray:
         | b[i + 3]
 
 
+def _be64(b: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """Big-endian 64-bit words at offsets ``i`` (uint64)."""
+    return np.ascontiguousarray(b[i[:, None] + np.arange(8)]).view(">u8").ravel().astype(np.uint64)
+
+
+def _not_decoded(n: int) -> Headers:
+    zeros = [np.zeros(n, dtype=np.int64) for _ in range(13)]
+    return Headers(np.zeros(n, dtype=bool), *zeros, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint64),
+                   np.zeros(n, dtype=np.uint64))
+
+
 def decode_headers(batch: Batch) -> Headers:
     """Vectorised decode of the common case; everything else has ``ok`` False."""
     n = len(batch)
     b = np.frombuffer(batch.buf, dtype=np.uint8)
+    if len(b) < 64:  # reads of too-short frames are clipped to the buffer's end: keep them inside it
+        b = np.concatenate([b, np.zeros(64, dtype=np.uint8)])
     size = len(b)
     off, cap = batch.off, batch.cap
     end = off + cap
@@ -207,6 +227,7 @@ def decode_headers(batch: Batch) -> Headers:
         ok &= idx + need <= end
         return np.minimum(idx, size - need)
 
+    # The link layer: where the IP header starts, and whether it is IPv6 (else it must be IPv4).
     if lt == DLT_EN10MB:
         et = _be16(b, safe(off + 12, 2))
         l3 = off + 14
@@ -218,38 +239,69 @@ def decode_headers(batch: Batch) -> Headers:
             vlan = np.where(tagged, _be16(b, pos) & 0x0FFF, vlan)
             et = np.where(tagged, _be16(b, pos + 2), et)
             l3 = np.where(tagged, l3 + 4, l3)
-        ok &= et == 0x0800
+        ip6 = et == 0x86DD
+        ok &= (et == 0x0800) | ip6
     elif lt == DLT_LINUX_SLL:
-        ok &= _be16(b, safe(off + 14, 2)) == 0x0800
+        et = _be16(b, safe(off + 14, 2))
+        ip6 = et == 0x86DD
+        ok &= (et == 0x0800) | ip6
         l3 = off + 16
     elif lt == DLT_LINUX_SLL2:
-        ok &= _be16(b, safe(off, 2)) == 0x0800
+        et = _be16(b, safe(off, 2))
+        ip6 = et == 0x86DD
+        ok &= (et == 0x0800) | ip6
         l3 = off + 20
     elif lt in (DLT_RAW, DLT_RAW_OLD, DLT_RAW_OPENBSD, DLT_IPV4):
         l3 = off
+        ip6 = b[safe(l3, 1)] >> 4 == 6  # the version nibble, as the scalar decoder reads it
     elif lt in (DLT_NULL, DLT_LOOP):
         pos = safe(off, 4)
-        # The scalar decoder takes the smaller of the two byte orders; 2 (AF_INET) is the smaller one
-        # exactly when the word reads 2 in one order.
+        # The scalar decoder takes the smaller of the two byte orders (families are small numbers).
         fam_be = _be32(b, pos)
         fam_le = b[pos].astype(np.int64) | (b[pos + 1].astype(np.int64) << 8) | (b[pos + 2].astype(np.int64) << 16) \
             | (b[pos + 3].astype(np.int64) << 24)
-        ok &= (fam_le == 2) | (fam_be == 2)
+        fam = np.minimum(fam_be, fam_le)
+        ip6 = (fam == 10) | (fam == 24) | (fam == 28) | (fam == 30)
+        ok &= (fam == 2) | ip6
         l3 = off + 4
     else:
-        return Headers(np.zeros(n, dtype=bool), *(np.zeros(n, dtype=np.int64) for _ in range(13)))
+        return _not_decoded(n)
 
+    # IPv4: header length, total length, no fragment.  The reads of a frame too short for them are
+    # clipped into the buffer and the frame marked not ok.
     p3 = safe(l3, 20)
     vihl = b[p3].astype(np.int64)
     ihl = (vihl & 0x0F) * 4
     total = _be16(b, p3 + 2)
     frag = _be16(b, p3 + 6) & 0x3FFF
     proto = b[p3 + 9].astype(np.int64)
-    ok &= (vihl >> 4 == 4) & (ihl >= 20) & (total >= ihl) & (frag == 0) & ((proto == TCP) | (proto == UDP))
+    ok4 = (vihl >> 4 == 4) & (ihl >= 20) & (total >= ihl) & (frag == 0)
     src = _be32(b, p3 + 12)
     dst = _be32(b, p3 + 16)
     ipend = np.minimum(end, l3 + total)  # Ethernet padding dropped, snap length tolerated
     l4 = l3 + ihl
+    l4wire = total - ihl
+    src_hi = dst_hi = np.zeros(n, dtype=np.uint64)
+    if ip6.any():
+        # IPv6 without extension headers (the next header is the transport) and a payload length
+        # (0 means a jumbogram): the rest, fragments included, goes to the scalar decoder.
+        p6 = np.minimum(l3, size - 40)
+        plen = _be16(b, p6 + 4)
+        nxt = b[p6 + 6].astype(np.int64)
+        ok6 = (l3 + 40 <= end) & (b[p6] >> 4 == 6) & (plen > 0)
+        proto = np.where(ip6, nxt, proto)
+        ok4 = np.where(ip6, ok6, ok4)
+        ipend = np.where(ip6, np.minimum(end, l3 + 40 + plen), ipend)
+        l4 = np.where(ip6, l3 + 40, l4)
+        l4wire = np.where(ip6, plen, l4wire)
+        i6 = np.flatnonzero(ip6)
+        at = p6[i6]
+        src_hi, dst_hi = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64)
+        src_hi[i6] = _be64(b, at + 8)
+        dst_hi[i6] = _be64(b, at + 24)
+        src[i6] = _be64(b, at + 16).view(np.int64)
+        dst[i6] = _be64(b, at + 32).view(np.int64)
+    ok &= ok4 & ((proto == TCP) | (proto == UDP))
     p4 = safe(l4, 8)
     sport = _be16(b, p4)
     dport = _be16(b, p4 + 2)
@@ -262,5 +314,6 @@ def decode_headers(batch: Batch) -> Headers:
     pay = l4 + hlen
     paylen = ipend - pay
     seq = np.where(tcp, _be32(b, pt + 4), 0)
-    paywire = np.maximum(total - ihl - hlen, 0)
-    return Headers(ok, proto, vlan, src, dst, sport, dport, flags, paylen, l3, pay, ipend, seq, paywire)
+    paywire = np.maximum(l4wire - hlen, 0)
+    return Headers(ok, proto, vlan, src, dst, sport, dport, flags, paylen, l3, pay, ipend, seq, paywire,
+                   ip6 & ok, src_hi, dst_hi)
