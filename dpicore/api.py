@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import dpkt
 
 from .config import Config
 from .decode import CaptureSource, Decoder
@@ -155,11 +154,13 @@ class Classifier:
 def synthetic_packets(payload: bytes, proto: int, sport: int, dport: int, from_server: bool) -> list[Packet]:
     """Real IPv4 packets around one payload: a TCP handshake first, so layers that
     track TCP state (nDPI) see what they would on the wire."""
+    import dpkt  # here, not at the top: importing it is a sixth of every `dpi` start, and only this needs it
+
     client, server = bytes(parse_ip(CLIENT_IP)), bytes(parse_ip(SERVER_IP))
     decoder = Decoder()
     frames: list[bytes] = []
 
-    def ip_packet(src: bytes, dst: bytes, l4: dpkt.Packet, p: int) -> bytes:
+    def ip_packet(src: bytes, dst: bytes, l4: "dpkt.Packet", p: int) -> bytes:
         ip = dpkt.ip.IP(src=src, dst=dst, p=p, ttl=64, data=l4)
         ip.len = len(ip)  # dpkt fills checksums and length on bytes()
         return bytes(ip)
