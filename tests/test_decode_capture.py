@@ -202,3 +202,15 @@ def test_source_unknown_link_type(tmp_path: Path) -> None:
     assert list(src) == []
     assert src.damaged and src.unsupported == {147: 3}
     assert "unsupported link type 147" in src.problems[0] and "lt.pcap" in src.problems[0]
+
+
+def test_pcapng_damaged_interface_block(tmp_path: Path) -> None:
+    """An interface description shorter than its fixed fields: dpkt's error becomes ours."""
+    from tests.helpers.frames import _block
+
+    good = pcapng_bytes([([(1, None)], [(0, T0, FRAMES[0])])])
+    shb_end = struct.unpack_from("<I", good, 4)[0]
+    bad_idb = _block("<", 1, b"\x01\x00\x00\x00")
+    src = CaptureSource(_write(tmp_path, "idb.pcapng", good[:shb_end] + bad_idb + good[shb_end:]))
+    assert list(src) == []
+    assert src.damaged and "unreadable data" in src.problems[0] and "packet 1" in src.problems[0]
