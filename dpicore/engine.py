@@ -54,9 +54,8 @@ class EngineStats:
     layer_errors: int = 0
 
 
-def _seq_after(a: int, b: int) -> bool:
-    """a > b in 32-bit sequence space."""
-    return 0 < ((a - b) & 0xFFFFFFFF) < 0x80000000
+#: Flow.notes keys of the next expected TCP sequence number per direction.
+_SEQ_NOTE = ("_seq0", "_seq1")
 
 
 class Engine:
@@ -235,10 +234,10 @@ class Engine:
         if pkt.proto != TCP:
             return True
         notes = flow.notes
-        key = "_seq%d" % direction
+        key = _SEQ_NOTE[direction]
         end = (pkt.seq + len(pkt.payload)) & 0xFFFFFFFF
         last = notes.get(key)
-        if last is not None and not _seq_after(end, last):
+        if last is not None and not 0 < ((end - last) & 0xFFFFFFFF) < 0x80000000:  # end after last
             return False
         notes[key] = end
         return True
