@@ -48,25 +48,37 @@ PORT_TIE = 0.55  # structure fits several readings, a port broke the tie
 ANY_BYTE: frozenset[int] | None = None
 
 
-@attrs.define(slots=True)
 class Context:
-    """One payload packet, as a detector sees it."""
+    """One payload packet, as a detector sees it.
 
-    flow: Flow
-    transport: int
-    #: 0: client to server, 1: server to client.
-    direction: int
-    #: This packet's payload.
-    payload: bytes
-    #: 1-based count of payload packets seen in this direction, this one included.
-    index: int
-    #: Layer-wide shared state (e.g. FTP data connections announced on control flows).
-    shared: dict[str, Any]
-    #: This flow's scratch space for detectors that keep state between packets
-    #: (QUIC CRYPTO reassembly, RTP sequence numbers).  Key it by protocol name.
-    memo: dict[str, Any] = attrs.field(factory=dict)
-    #: Set through :meth:`guess`; read by the dispatcher.
-    tentative: "Verdict | None" = None
+    A plain ``__slots__`` class rather than an attrs one: the dispatcher makes
+    one per payload packet, so its constructor is on the hot path.
+    """
+
+    __slots__ = ("flow", "transport", "direction", "payload", "index", "shared", "memo", "tentative")
+
+    def __init__(self, flow: Flow, transport: int, direction: int, payload: bytes, index: int,
+                 shared: dict[str, Any], memo: dict[str, Any] | None = None,
+                 tentative: "Verdict | None" = None) -> None:
+        self.flow = flow
+        self.transport = transport
+        #: 0: client to server, 1: server to client.
+        self.direction = direction
+        #: This packet's payload.
+        self.payload = payload
+        #: 1-based count of payload packets seen in this direction, this one included.
+        self.index = index
+        #: Layer-wide shared state (e.g. FTP data connections announced on control flows).
+        self.shared = shared
+        #: This flow's scratch space for detectors that keep state between packets
+        #: (QUIC CRYPTO reassembly, RTP sequence numbers).  Key it by protocol name.
+        self.memo: dict[str, Any] = {} if memo is None else memo
+        #: Set through :meth:`guess`; read by the dispatcher.
+        self.tentative = tentative
+
+    def __repr__(self) -> str:
+        return (f"Context(transport={self.transport}, direction={self.direction}, index={self.index}, "
+                f"payload={self.payload[:32]!r})")
 
     @property
     def from_client(self) -> bool:

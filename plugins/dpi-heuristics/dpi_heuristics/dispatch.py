@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-import attrs
 from dpicore import Verdict
 
 from .base import MORE, Context, Heuristic
@@ -22,17 +21,22 @@ from .base import MORE, Context, Heuristic
 log = logging.getLogger(__name__)
 
 
-@attrs.define(slots=True)
 class FlowState:
-    #: Heuristics still plausible; None until the first payload packet.
-    candidates: list[Heuristic] | None = None
-    seen: list[int] = attrs.field(factory=lambda: [0, 0])
-    #: The heuristic that named the flow (it alone sees the watched packets).
-    decided: Heuristic | None = None
-    #: Per-flow scratch space shared with the detectors (``Context.memo``).
-    memo: dict[str, Any] = attrs.field(factory=dict)
-    #: ``Context.guess`` offers per heuristic; a heuristic that gives up takes its offer back.
-    guesses: dict[str, Verdict] = attrs.field(factory=dict)
+    """The layer's state of one flow (a plain ``__slots__`` class: one is made per flow)."""
+
+    __slots__ = ("candidates", "seen", "decided", "memo", "guesses")
+
+    def __init__(self) -> None:
+        #: Heuristics still plausible; None until the first payload packet.  Never mutated in
+        #: place (it may be the dispatcher's shared table entry): replaced by the survivors.
+        self.candidates: Sequence[Heuristic] | None = None
+        self.seen = [0, 0]
+        #: The heuristic that named the flow (it alone sees the watched packets).
+        self.decided: Heuristic | None = None
+        #: Per-flow scratch space shared with the detectors (``Context.memo``).
+        self.memo: dict[str, Any] = {}
+        #: ``Context.guess`` offers per heuristic; a heuristic that gives up takes its offer back.
+        self.guesses: dict[str, Verdict] = {}
 
     @property
     def guess(self) -> Verdict | None:
@@ -44,13 +48,14 @@ class Dispatcher:
     def __init__(self, heuristics: Iterable[Heuristic]) -> None:
         self.heuristics = sorted(heuristics, key=lambda h: (h.order, h.name))
         # (transport, first byte) -> candidates.
-        self._table: dict[tuple[int, int], list[Heuristic]] = {}
+        # Tuples: a flow's FlowState.candidates starts as the shared entry itself (never mutated).
+        self._table: dict[tuple[int, int], tuple[Heuristic, ...]] = {}
         transports = {t for h in self.heuristics for t in h.transports}
         for t in transports:
             for byte in range(256):
-                self._table[(t, byte)] = [
+                self._table[(t, byte)] = tuple(
                     h for h in self.heuristics
-                    if t in h.transports and (h.first_bytes is None or byte in h.first_bytes)]
+                    if t in h.transports and (h.first_bytes is None or byte in h.first_bytes))
         self.shared: dict[str, Any] = {}
         #: Exceptions per heuristic name (a detector bug; each is also noted on its flow).
         self.errors: Counter[str] = Counter()
@@ -65,24 +70,32 @@ class Dispatcher:
         plausible, or None when none is left.
         """
         flow, transport, direction, payload = ctx_args
+        candidates = state.candidates
         if not payload:
-            return MORE if state.candidates is None or state.candidates else None
-        if state.candidates is None:
-            state.candidates = self.candidates(transport, payload[0])
-        state.seen[direction] += 1
-        ctx = Context(flow, transport, direction, payload, state.seen[direction], self.shared, state.memo)
-        if state.decided is not None:
-            return self._run(state.decided, ctx, flow)
+            return MORE if candidates is None or candidates else None
+        if candidates is None:
+            candidates = state.candidates = self._table.get((transport, payload[0]), ())
+        seen = state.seen
+        seen[direction] += 1
+        ctx = Context(flow, transport, direction, payload, seen[direction], self.shared, state.memo)
+        decided = state.decided
+        if decided is not None:
+            return self._run(decided, ctx, flow)
         survivors: list[Heuristic] = []
         best: Verdict | None = None
-        decided: Heuristic | None = None
-        for h in state.candidates:
-            result = self._run(h, ctx, flow)
+        guesses = state.guesses
+        # The detector call is inlined (not self._run): this loop is the layer's hot path.
+        for h in candidates:
+            try:
+                result = h.detect(ctx)
+            except Exception as exc:  # a detector bug must not cost the flow its other candidates
+                result = self._failed(h, exc, flow)
             if ctx.tentative is not None:
-                state.guesses[h.name] = ctx.tentative
+                guesses[h.name] = ctx.tentative
                 ctx.tentative = None
             if result is None:
-                state.guesses.pop(h.name, None)
+                if guesses:
+                    guesses.pop(h.name, None)
                 continue
             if result is MORE:
                 survivors.append(h)
@@ -103,11 +116,15 @@ class Dispatcher:
         try:
             return h.detect(ctx)
         except Exception as exc:  # a detector bug must not cost the flow its other candidates
-            self.errors[h.name] += 1
-            message = f"heuristics: {h.name} raised {type(exc).__name__}: {exc}"
-            errors = getattr(flow, "errors", None)
-            if isinstance(errors, list):
-                errors.append(message)
-            if self.errors[h.name] == 1:
-                log.warning("%s (further errors of this heuristic are counted, not logged)", message)
-            return None
+            return self._failed(h, exc, flow)
+
+    def _failed(self, h: Heuristic, exc: Exception, flow: Any) -> None:
+        """Count and note a detector's exception; the detector counts as "not this protocol"."""
+        self.errors[h.name] += 1
+        message = f"heuristics: {h.name} raised {type(exc).__name__}: {exc}"
+        errors = getattr(flow, "errors", None)
+        if isinstance(errors, list):
+            errors.append(message)
+        if self.errors[h.name] == 1:
+            log.warning("%s (further errors of this heuristic are counted, not logged)", message)
+        return None
