@@ -30,7 +30,8 @@ from dpicore.model import TCP, UDP, Flow, FlowKey, parse_ip
 from dpi_heuristics.base import PORT_TIE
 from dpi_heuristics.dispatch import Dispatcher
 from dpi_heuristics.protocols import all_heuristics
-from dpi_heuristics.protocols.ftp import SHARED_KEY, announcements
+from dpi_heuristics.protocols.ftp import SHARED_KEY, may_announce, announcements
+from dpi_heuristics.textproto import complete_lines
 from dpi_heuristics.testing import classify, make_flow, run_detector
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -249,6 +250,21 @@ def test_pop3_and_imap_client_commands() -> None:
 ])
 def test_announcements(line: bytes, from_client: bool, expected) -> None:
     assert announcements(line, from_client) == expected
+
+
+@pytest.mark.parametrize("payload, from_client", [
+    (b"227 Entering Passive Mode (90,130,70,73,100,85).\r\n", False),
+    (b"150 Here comes the listing\r\n229 Entering Extended Passive Mode (|||30105|)\r\n", False),
+    (b"PORT 127,0,0,1,118,92\r\n", True),
+    (b"port 127,0,0,1,118,92\r\n", True),
+    (b"NOOP\r\neprt |1|127.0.0.1|30300|\r\n", True),
+])
+def test_watched_packets_that_announce_pass_the_cheap_check(payload: bytes, from_client: bool) -> None:
+    """_expect skips packets without "227"/"229" (server) or PORT/EPRT in any case (client): every packet
+    whose lines announce something must pass that check, whatever its case or line position."""
+    assert any(announcements(line, from_client) for line in complete_lines(payload))
+    assert may_announce(payload, from_client)
+    assert not may_announce(b"226 Transfer complete\r\n", False) and not may_announce(b"LIST\r\n", True)
 
 
 def test_passive_announcement_behind_nat_and_expiry() -> None:

@@ -21,7 +21,7 @@ from dpicore.model import ICMP, ICMPV6, TCP, UDP, parse_ip
 
 from dpi_heuristics.base import MORE, PORT_TIE
 from dpi_heuristics.plugin import select
-from dpi_heuristics.protocols import all_heuristics
+from dpi_heuristics.protocols import all_heuristics, netbios
 from dpi_heuristics.testing import classify, make_flow, run_detector
 
 BATCH_C = ("DNS", "MDNS", "LLMNR", "NetBIOS", "SMB", "RDP", "DCERPC", "NTP", "DHCP", "DHCPv6", "SNMP", "Syslog",
@@ -406,6 +406,18 @@ def test_netbios_name_service_is_not_dns() -> None:
     """NBNS is DNS-formatted: only the encoded name tells them apart, and it must."""
     assert classify([(0, nbns_query())], UDP, heuristics=only("DNS", "MDNS", "LLMNR")) is None
     assert classify([(0, dns_query("example.com"))], UDP, heuristics=only("NetBIOS")) is None
+
+
+def test_name_service_pre_check_is_necessary() -> None:
+    """detect_udp parses a message as NBNS only after a cheap look at its first name: every message
+    name_service accepts (queries, a registration whose first name is a question, a response whose
+    first name is an answer's owner) passes it; DNS messages do not."""
+    answer_only = struct.pack("!HHHHHH", 0x1234, 0x8500, 0, 1, 0, 0) + nb_name("FILESERVER") + \
+        struct.pack("!HHIH", 0x20, 1, 300000, 6) + b"\x00\x00" + parse_ip("192.168.1.5")
+    for msg in (nbns_query(), nbns_query("X", 0x00), nbns_registration(), answer_only):
+        assert netbios.name_service(msg) is not None and netbios.may_be_name_service(msg)
+    for msg in (dns_query("example.com"), dns_response("example.com", "192.0.2.1"), answer_only[:44]):
+        assert not netbios.may_be_name_service(msg)
 
 
 # --- DNS family: structure first, ports only as a flagged tie-break ---------------------------------------

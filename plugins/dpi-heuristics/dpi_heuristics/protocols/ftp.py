@@ -98,8 +98,27 @@ def announcements(line: bytes, from_client: bool) -> tuple[str, bytes | None, in
     return None
 
 
+#: Some line of a client packet may be a PORT or EPRT command (a necessary condition, in one C pass).
+_CLIENT_ANNOUNCES = re.compile(rb"(?i)port|eprt")
+
+
+def may_announce(payload: bytes, from_client: bool) -> bool:
+    """Cheap necessary condition for :func:`announcements` to find something in ``payload``.
+
+    Every packet of a control connection is watched, and nearly none announces
+    a data connection: the reply code (227, 229) or the command word (PORT,
+    EPRT) must occur somewhere in the payload before splitting it into lines
+    is worth it.
+    """
+    if from_client:
+        return _CLIENT_ANNOUNCES.search(payload) is not None
+    return b"227" in payload or b"229" in payload
+
+
 def _expect(ctx: Context) -> None:
     """Record the data endpoints this control packet announces."""
+    if not may_announce(ctx.payload, ctx.direction == 0):
+        return
     flow = ctx.flow
     for line in complete_lines(ctx.payload, 64):
         ann = announcements(line, ctx.from_client)

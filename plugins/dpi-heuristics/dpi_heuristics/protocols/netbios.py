@@ -102,11 +102,26 @@ def datagram_service(data: bytes) -> Verdict | None:
                  destination=dest[0], carries="SMB" if user[:4] == b"\xffSMB" else None)
 
 
+_ENCODING_LETTERS = b"ABCDEFGHIJKLMNOP"
+
+
+def may_be_name_service(data: bytes) -> bool:
+    """Cheap necessary condition for :func:`name_service`, checked before parsing the whole message.
+
+    The name it decodes (the first question's, else the first record's owner)
+    starts right after the 12-byte header, where a compression pointer is
+    impossible; its first dotted part must be 32 letters 'A'..'P', so its
+    first label is at least 32 bytes long and starts with 32 such letters.
+    DNS, mDNS and LLMNR datagrams, which run this heuristic too, fail here.
+    """
+    return len(data) >= 45 and 32 <= data[12] < 64 and not data[13:45].strip(_ENCODING_LETTERS)
+
+
 def detect_udp(ctx: Context) -> Verdict | None:
     data = ctx.payload
     if 0x10 <= data[0] <= 0x16 and (v := datagram_service(data)) is not None:
         return v
-    return name_service(data)
+    return name_service(data) if may_be_name_service(data) else None
 
 
 def session_packet(data: bytes) -> tuple[str, Verdict | None] | None:
