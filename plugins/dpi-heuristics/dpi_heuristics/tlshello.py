@@ -78,7 +78,7 @@ class ClientHello:
 
     def ja3_string(self) -> str:
         def dec(values: list[int]) -> str:
-            return "-".join(str(v) for v in values if v not in GREASE)
+            return "-".join([str(v) for v in values if v not in GREASE])
         return ",".join((str(self.version), dec(self.ciphers), dec(self.extensions), dec(self.groups),
                          dec(self.point_formats)))
 
@@ -92,17 +92,22 @@ class ClientHello:
         version = _JA4_VERSIONS.get(self.best_version, "00")
         sni = "d" if EXT_SNI in exts else "i"
         head = f"{kind}{version}{sni}{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{_ja4_alpn(self.alpn)}"
-        cipher_hash = _hash12(",".join(f"{c:04x}" for c in sorted(ciphers))) if ciphers else "0" * 12
+        cipher_hash = _hash12(_hex_list(sorted(ciphers))) if ciphers else "0" * 12
         ext_list = sorted(e for e in exts if e not in (EXT_SNI, EXT_ALPN))
         sigs = [s for s in self.sig_algs if s not in GREASE]
         if ext_list:
-            raw = ",".join(f"{e:04x}" for e in ext_list)
+            raw = _hex_list(ext_list)
             if sigs:
-                raw += "_" + ",".join(f"{s:04x}" for s in sigs)
+                raw += "_" + _hex_list(sigs)
             ext_hash = _hash12(raw)
         else:
             ext_hash = "0" * 12
         return f"{head}_{cipher_hash}_{ext_hash}"
+
+
+def _hex_list(values: list[int]) -> str:
+    """JA4's "0a0b,1301" spelling of 16-bit values ("%04x" is the fastest way CPython has to write them)."""
+    return ",".join(["%04x" % v for v in values])
 
 
 def _hash12(text: str) -> str:
@@ -288,12 +293,42 @@ def parse_server_hello(body: bytes, dtls: bool = False) -> ServerHello | None:
     return hello
 
 
+#: Fingerprints remembered at most (the memo is emptied when full).
+MAX_FINGERPRINTS = 1024
+#: Hellos listing more values than this are fingerprinted without being remembered (bounds the memo's size).
+MAX_FINGERPRINT_VALUES = 256
+_fingerprints: dict[tuple[object, ...], tuple[str, str]] = {}
+
+
+def fingerprints(hello: ClientHello, kind: str) -> tuple[str, str]:
+    """(JA3, JA4) of ``hello``, remembered by the fields they are computed from.
+
+    One client program sends the same cipher suites, extensions, groups and
+    signature algorithms in every hello (only its random, session ID, key
+    shares and server name change), so most hellos repeat an earlier
+    fingerprint: the formatting and hashing are done once per distinct set.
+    """
+    key = (kind, hello.version, tuple(hello.ciphers), tuple(hello.extensions), tuple(hello.groups),
+           tuple(hello.point_formats), tuple(hello.sig_algs), tuple(hello.supported_versions),
+           hello.alpn[0] if hello.alpn else None)  # JA4 reads only the first ALPN protocol
+    known = _fingerprints.get(key)
+    if known is not None:
+        return known
+    result = (hello.ja3(), hello.ja4(kind))
+    if sum(len(part) for part in key[2:8]) <= MAX_FINGERPRINT_VALUES:  # type: ignore[arg-type]
+        if len(_fingerprints) >= MAX_FINGERPRINTS:
+            _fingerprints.clear()
+        _fingerprints[key] = result
+    return result
+
+
 def client_metadata(hello: ClientHello, kind: str) -> dict[str, object]:
     """The verdict metadata of a ClientHello, shared by TLS, DTLS and QUIC."""
+    ja3, ja4 = fingerprints(hello, kind)
     return {
         "version": version_name(hello.best_version),
         "sni": hello.sni,
         "alpn": hello.alpn_names or None,
-        "ja3": hello.ja3(),
-        "ja4": hello.ja4(kind),
+        "ja3": ja3,
+        "ja4": ja4,
     }

@@ -100,6 +100,39 @@ def test_ja4_edge_cases() -> None:
     assert odd is not None and odd.ja4("q").endswith("_000000000000") and odd.ja4("q")[8:10] == "ad"
 
 
+def test_remembered_fingerprints_equal_computed_ones() -> None:
+    """client_metadata serves JA3/JA4 from a memo keyed by the fields they hash: a hello that differs
+    only in what the fingerprints ignore (SNI, later ALPN entries) reuses them, any other difference
+    (kind, a cipher, a signature algorithm, the first ALPN) gets its own, and each equals the direct
+    computation; hellos listing too many values are computed but not remembered."""
+    tlshello._fingerprints.clear()
+    first = tlshello.parse_client_hello(spec_example())
+    other_sni = tlshello.parse_client_hello(spec_example().replace(b"example.com", b"example.org"))
+    assert first is not None and other_sni is not None
+    meta = tlshello.client_metadata(first, "t")
+    assert (meta["ja3"], meta["ja4"]) == (first.ja3(), first.ja4("t")) and len(tlshello._fingerprints) == 1
+    again = tlshello.client_metadata(other_sni, "t")
+    assert again["sni"] == "example.org" and (again["ja3"], again["ja4"]) == (meta["ja3"], meta["ja4"])
+    assert len(tlshello._fingerprints) == 1
+    variants = [
+        (first, "q"),
+        (tlshello.parse_client_hello(hello_body([0x1301, 0x1302], [(0x0010, b"\x00\x03\x02h2")])), "t"),
+        (tlshello.parse_client_hello(hello_body([0x1301, 0x1303], [(0x0010, b"\x00\x03\x02h2")])), "t"),
+        (tlshello.parse_client_hello(hello_body([0x1301, 0x1303], [(0x0010, b"\x00\x03\x02h3")])), "t"),
+        (tlshello.parse_client_hello(hello_body([0x1301], [(0x000D, _u16s([0x0403]))])), "t"),
+        (tlshello.parse_client_hello(hello_body([0x1301], [(0x000D, _u16s([0x0804]))])), "t"),
+    ]
+    for hello, kind in variants:
+        assert hello is not None
+        meta = tlshello.client_metadata(hello, kind)
+        assert (meta["ja3"], meta["ja4"]) == (hello.ja3(), hello.ja4(kind))
+    assert len(tlshello._fingerprints) == 1 + len(variants)
+    huge = tlshello.parse_client_hello(hello_body(list(range(0x0100, 0x0101 + tlshello.MAX_FINGERPRINT_VALUES)), []))
+    assert huge is not None
+    assert tlshello.client_metadata(huge, "t")["ja4"] == huge.ja4("t")
+    assert len(tlshello._fingerprints) == 1 + len(variants)
+
+
 @pytest.mark.parametrize("body", [
     b"", bytes(37), hello_body([0x1301], [])[:-3],
     hello_body([0x1301], [(0x0000, b"\x00\x05")]),           # SNI list cut short

@@ -17,6 +17,7 @@ its own name.
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import NamedTuple
 
@@ -41,6 +42,13 @@ LLMNR_PORT = 5355
 
 MAX_QUESTIONS = 64
 MAX_RECORDS = 1024
+
+_HEADER = struct.Struct("!HHHHHH")
+_QUESTION_TAIL = struct.Struct("!HH")
+_RECORD_TAIL = struct.Struct("!HHIH")
+_LENGTH = struct.Struct("!H")
+#: A byte a name label may not hold (control characters).
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 class Question(NamedTuple):
@@ -105,7 +113,7 @@ def read_name(data: bytes, off: int) -> tuple[str, int] | None:
         if n & 0xC0:
             return None
         label = data[off + 1:off + 1 + n]
-        if len(label) < n or any(b < 0x20 or b == 0x7F for b in label):
+        if len(label) < n or _CONTROL.search(label) is not None:
             return None
         labels.append(label.decode("latin-1"))
         total += n + 1
@@ -113,10 +121,6 @@ def read_name(data: bytes, off: int) -> tuple[str, int] | None:
             return None
         off += 1 + n
     return ".".join(labels), (end if end >= 0 else off)
-
-
-def _class_ok(qclass: int) -> bool:
-    return qclass & 0x7FFF in CLASSES
 
 
 def parse(msg: bytes, opcodes: frozenset[int] = DNS_OPCODES, max_questions: int = MAX_QUESTIONS
@@ -130,7 +134,7 @@ def parse(msg: bytes, opcodes: frozenset[int] = DNS_OPCODES, max_questions: int 
     """
     if len(msg) < 12:
         return None
-    ident, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", msg)
+    ident, flags, qd, an, ns, ar = _HEADER.unpack_from(msg)
     if (flags >> 11) & 0xF not in opcodes or flags & 0x0040:  # Z bit must be zero
         return None
     if qd > max_questions or an + ns + ar > MAX_RECORDS or qd + an + ns + ar == 0:
@@ -142,8 +146,8 @@ def parse(msg: bytes, opcodes: frozenset[int] = DNS_OPCODES, max_questions: int 
         name = read_name(msg, off)
         if name is None or name[1] + 4 > len(msg):
             return None
-        qtype, qclass = struct.unpack_from("!HH", msg, name[1])
-        if not _class_ok(qclass) or qtype == 0:
+        qtype, qclass = _QUESTION_TAIL.unpack_from(msg, name[1])
+        if qclass & 0x7FFF not in CLASSES or qtype == 0:
             return None
         top |= bool(qclass & 0x8000)
         questions.append(Question(name[0], qtype, qclass))
@@ -163,8 +167,8 @@ def parse(msg: bytes, opcodes: frozenset[int] = DNS_OPCODES, max_questions: int 
         if name[1] + 10 > len(msg):
             complete = False
             break
-        rtype, rclass, _ttl, rdlen = struct.unpack_from("!HHIH", msg, name[1])
-        if rtype == 0 or (rtype != TYPE_OPT and not _class_ok(rclass)):
+        rtype, rclass, _ttl, rdlen = _RECORD_TAIL.unpack_from(msg, name[1])
+        if rtype == 0 or (rtype != TYPE_OPT and rclass & 0x7FFF not in CLASSES):
             return None
         if rtype != TYPE_OPT:
             top |= bool(rclass & 0x8000)
@@ -184,7 +188,7 @@ def message_of(ctx: Context) -> Message | None:
     if ctx.transport == TCP:
         if len(data) < 14:
             return None
-        (length,) = struct.unpack_from("!H", data)
+        (length,) = _LENGTH.unpack_from(data)
         if length < 12:
             return None
         msg = parse(data[2:2 + length])
