@@ -31,6 +31,10 @@ EXT_POINT_FORMATS = 0x000B
 EXT_SIG_ALGS = 0x000D
 EXT_ALPN = 0x0010
 EXT_SUPPORTED_VERSIONS = 0x002B
+#: The extensions :func:`_client_extension` reads (the others are only listed, for the fingerprints).
+READ_EXTENSIONS = frozenset({EXT_SNI, EXT_GROUPS, EXT_POINT_FORMATS, EXT_SIG_ALGS, EXT_ALPN, EXT_SUPPORTED_VERSIONS})
+_U16 = struct.Struct("!H")
+_EXTENSION_HEADER = struct.Struct("!HH")
 
 VERSION_NAMES = {0x0002: "SSLv2", 0x0300: "SSLv3", 0x0301: "TLSv1.0", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2",
                  0x0304: "TLSv1.3", 0xFEFF: "DTLSv1.0", 0xFEFD: "DTLSv1.2", 0xFEFC: "DTLSv1.3"}
@@ -223,16 +227,17 @@ def _extensions(body: bytes, off: int) -> list[tuple[int, bytes]] | None:
         return []  # an SSLv3-style hello without extensions
     if off + 2 > len(body):
         return None
-    (total,) = struct.unpack_from("!H", body, off)
+    (total,) = _U16.unpack_from(body, off)
     off += 2
     end = off + total
     if end != len(body):
         return None
     out = []
+    header = _EXTENSION_HEADER.unpack_from
     while off < end:
         if off + 4 > end:
             return None
-        etype, elen = struct.unpack_from("!HH", body, off)
+        etype, elen = header(body, off)
         off += 4
         if off + elen > end:
             return None
@@ -269,7 +274,7 @@ def parse_client_hello(body: bytes, dtls: bool = False) -> ClientHello | None:
         return None
     hello = ClientHello(version, ciphers, [etype for etype, _ in extensions])
     for etype, ext in extensions:
-        if not _client_extension(hello, etype, ext):
+        if etype in READ_EXTENSIONS and not _client_extension(hello, etype, ext):
             return None
     return hello
 

@@ -88,19 +88,20 @@ def read_name(data: bytes, off: int) -> tuple[str, int] | None:
     Pointers must point backwards (no loops); labels hold no control bytes
     (names are text: host names, DNS-SD instance names in UTF-8).
     """
-    labels: list[str] = []
+    labels: list[bytes] = []
+    size = len(data)
     end = -1
     jumps = 0
     total = 0
     while True:
-        if off >= len(data):
+        if off >= size:
             return None
         n = data[off]
         if n == 0:
             off += 1
             break
         if n & 0xC0 == 0xC0:
-            if off + 1 >= len(data) or jumps > 32:
+            if off + 1 >= size or jumps > 32:
                 return None
             ptr = ((n & 0x3F) << 8) | data[off + 1]
             if ptr >= off or ptr < 12:
@@ -110,17 +111,19 @@ def read_name(data: bytes, off: int) -> tuple[str, int] | None:
             off = ptr
             jumps += 1
             continue
-        if n & 0xC0:
+        if n & 0xC0 or off + 1 + n > size:
             return None
-        label = data[off + 1:off + 1 + n]
-        if len(label) < n or _CONTROL.search(label) is not None:
-            return None
-        labels.append(label.decode("latin-1"))
+        labels.append(data[off + 1:off + 1 + n])
         total += n + 1
         if total > 255:
             return None
         off += 1 + n
-    return ".".join(labels), (end if end >= 0 else off)
+    # One check and one decode for the whole name: "." is no control byte, so the joined name has
+    # one exactly when some label has.
+    name = b".".join(labels)
+    if _CONTROL.search(name) is not None:
+        return None
+    return name.decode("latin-1"), (end if end >= 0 else off)
 
 
 def parse(msg: bytes, opcodes: frozenset[int] = DNS_OPCODES, max_questions: int = MAX_QUESTIONS

@@ -29,6 +29,7 @@ MAX_HELLO = 1 << 16
 #: Payload packets watched after a ClientHello, for the ServerHello.
 WATCH = 3
 CLIENT_HELLO, SERVER_HELLO = 1, 2
+_RECORD_HEADER = struct.Struct("!BHH")
 
 
 def records(data: bytes) -> tuple[list[tuple[int, int, bytes]], bool] | None:
@@ -38,8 +39,9 @@ def records(data: bytes) -> tuple[list[tuple[int, int, bytes]], bool] | None:
     """
     out: list[tuple[int, int, bytes]] = []
     off = 0
+    header = _RECORD_HEADER.unpack_from
     while off + 5 <= len(data):
-        ctype, version, length = struct.unpack_from("!BHH", data, off)
+        ctype, version, length = header(data, off)
         if ctype not in CONTENT_TYPES or version >> 8 != 3 or version & 0xFF > 4 or length > MAX_RECORD:
             return None
         if ctype != APPLICATION_DATA and length == 0:
