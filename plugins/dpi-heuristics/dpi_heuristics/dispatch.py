@@ -79,12 +79,14 @@ class Dispatcher:
         seen[direction] += 1
         ctx = Context(flow, transport, direction, payload, seen[direction], self.shared, state.memo)
         decided = state.decided
-        if decided is not None:
-            return self._run(decided, ctx, flow)
+        if decided is not None:  # watching after the verdict (FTP watches a control connection's every packet)
+            try:
+                return decided.detect(ctx)
+            except Exception as exc:
+                return self._failed(decided, exc, flow)
         survivors: list[Heuristic] = []
         best: Verdict | None = None
         guesses = state.guesses
-        # The detector call is inlined (not self._run): this loop is the layer's hot path.
         for h in candidates:
             try:
                 result = h.detect(ctx)
@@ -111,15 +113,11 @@ class Dispatcher:
         state.candidates = survivors
         return MORE if survivors else None
 
-    def _run(self, h: Heuristic, ctx: Context, flow: Any) -> Any:
-        """One detector call; a raising detector counts as "not this protocol" (and is logged)."""
-        try:
-            return h.detect(ctx)
-        except Exception as exc:  # a detector bug must not cost the flow its other candidates
-            return self._failed(h, exc, flow)
-
     def _failed(self, h: Heuristic, exc: Exception, flow: Any) -> None:
-        """Count and note a detector's exception; the detector counts as "not this protocol"."""
+        """Count and note a detector's exception: it counts as "not this protocol" (and is logged once).
+
+        The detector calls themselves are inlined in :meth:`classify` (its loop is the layer's hot path).
+        """
         self.errors[h.name] += 1
         message = f"heuristics: {h.name} raised {type(exc).__name__}: {exc}"
         errors = getattr(flow, "errors", None)
