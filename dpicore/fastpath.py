@@ -2,23 +2,27 @@
 
 Most packets belong to flows whose verdict is final (about 80% in the nDPI
 corpus, far more in bulk traffic), and for those the engine only updates
-counters.  Here a batch's common-case headers (TCP/UDP over IPv4 or IPv6) are decoded by
-numpy (:mod:`dpicore.decode.batch`), its packets are mapped to flows once
-per batch, and the batch is cut into segments at the expiry scans that can
-end a flow.  Within a segment, flow by flow in order of first packet, a
-packet that only changes counters (the flow is decided, or the packet is
-empty and no layer wants it; FIN/RST are noted as the flow table would) is
-accounted inline; every other packet goes to :meth:`Engine.feed`, as a
+counters.  Here a batch's common-case headers (TCP/UDP over IPv4 or IPv6) are
+decoded by numpy (:mod:`dpicore.decode.batch`), its packets are mapped to
+flows once per batch, and the batch is cut into intervals at the expiry scans
+of the packet-by-packet path (one before the first packet at or past each
+second of capture time).  Each interval is run flow by flow, in order of
+first packet: a group of packets that only changes counters (the flow is
+decided, or the group is empty and no layer wants empty packets; no FIN/RST,
+no timeout) is accounted in one step from numpy's sums; any other group runs
+packet by packet, where a packet that only changes counters is still
+accounted inline and every other one goes to :meth:`Engine.feed`, as a
 Packet built from the decoded columns (or by the scalar decoder, for the
 frames numpy leaves to it), in order within its flow.
 
 The records equal the packet-by-packet path's; the order in which ended
-flows are reported can differ (flows are fed flow by flow within a segment),
-so compare outputs as sorted lines.
+flows are reported can differ (flows are fed flow by flow within an
+interval), so compare outputs as sorted lines.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Callable, Iterator
 
 import numpy as np
@@ -78,7 +82,8 @@ def shards(h: Headers, n: int) -> np.ndarray:
     return x % np.uint64(n)
 
 
-#: ``_Flows.ids`` of a frame numpy did not decode (the scalar decoder finds its flow) / of another shard's frame.
+#: ``_Flows.ids`` of a frame numpy did not decode (the scalar decoder finds its flow) / of a frame that
+#: is no packet of this run (another shard's, or one the scalar decoder rejected).
 _SCALAR, _DROPPED = -1, -2
 
 
@@ -92,58 +97,160 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
         h.ok &= shards(h, shard[1]) == shard[0]
     flows = _Flows(h, rest)
     cols = _Columns(batch, h)
-    # The packet-by-packet path scans for idle flows before the first packet at or past each second
-    # of capture time.  Most scans end nothing, and cutting the batch at each one would leave tiny
-    # segments, so the batch is cut only at a scan that can end a flow: one whose time reached
-    # a deadline in the table as it was when the segment started (FlowTable.next_due), or one at
-    # which a packet of the segment could have created a due deadline itself: a FIN/RST (or a frame
-    # numpy did not decode) closes a connection close_timeout after it, a new flow idles out
-    # idle_timeout after it.  A skipped scan would have ended nothing, so both paths end the same flows.
+    decoded = _decode_rest(source, batch, cols, flows, shard)
+    kept = np.flatnonzero(flows.ids >= 0)
+    if not len(kept):
+        return
+    # The packet-by-packet path scans for timed-out flows before the first packet at or past each
+    # second of capture time.  Here the scans cut the batch into intervals, and each interval is
+    # run flow by flow: one group per (interval, flow), in order of first packet.  The scan points
+    # come from every frame, kept or not, so that each shard of a file (-j) scans at the same times.
+    tlist = batch.ts.tolist()
+    points, due = _scan_points(tlist, batch.ts, engine.next_expiry)
+    mark = np.zeros(len(batch), dtype=np.int64)
+    mark[points] = 1
+    interval = np.cumsum(mark)[kept]
+    order = np.argsort(interval * len(flows.keys) + flows.ids[kept], kind="stable")
+    grouped = interval[order] * len(flows.keys) + flows.ids[kept][order]
+    starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
+    pos = kept[order]  # frames, grouped; in capture order within a group
+    g = _Groups(h, batch, flows, pos, starts)
     table = engine.table
-    idle, close = table.idle_timeout, table.close_timeout
-    inf = float("inf")
-    due = engine.next_expiry
-    closing, head = table.next_due()
-    lo = lo_fin = inf  # earliest capture time in the current segment, of any packet / of one that may close
-    start = 0
-    may_close = (rest | h.ok & (h.flags & (FIN | RST) != 0)).tolist()
-    for i, t in enumerate(cols.times):
-        if t >= due:
-            due = t + 1.0
-            if closing <= t or head < t - idle or lo_fin + close <= t or lo < t - idle:
-                if i > start:
-                    yield from _segment(engine, source, batch, cols, flows, start, i, shard)
-                ended = engine.tick(t)
-                if ended:
-                    yield from ended
-                closing, head = table.next_due()
-                start, lo, lo_fin = i, t, t if may_close[i] else inf
-                continue
-        if t < lo:
-            lo = t
-        if t < lo_fin and may_close[i]:
-            lo_fin = t
-    if start < len(batch):
-        yield from _segment(engine, source, batch, cols, flows, start, len(batch), shard)
+    get, move = table.flows.get, table.flows.move_to_end
+    idle, active = table.idle_timeout, table.active_timeout
+    skip_empty = not engine.wants_empty
+    keys, group_flow, group_interval = flows.keys, g.flow, interval[order][starts].tolist()
+    positions = pos.tolist()
+    at = 0  # scans done (interval 0 comes before the first)
+    summed = 0
+    for r in np.argsort(pos[starts], kind="stable").tolist():
+        while at < group_interval[r]:
+            ended = engine.tick(tlist[points[at]])
+            at += 1
+            if ended:
+                yield from ended
+        key = keys[group_flow[r]]
+        flow = get(key)
+        last = g.last[r]
+        # A group that only changes counters is accounted in one step: the flow exists and is decided
+        # (or the group carries no payload and no layer wants empty packets), no packet of it was left
+        # to the scalar decoder or carries FIN/RST, the flow is not closing, and not even its last
+        # packet reaches a timeout; the same checks as _group's, for the whole group at once.
+        if (flow is not None and not g.hard[r] and (not flow.pending or skip_empty and not g.payload[r])
+                and not flow.fin_mask & CLOSING and last - flow.last_seen <= idle
+                and last - flow.first_seen <= active):
+            n, n_a, b, b_a = g.packets[r], g.packets_a[r], g.bytes[r], g.bytes_a[r]
+            if flow.client == key.addr_a and flow.client_port == key.port_a:
+                flow.c2s_packets += n_a
+                flow.c2s_bytes += b_a
+                flow.s2c_packets += n - n_a
+                flow.s2c_bytes += b - b_a
+            else:
+                flow.c2s_packets += n - n_a
+                flow.c2s_bytes += b - b_a
+                flow.s2c_packets += n_a
+                flow.s2c_bytes += b_a
+            if last > flow.last_seen:
+                flow.last_seen = last
+            summed += n
+            move(key)
+            continue
+        s = g.start[r]
+        yield from _group(engine, source, cols, key, positions[s:s + g.packets[r]], decoded)
+    while at < len(points):  # the scans after the batch's last kept packet
+        ended = engine.tick(tlist[points[at]])
+        at += 1
+        if ended:
+            yield from ended
+    engine.stats.packets += summed
+    source.packets += summed
     engine.next_expiry = due
+
+
+def _scan_points(times: list[float], array: np.ndarray, due: float) -> tuple[list[int], float]:
+    """The packets (indices) before which the packet-by-packet path scans for timed-out flows: the
+    first at or past ``due``, then the first at or past one second after it, and so on; and the
+    time the next scan is due."""
+    points: list[int] = []
+    n = len(times)
+    if n > 1 and bool((array[1:] < array[:-1]).any()):  # the capture's clock jumps back: every packet
+        for i, t in enumerate(times):
+            if t >= due:
+                points.append(i)
+                due = t + 1.0
+        return points, due
+    i = 0
+    while i < n:
+        i = bisect_left(times, due, i)
+        if i < n:
+            points.append(i)
+            due = times[i] + 1.0
+            i += 1
+    return points, due
+
+
+def _decode_rest(source: CaptureSource, batch: Batch, cols: _Columns, flows: _Flows,
+                 shard: tuple[int, int] | None) -> dict[int, Packet]:
+    """The frames numpy left to the scalar decoder, decoded (in capture order: the decoder's state,
+    such as fragments, follows the capture) and given their flow ids; the others become _DROPPED."""
+    decoded: dict[int, Packet] = {}
+    ids = flows.ids
+    for i in np.flatnonzero(ids == _SCALAR).tolist():
+        pkt = source.decode(batch.linktype, batch.frame(i), cols.times[i], cols.wires[i], batch.first + i)
+        if pkt is None:
+            ids[i] = _DROPPED
+            continue
+        source.packets -= 1  # counted again when fed
+        key = FlowKey.of(pkt)
+        if shard is not None and shard_of(key, shard[1]) != shard[0]:
+            ids[i] = _DROPPED
+            continue
+        decoded[i] = pkt
+        ids[i] = flows.id_of(key)
+    return decoded
+
+
+class _Groups:
+    """Per (interval, flow) group of a batch, as lists: where it starts in the grouped frames, its flow,
+    its packets and bytes (in all and from the flow key's ``a`` endpoint), its last capture time, and
+    whether some packet is left to the scalar decoder or carries FIN/RST (``hard``) or a payload."""
+
+    __slots__ = ("start", "flow", "packets", "packets_a", "bytes", "bytes_a", "last", "hard", "payload")
+
+    def __init__(self, h: Headers, batch: Batch, flows: _Flows, pos: np.ndarray, starts: np.ndarray) -> None:
+        self.start: list[int] = starts.tolist()
+        self.packets: list[int] = np.diff(np.append(starts, len(pos))).tolist()
+        self.flow: list[int] = flows.ids[pos[starts]].tolist()
+        a = flows.is_a[pos]
+        wire = batch.wire[pos]
+        self.packets_a: list[int] = np.add.reduceat(a.astype(np.int64), starts).tolist()
+        self.bytes: list[int] = np.add.reduceat(wire, starts).tolist()
+        self.bytes_a: list[int] = np.add.reduceat(np.where(a, wire, 0), starts).tolist()
+        self.last: list[float] = np.maximum.reduceat(batch.ts[pos], starts).tolist()
+        hard = ~h.ok[pos] | (h.flags[pos] & (FIN | RST) != 0)
+        self.hard: list[bool] = np.logical_or.reduceat(hard, starts).tolist()
+        self.payload: list[bool] = np.logical_or.reduceat(h.paylen[pos] > 0, starts).tolist()
 
 
 class _Flows:
     """The flows of a batch's numpy-decoded frames, found once per batch: ``ids[i]`` is frame i's flow
-    (an index into ``keys``, numbered in order of first packet), or _SCALAR / _DROPPED."""
+    (an index into ``keys``, numbered in order of first packet), or _SCALAR / _DROPPED; ``is_a[i]``
+    says frame i comes from its key's ``a`` endpoint (address and port; the lower one)."""
 
-    __slots__ = ("ids", "keys", "_index")
+    __slots__ = ("ids", "is_a", "keys", "_index")
 
     def __init__(self, h: Headers, rest: np.ndarray) -> None:
         ids = np.where(rest, _SCALAR, _DROPPED)
+        self.is_a = np.zeros(len(ids), dtype=bool)
         self.keys: list[FlowKey] = []
         self._index: dict[FlowKey, int] | None = None
         firsts: list[np.ndarray] = []  # per address family: each flow's first frame, its key, its frames' flow
         keys: list[FlowKey] = []
         parts: list[tuple[np.ndarray, np.ndarray]] = []
-        for rows, frames, make in (_rows4(h), _rows6(h)):
+        for rows, frames, is_a, make in (_rows4(h), _rows6(h)):
             if not len(frames):
                 continue
+            self.is_a[frames] = is_a
             width = rows.shape[1] * 8
             _, first, inverse = np.unique(rows.view(np.dtype((np.void, width))).ravel(), return_index=True,
                                           return_inverse=True)
@@ -157,7 +264,7 @@ class _Flows:
             for frames, flow in parts:
                 ids[frames] = rank[flow]
             self.keys = [keys[k] for k in seen.tolist()]
-        self.ids: list[int] = ids.tolist()
+        self.ids: np.ndarray = ids
 
     def id_of(self, key: FlowKey) -> int:
         """The id of a scalar-decoded packet's flow (the same as numpy's when numpy saw that flow too)."""
@@ -171,9 +278,10 @@ class _Flows:
         return i
 
 
-def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, Callable[[list[int]], FlowKey]]:
+def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[list[int]], FlowKey]]:
     """Flow rows of the numpy-decoded IPv4 frames: both endpoints (address << 16 | port, lower first)
-    and proto << 12 | vlan, with the frames' indices and the FlowKey of a row."""
+    and proto << 12 | vlan, with the frames' indices, whether each frame's source is the lower
+    endpoint, and the FlowKey of a row."""
     frames = np.flatnonzero(h.ok & ~h.ip6)
     a = (h.src[frames] << 16) | h.sport[frames]
     b = (h.dst[frames] << 16) | h.dport[frames]
@@ -181,17 +289,18 @@ def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, Callable[[list[int]], Fl
     np.minimum(a, b, out=rows[:, 0])
     np.maximum(a, b, out=rows[:, 1])
     rows[:, 2] = (h.proto[frames] << 12) | h.vlan[frames]
+    is_a = a <= b
 
     def key(row: list[int]) -> FlowKey:
         lo, hi, pv = row
         return FlowKey(pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF, (hi >> 16).to_bytes(4, "big"),
                        hi & 0xFFFF)
-    return rows, frames, key
+    return rows, frames, is_a, key
 
 
-def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, Callable[[list[int]], FlowKey]]:
+def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[list[int]], FlowKey]]:
     """Flow rows of the numpy-decoded IPv6 frames: each endpoint as (high 64 bits, low 64 bits, port),
-    the lower first as FlowKey.of orders them, then proto << 12 | vlan (uint64)."""
+    the lower first as FlowKey.of orders them, then proto << 12 | vlan (uint64); as :func:`_rows4`."""
     frames = np.flatnonzero(h.ok & h.ip6)  # ok: a shard's filter clears it, not ip6
     u = np.uint64
     s_hi, s_lo, s_port = h.src_hi[frames], h.src[frames].view(u), h.sport[frames].astype(u)
@@ -207,39 +316,7 @@ def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, Callable[[list[int]], Fl
         a_hi, a_lo, a_port, b_hi, b_lo, b_port, pv = row
         return FlowKey(pv >> 12, pv & 0xFFF, ((a_hi << 64) | a_lo).to_bytes(16, "big"), a_port,
                        ((b_hi << 64) | b_lo).to_bytes(16, "big"), b_port)
-    return rows, frames, key
-
-
-def _segment(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, flows: _Flows, start: int,
-             end: int, shard: tuple[int, int] | None) -> Iterator[Flow]:
-    """Frames start..end-1 of a batch, grouped by flow in order of first packet (no expiry scan falls
-    inside).  Grouping a segment is a Python loop over the batch's flow ids: segments are short, and
-    numpy's fixed cost per call would exceed it."""
-    ids = flows.ids
-    groups: dict[int, list[int]] = {}
-    decoded: dict[int, Packet] = {}
-    for i in range(start, end):
-        g = ids[i]
-        if g < 0:
-            if g == _DROPPED:
-                continue
-            pkt = source.decode(batch.linktype, batch.frame(i), cols.times[i], cols.wires[i], batch.first + i)
-            if pkt is None:
-                continue
-            source.packets -= 1  # counted again when fed
-            key = FlowKey.of(pkt)
-            if shard is not None and shard_of(key, shard[1]) != shard[0]:
-                continue
-            decoded[i] = pkt
-            g = flows.id_of(key)
-        idx = groups.get(g)
-        if idx is None:
-            groups[g] = [i]
-        else:
-            idx.append(i)
-    keys = flows.keys
-    for g, idx in groups.items():
-        yield from _group(engine, source, batch, cols, keys[g], idx, decoded)
+    return rows, frames, ~swap, key
 
 
 class _Columns:
@@ -283,7 +360,7 @@ class _Columns:
                       self.wires[j], buf[pay[j]:end], paywire[j], buf[start:end], vlan[j], seq[j], self.first + j)
 
 
-def _group(engine: Engine, source: CaptureSource, batch: Batch, cols: _Columns, key: FlowKey, idx: list[int],
+def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, idx: list[int],
            decoded: dict[int, Packet]) -> Iterator[Flow]:
     """Run one flow's packets of the segment in order.
 

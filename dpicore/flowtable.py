@@ -95,14 +95,6 @@ class FlowTable:
         flow.notes[CLOSE_AT] = ts + self.close_timeout
         self._closing.append((ts + self.close_timeout, flow))
 
-    def next_due(self) -> tuple[float, float]:
-        """What :meth:`expire` checks first: the head closing deadline and the ``last_seen`` of the flow
-        at the front (``inf`` when none); a scan at ``now`` ends nothing unless ``closing <= now`` or
-        ``last_seen < now - idle_timeout``.  The batch path uses it to skip scans that cannot end a flow."""
-        closing = self._closing[0][0] if self._closing else float("inf")
-        head = next(iter(self.flows.values())).last_seen if self.flows else float("inf")
-        return closing, head
-
     def expire(self, now: float) -> Iterator[Flow]:
         """Remove and yield the flows that ended by ``now`` (closing and idle ones)."""
         closing = self._closing
