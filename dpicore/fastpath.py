@@ -105,7 +105,7 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     # second of capture time.  Here the scans cut the batch into intervals, and each interval is
     # run flow by flow: one group per (interval, flow), in order of first packet.  The scan points
     # come from every frame, kept or not, so that each shard of a file (-j) scans at the same times.
-    tlist = batch.ts.tolist()
+    tlist = cols.times
     points, due = _scan_points(tlist, batch.ts, engine.next_expiry)
     mark = np.zeros(len(batch), dtype=np.int64)
     mark[points] = 1

@@ -48,8 +48,10 @@ def _clean(value: Any) -> Any:
 
 #: What only orjson writes: exponents of one digit (1e-7; json writes 1e-07) and 1e-5..1e-4 in
 #: decimal (0.00002; json writes 2e-05).  Floats of 1e-9..1e-4 only; a string that happens to
-#: contain these bytes just takes the json path too.
-_ORJSON_ONLY_FLOAT = re.compile(rb"e-[1-9](?![0-9])|0\.0000")
+#: contain these bytes just takes the json path too.  Two patterns that each start with a literal:
+#: re then scans for it quickly (one alternation of both took several times orjson's own time).
+_ORJSON_ONLY_EXPONENT = re.compile(rb"e-[1-9](?![0-9])")
+_ORJSON_ONLY_DECIMAL = re.compile(rb"0\.0000")
 
 
 def jsonl_line(record: Any) -> str:
@@ -68,7 +70,8 @@ def jsonl_line(record: Any) -> str:
         data = orjson.dumps(record)
     except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits
         return json.dumps(record, separators=(",", ":"))
-    if data.isascii() and b"\x7f" not in data and _ORJSON_ONLY_FLOAT.search(data) is None:
+    if (data.isascii() and b"\x7f" not in data and _ORJSON_ONLY_EXPONENT.search(data) is None
+            and _ORJSON_ONLY_DECIMAL.search(data) is None):
         return data.decode("ascii")
     return json.dumps(record, separators=(",", ":"))
 
