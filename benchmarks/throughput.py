@@ -24,7 +24,9 @@ process of the tree, CPU time is the whole tree's, and the peak RSS is the
 largest single process of the tree (``RUSAGE_CHILDREN``); the sum over the
 tree is sampled from /proc every 0.25 s.  The best (least wall) of the
 rounds is printed, because other work on the machine only ever adds time;
-CPU time is printed too.  Each tool's fixed cost (interpreter, imports,
+CPU time is printed too, and so is each round's own ratio (two runs of one
+round are close in time, so they share the machine's state; the best runs
+of two tools can come from different rounds).  Each tool's fixed cost (interpreter, imports,
 plugin and library setup) is measured on a one-packet capture and shown
 apart, with packets/s "net" of it.
 
@@ -257,6 +259,15 @@ def report(b: dict[str, Any]) -> None:
               f"{net['dpi -j 2 heuristics'] / net['dpi heuristics']:.2f}  (CPU time ratio "
               f"{cpu_rate['dpi -j 2 heuristics'] / cpu_rate['dpi heuristics']:.2f})")
         print(f"  dpi heuristics / ndpiReader: {rate['dpi heuristics'] / rate['ndpiReader -q']:.2f}")
+        runs = {name: r for (lab, name), r in b["results"].items() if lab == label}
+        print("ratios per round (wall; the two runs of a round are minutes apart at most, so they share the "
+              "machine's state; median last):")
+        for slow, fast, what in ((nf, "dpi heuristics", "dpi heuristics / NFStream"),
+                                 (nf, "dpi heuristics+ndpi", "dpi heuristics+ndpi / NFStream"),
+                                 ("dpi heuristics", "dpi -j 2 heuristics", "-j 2 / -j 1 (heuristics)")):
+            per_round = [s["wall"] / f["wall"] for s, f in zip(runs[slow], runs[fast])]
+            print(f"  {what}: " + " ".join(f"{x:.2f}" for x in per_round)
+                  + f"  -> {statistics.median(per_round):.2f}")
 
 
 # -- memory ----------------------------------------------------------------------------------------------
