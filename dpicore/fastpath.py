@@ -98,20 +98,24 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     flows = _Flows(h, rest)
     cols = _Columns(batch, h)
     decoded = _decode_rest(source, batch, cols, flows, shard)
-    kept = np.flatnonzero(flows.ids >= 0)
-    if not len(kept):
-        return
     # The packet-by-packet path scans for timed-out flows before the first packet at or past each
     # second of capture time.  Here the scans cut the batch into intervals, and each interval is
     # run flow by flow: one group per (interval, flow), in order of first packet.  The scan points
-    # come from every frame, kept or not, so that each shard of a file (-j) scans at the same times.
-    tlist = cols.times
-    points, due = _scan_points(tlist, batch.ts, engine.next_expiry)
+    # come from every frame, kept or not, so that each shard of a file (-j) scans at the same times
+    # (also in a batch where it keeps no frame).
+    points = _scan_points(cols.times, batch.ts, engine.next_expiry)
+    scan_times = [cols.times[i] for i in points]  # engine.tick(t) sets next_expiry to t + 1, as feed does
+    kept = np.flatnonzero(flows.ids >= 0)
+    if not len(kept):
+        for t in scan_times:
+            yield from engine.tick(t)
+        return
     mark = np.zeros(len(batch), dtype=np.int64)
     mark[points] = 1
     interval = np.cumsum(mark)[kept]
-    order = np.argsort(interval * len(flows.keys) + flows.ids[kept], kind="stable")
-    grouped = interval[order] * len(flows.keys) + flows.ids[kept][order]
+    group_key = interval * len(flows.keys) + flows.ids[kept]
+    order = np.argsort(group_key, kind="stable")
+    grouped = group_key[order]
     starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
     pos = kept[order]  # frames, grouped; in capture order within a group
     g = _Groups(h, batch, flows, pos, starts)
@@ -124,11 +128,10 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     at = 0  # scans done (interval 0 comes before the first)
     summed = 0
     for r in np.argsort(pos[starts], kind="stable").tolist():
-        while at < group_interval[r]:
-            ended = engine.tick(tlist[points[at]])
-            at += 1
-            if ended:
-                yield from ended
+        if at < group_interval[r]:
+            for t in scan_times[at:group_interval[r]]:
+                yield from engine.tick(t)
+            at = group_interval[r]
         key = keys[group_flow[r]]
         flow = get(key)
         last = g.last[r]
@@ -157,20 +160,15 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
             continue
         s = g.start[r]
         yield from _group(engine, source, cols, key, positions[s:s + g.packets[r]], decoded)
-    while at < len(points):  # the scans after the batch's last kept packet
-        ended = engine.tick(tlist[points[at]])
-        at += 1
-        if ended:
-            yield from ended
+    for t in scan_times[at:]:  # the scans after the batch's last kept packet
+        yield from engine.tick(t)
     engine.stats.packets += summed
     source.packets += summed
-    engine.next_expiry = due
 
 
-def _scan_points(times: list[float], array: np.ndarray, due: float) -> tuple[list[int], float]:
+def _scan_points(times: list[float], array: np.ndarray, due: float) -> list[int]:
     """The packets (indices) before which the packet-by-packet path scans for timed-out flows: the
-    first at or past ``due``, then the first at or past one second after it, and so on; and the
-    time the next scan is due."""
+    first at or past ``due``, then the first at or past one second after it, and so on."""
     points: list[int] = []
     n = len(times)
     if n > 1 and bool((array[1:] < array[:-1]).any()):  # the capture's clock jumps back: every packet
@@ -178,7 +176,7 @@ def _scan_points(times: list[float], array: np.ndarray, due: float) -> tuple[lis
             if t >= due:
                 points.append(i)
                 due = t + 1.0
-        return points, due
+        return points
     i = 0
     while i < n:
         i = bisect_left(times, due, i)
@@ -186,7 +184,7 @@ def _scan_points(times: list[float], array: np.ndarray, due: float) -> tuple[lis
             points.append(i)
             due = times[i] + 1.0
             i += 1
-    return points, due
+    return points
 
 
 def _decode_rest(source: CaptureSource, batch: Batch, cols: _Columns, flows: _Flows,
