@@ -9,6 +9,9 @@ Each round runs, on each input and in turn:
 * ``dpi classify FILE -l heuristics``          (one process)
 * ``dpi classify FILE -l heuristics,ndpi``     (one process)
 * ``dpi classify FILE -l heuristics -j 2``     (two worker processes)
+* two ``dpi classify FILE -l heuristics`` at once: what the machine gives two
+  independent processes at that moment, the ceiling of the -j 2 ratio
+  (2 x one run's wall time / the pair's)
 * NFStream 6.6 ``NFStreamer(source=FILE, n_dissections=20,
   statistical_analysis=False, n_meters=1)``, iterated to the end, from its
   own venv (~/.cache/dpicore-bench/nfstream-venv, created with
@@ -158,9 +161,26 @@ def tools(nfpy: str) -> dict[str, Tool]:
         "dpi heuristics": dpi("-l", "heuristics"),
         "dpi heuristics+ndpi": dpi("-l", "heuristics,ndpi"),
         "dpi -j 2 heuristics": dpi("-l", "heuristics", "-j", "2"),
+        PAIR: lambda cap, out: ["sh", "-c", PAIR_SCRIPT, "pair", str(out),
+                                *_without_output(dpi("-l", "heuristics")(cap, out))],
         "NFStream 6.6": lambda cap, out: [nfpy, "-c", NFSTREAM_SCRIPT, str(cap), str(out)],
         "ndpiReader -q": lambda cap, out: ["ndpiReader", "-q", "-i", str(cap)],
     }
+
+
+#: Two one-process runs of the same input at once: what this machine gives two independent processes
+#: at that moment, the ceiling for -j 2 (2 x one run's time / the pair's time).
+PAIR = "dpi heuristics, 2 at once"
+#: sh -c PAIR_SCRIPT pair OUT DPI-ARGV...: the first copy writes OUT (its flows are counted), the second
+#: a scratch file; fails when either fails.
+PAIR_SCRIPT = ('out=$1; shift; other=$(mktemp); "$@" -o "$other" & "$@" -o "$out"; s=$?; '
+               'wait $! || s=1; rm -f "$other"; exit $s')
+
+
+def _without_output(argv: list[str]) -> list[str]:
+    """``argv`` of a dpi run without its ``-o FILE`` (the pair's shell adds one per copy)."""
+    i = argv.index("-o")
+    return argv[:i] + argv[i + 2:]
 
 
 def flows_of(name: str, cap: Path, out: Path) -> int:
@@ -240,7 +260,7 @@ def report(b: dict[str, Any]) -> None:
         net: dict[str, float] = {}
         cpu_rate: dict[str, float] = {}
         for (lab, name), runs in b["results"].items():
-            if lab != label:
+            if lab != label or name == PAIR:
                 continue
             best = min(runs, key=lambda m: m["wall"])
             flows = runs[0]["flows"]
@@ -260,6 +280,10 @@ def report(b: dict[str, Any]) -> None:
               f"{cpu_rate['dpi -j 2 heuristics'] / cpu_rate['dpi heuristics']:.2f})")
         print(f"  dpi heuristics / ndpiReader: {rate['dpi heuristics'] / rate['ndpiReader -q']:.2f}")
         runs = {name: r for (lab, name), r in b["results"].items() if lab == label}
+        pair = min(m["wall"] for m in runs[PAIR])
+        print(f"  this machine's ceiling for -j 2, two one-process runs at once (best {pair:.2f} s): "
+              f"2 x {min(m['wall'] for m in runs['dpi heuristics']):.2f} / {pair:.2f} = "
+              f"{2 * min(m['wall'] for m in runs['dpi heuristics']) / pair:.2f}")
         print("ratios per round (wall; the two runs of a round are minutes apart at most, so they share the "
               "machine's state; median last):")
         for slow, fast, what in ((nf, "dpi heuristics", "dpi heuristics / NFStream"),
@@ -268,6 +292,9 @@ def report(b: dict[str, Any]) -> None:
             per_round = [s["wall"] / f["wall"] for s, f in zip(runs[slow], runs[fast])]
             print(f"  {what}: " + " ".join(f"{x:.2f}" for x in per_round)
                   + f"  -> {statistics.median(per_round):.2f}")
+        ceiling = [2 * one["wall"] / two["wall"] for one, two in zip(runs["dpi heuristics"], runs[PAIR])]
+        print("  ceiling for -j 2 (2 x one run / two runs at once): " + " ".join(f"{x:.2f}" for x in ceiling)
+              + f"  -> {statistics.median(ceiling):.2f}")
 
 
 # -- memory ----------------------------------------------------------------------------------------------

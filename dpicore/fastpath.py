@@ -96,15 +96,15 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     if shard is not None:
         h.ok &= shards(h, shard[1]) == shard[0]
     flows = _Flows(h, rest)
-    cols = _Columns(batch, h)
-    decoded = _decode_rest(source, batch, cols, flows, shard)
+    times = batch.ts.tolist()
+    decoded = _decode_rest(source, batch, times, flows, shard)
     # The packet-by-packet path scans for timed-out flows before the first packet at or past each
     # second of capture time.  Here the scans cut the batch into intervals, and each interval is
     # run flow by flow: one group per (interval, flow), in order of first packet.  The scan points
     # come from every frame, kept or not, so that each shard of a file (-j) scans at the same times
     # (also in a batch where it keeps no frame).
-    points = _scan_points(cols.times, batch.ts, engine.next_expiry)
-    scan_times = [cols.times[i] for i in points]  # engine.tick(t) sets next_expiry to t + 1, as feed does
+    points = _scan_points(times, batch.ts, engine.next_expiry)
+    scan_times = [times[i] for i in points]  # engine.tick(t) sets next_expiry to t + 1, as feed does
     kept = np.flatnonzero(flows.ids >= 0)
     if not len(kept):
         for t in scan_times:
@@ -119,12 +119,15 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
     pos = kept[order]  # frames, grouped; in capture order within a group
     g = _Groups(h, batch, flows, pos, starts)
+    cols = _Columns(batch, h, kept, times)  # the kept frames' fields: frame kept[c] is cols' row c
+    if decoded:
+        decoded = dict(zip(np.searchsorted(kept, list(decoded)).tolist(), decoded.values()))
     table = engine.table
     get, move = table.flows.get, table.flows.move_to_end
     idle, active = table.idle_timeout, table.active_timeout
     skip_empty = not engine.wants_empty
     keys, group_flow, group_interval = flows.keys, g.flow, interval[order][starts].tolist()
-    positions = pos.tolist()
+    positions = order.tolist()  # rows of cols, grouped as pos
     at = 0  # scans done (interval 0 comes before the first)
     summed = 0
     for r in np.argsort(pos[starts], kind="stable").tolist():
@@ -187,14 +190,15 @@ def _scan_points(times: list[float], array: np.ndarray, due: float) -> list[int]
     return points
 
 
-def _decode_rest(source: CaptureSource, batch: Batch, cols: _Columns, flows: _Flows,
+def _decode_rest(source: CaptureSource, batch: Batch, times: list[float], flows: _Flows,
                  shard: tuple[int, int] | None) -> dict[int, Packet]:
     """The frames numpy left to the scalar decoder, decoded (in capture order: the decoder's state,
-    such as fragments, follows the capture) and given their flow ids; the others become _DROPPED."""
+    such as fragments, follows the capture) and given their flow ids; the others become _DROPPED.
+    Returns {frame index: Packet}."""
     decoded: dict[int, Packet] = {}
     ids = flows.ids
     for i in np.flatnonzero(ids == _SCALAR).tolist():
-        pkt = source.decode(batch.linktype, batch.frame(i), cols.times[i], cols.wires[i], batch.first + i)
+        pkt = source.decode(batch.linktype, batch.frame(i), times[i], int(batch.wire[i]), batch.first + i)
         if pkt is None:
             ids[i] = _DROPPED
             continue
@@ -318,44 +322,53 @@ def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[li
 
 
 class _Columns:
-    """A batch's per-packet fields as Python lists: the groups are small, and indexing a list is far
-    cheaper than numpy's per-call cost of a fancy index per group."""
+    """The per-packet fields of a batch's kept frames (``rows``: all of them in one process, a shard's
+    under -j) as Python lists, row c for frame ``rows[c]``: the groups are small, and indexing a list is
+    far cheaper than numpy's per-call cost of a fancy index per group; leaving out the other shards'
+    frames keeps each -j worker from converting the whole batch."""
 
-    __slots__ = ("first", "buf", "h", "flags", "paylen", "src", "sport", "times", "wires", "_more")
+    __slots__ = ("first", "buf", "h", "rows", "flags", "paylen", "src", "sport", "times", "wires", "_more")
 
-    def __init__(self, batch: Batch, h: Headers) -> None:
+    def __init__(self, batch: Batch, h: Headers, rows: np.ndarray, times: list[float]) -> None:
         self.first, self.buf, self.h = batch.first, batch.buf, h
-        self.flags = h.flags.tolist()
-        self.paylen = h.paylen.tolist()
+        every = len(rows) == len(batch)
+        self.rows: np.ndarray | slice = slice(None) if every else rows
+        sel = self.rows
+        self.flags = h.flags[sel].tolist()
+        self.paylen = h.paylen[sel].tolist()
         #: The source address as an int (IPv6: all 128 bits), compared with the flow's client.
-        self.src = h.src.tolist()
-        if h.ip6.any():
-            i6 = np.flatnonzero(h.ip6)
+        self.src = h.src[sel].tolist()
+        ip6 = h.ip6[sel]
+        if ip6.any():
+            i6 = np.flatnonzero(ip6)
+            f6 = i6 if every else rows[i6]
             src = self.src
-            for j, hi, lo in zip(i6.tolist(), h.src_hi[i6].tolist(), h.src[i6].view(np.uint64).tolist()):
-                src[j] = (hi << 64) | lo
-        self.sport = h.sport.tolist()
-        self.times = batch.ts.tolist()
-        self.wires = batch.wire.tolist()
+            for c, hi, lo in zip(i6.tolist(), h.src_hi[f6].tolist(), h.src[f6].view(np.uint64).tolist()):
+                src[c] = (hi << 64) | lo
+        self.sport = h.sport[sel].tolist()
+        self.times = times if every else batch.ts[rows].tolist()
+        self.wires = batch.wire[sel].tolist()
         self._more: tuple[list[int], ...] | None = None
 
-    def packet(self, j: int) -> Packet:
-        """The Packet the scalar decoder makes of numpy-decoded frame ``j`` (TCP/UDP in unfragmented IPv4
-        or in IPv6 without extension headers), built from the decoded columns and slices of the buffer
-        instead of decoding the frame again."""
+    def packet(self, c: int) -> Packet:
+        """The Packet the scalar decoder makes of row ``c``'s numpy-decoded frame (TCP/UDP in unfragmented
+        IPv4 or in IPv6 without extension headers), built from the decoded columns and slices of the
+        buffer instead of decoding the frame again."""
         more = self._more
         if more is None:
-            h = self.h
-            more = self._more = tuple(col.tolist() for col in (h.dport, h.proto, h.vlan, h.seq, h.l3, h.pay,
-                                                               h.ipend, h.paywire, h.ip6))
-        dport, proto, vlan, seq, l3, pay, ipend, paywire, ip6 = more
-        buf, start, end = self.buf, l3[j], ipend[j]
-        if ip6[j]:
+            h, sel = self.h, self.rows
+            frames = np.arange(len(h.ok)) if isinstance(sel, slice) else sel
+            more = self._more = tuple(col[sel].tolist() for col in (h.dport, h.proto, h.vlan, h.seq, h.l3, h.pay,
+                                                                    h.ipend, h.paywire, h.ip6)) + (frames.tolist(),)
+        dport, proto, vlan, seq, l3, pay, ipend, paywire, ip6, frame = more
+        buf, start, end = self.buf, l3[c], ipend[c]
+        if ip6[c]:
             version, src, dst = 6, buf[start + 8:start + 24], buf[start + 24:start + 40]
         else:
             version, src, dst = 4, buf[start + 12:start + 16], buf[start + 16:start + 20]
-        return Packet(self.times[j], version, src, dst, proto[j], self.sport[j], dport[j], self.flags[j],
-                      self.wires[j], buf[pay[j]:end], paywire[j], buf[start:end], vlan[j], seq[j], self.first + j)
+        return Packet(self.times[c], version, src, dst, proto[c], self.sport[c], dport[c], self.flags[c],
+                      self.wires[c], buf[pay[c]:end], paywire[c], buf[start:end], vlan[c], seq[c],
+                      self.first + frame[c])
 
 
 def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, idx: list[int],

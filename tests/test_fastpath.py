@@ -157,16 +157,28 @@ def _numpy_vs_scalar_packets(files: list[Path]) -> Counter[int]:
     from dpicore.decode.packets import Decoder
     from dpicore.fastpath import _Columns
 
+    import numpy as np
+
     checked: Counter[int] = Counter()
     for path in files:
         decoder = Decoder()
         for batch in batches(str(path)):
             h = decode_headers(batch)
-            cols = _Columns(batch, h)
-            for j in h.ok.nonzero()[0].tolist():
-                want = decoder.decode(batch.linktype, batch.frame(j), cols.times[j], cols.wires[j], batch.first + j)
-                assert cols.packet(j) == want, (path, batch.first + j)
+            times = batch.ts.tolist()
+            every = _Columns(batch, h, np.arange(len(batch)), times)
+            ok = h.ok.nonzero()[0]
+            # A -j shard's columns hold its own frames only: row c is frame rows[c].
+            rows = ok[1::2]
+            some = _Columns(batch, h, rows, times)
+            for j in ok.tolist():
+                want = decoder.decode(batch.linktype, batch.frame(j), times[j], int(batch.wire[j]), batch.first + j)
+                assert every.packet(j) == want, (path, batch.first + j)
                 checked[want.ip_version] += 1
+            for c, j in enumerate(rows.tolist()):
+                want = decoder.decode(batch.linktype, batch.frame(j), times[j], int(batch.wire[j]), batch.first + j)
+                assert some.packet(c) == want, (path, batch.first + j, "rows")
+                assert (some.flags[c], some.sport[c], some.times[c]) == (every.flags[j], every.sport[j], times[j])
+                assert some.src[c] == every.src[j] == int.from_bytes(want.src, "big")
     return checked
 
 
