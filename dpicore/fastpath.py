@@ -373,7 +373,8 @@ class _Columns:
 
 def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, idx: list[int],
            decoded: dict[int, Packet]) -> Iterator[Flow]:
-    """Run one flow's packets of an interval in order.
+    """Run one flow's packets of an interval in order (``idx``: their rows of ``cols``; ``decoded``: the
+    scalar decoder's Packets, by row).
 
     A packet that changes only counters — the flow exists and is decided
     (or the packet has no payload and no layer wants empty packets), no
