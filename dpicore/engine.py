@@ -43,6 +43,14 @@ class _Pending:
     watching: int = 0
     #: The verdict being watched (its metadata grows while watching).
     verdict: Verdict | None = None
+    #: Payload-less packets (and directions) held back for a layer with ``LayerInfo.hold_empty``: it
+    #: gets them, in order, before its first packet with payload, or at the flow's end; never when
+    #: another layer decides the flow first.
+    held: list[tuple[Packet, int]] | None = None
+
+
+#: What :meth:`Engine._replay` found.
+_DECIDED, _GONE, _GOING = object(), object(), object()
 
 
 @attrs.define(slots=True)
@@ -180,40 +188,74 @@ class Engine:
         assert pending is not None
         for entry in list(pending):
             layer = entry.layer
-            if not payload and not layer.info.wants_empty:
-                continue
             if layer.classify is None:
                 continue
-            if entry.watching:
-                self._watch(flow, pkt, direction, entry)
-                continue
-            entry.seen += 1
-            try:
-                verdict = layer.classify(flow, pkt, direction, entry.state)
-            except Exception as exc:
-                self._layer_failed(flow, layer, "dpi_classify", exc)
-                self._leave(flow, entry, REASON_ERROR)
-                continue
-            if verdict is not None:
-                if isinstance(verdict, Verdict) and verdict.watch > 0 and verdict.protocol != UNKNOWN:
-                    if self.all_layers:  # every layer runs on anyway: this one just keeps watching
-                        self._accept(flow, layer, verdict)
-                        entry.verdict = verdict
-                        entry.watching = verdict.watch
+            if not payload:
+                if not layer.info.wants_empty:
+                    continue
+                hold = layer.info.hold_empty
+                if hold and not entry.watching:
+                    held = entry.held
+                    if held is None:
+                        entry.held = [(pkt, direction)]
                         continue
-                    if verdict.confidence >= self.threshold:
-                        self._accept(flow, layer, verdict, keep=entry)
-                        return
-                self._leave(flow, entry, REASON_VERDICT, verdict)
-                if flow.final:
+                    if len(held) < hold:
+                        held.append((pkt, direction))
+                        continue
+            if entry.held:
+                state = self._replay(flow, entry)
+                if state is _DECIDED:
                     return
-            elif entry.seen >= layer.info.max_packets:
-                self._leave(flow, entry, REASON_BUDGET)
-                if flow.final:
-                    return
+                if state is _GONE:
+                    continue
+            if self._offer(flow, entry, pkt, direction):
+                return
         if not pending:
             flow.final = True
             flow.pending = None
+
+    def _offer(self, flow: Flow, entry: _Pending, pkt: Packet, direction: int) -> bool:
+        """One packet to one layer; True when the flow got decided (the packet goes no further)."""
+        if entry.watching:
+            self._watch(flow, pkt, direction, entry)
+            return False
+        layer = entry.layer
+        entry.seen += 1
+        try:
+            verdict = layer.classify(flow, pkt, direction, entry.state)
+        except Exception as exc:
+            self._layer_failed(flow, layer, "dpi_classify", exc)
+            self._leave(flow, entry, REASON_ERROR)
+            return False
+        if verdict is not None:
+            if isinstance(verdict, Verdict) and verdict.watch > 0 and verdict.protocol != UNKNOWN:
+                if self.all_layers:  # every layer runs on anyway: this one just keeps watching
+                    self._accept(flow, layer, verdict)
+                    entry.verdict = verdict
+                    entry.watching = verdict.watch
+                    return False
+                if verdict.confidence >= self.threshold:
+                    self._accept(flow, layer, verdict, keep=entry)
+                    return True
+            self._leave(flow, entry, REASON_VERDICT, verdict)
+            return flow.final
+        if entry.seen >= layer.info.max_packets:
+            self._leave(flow, entry, REASON_BUDGET)
+            return flow.final
+        return False
+
+    def _replay(self, flow: Flow, entry: _Pending) -> object:
+        """Hand ``entry``'s layer the payload-less packets held back for it (``LayerInfo.hold_empty``),
+        in order, as it would have had them on arrival.  Returns _DECIDED when one decided the flow,
+        _GONE when the layer left the flow, else _GOING."""
+        held, entry.held = entry.held, None
+        assert held is not None
+        for p, d in held:
+            if self._offer(flow, entry, p, d):
+                return _DECIDED
+            if flow.pending is None or entry not in flow.pending:
+                return _GONE
+        return _GOING
 
     def _watch(self, flow: Flow, pkt: Packet, direction: int, entry: _Pending) -> None:
         """Let the deciding layer observe one more packet; a verdict it returns updates the metadata."""
@@ -244,6 +286,7 @@ class Engine:
 
     def _leave(self, flow: Flow, entry: _Pending, reason: str, verdict: Verdict | None = None) -> None:
         """Take ``entry``'s layer off the flow, giving it its ``dpi_flow_end`` call."""
+        entry.held = None
         pending = flow.pending
         if pending is not None and entry in pending:
             pending.remove(entry)
@@ -298,6 +341,9 @@ class Engine:
 
     def _finish(self, flow: Flow) -> Flow:
         """The flow ended: release layers, pick the verdict."""
+        for entry in list(flow.pending or ()):
+            if entry.held and flow.pending is not None and entry in flow.pending:
+                self._replay(flow, entry)  # the packets the layer would have seen before the end
         pending = flow.pending
         if pending:
             flow.pending = None

@@ -83,7 +83,9 @@ def dpi_classify(flow: "Flow", packet: "Packet", direction: int, state: Any) -> 
     """Look at one more packet of a flow the layer has not decided yet.
 
     Called in priority order, only for packets the layer asked for (payload
-    packets, or all packets when ``LayerInfo.wants_empty`` is set), and at
+    packets, or all packets when ``LayerInfo.wants_empty`` is set; with
+    ``LayerInfo.hold_empty`` the payload-less ones may come late, in order,
+    just before the next packet with payload or the flow's end), and at
     most ``LayerInfo.max_packets`` times per flow.  Never called again for a
     flow after the layer returned a verdict.
 

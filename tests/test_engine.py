@@ -26,9 +26,10 @@ class Recorder:
 
     def __init__(self, layer_id: str, priority: int = 50, answers: dict[int, Any] | None = None,
                  max_packets: int = 10, wants_empty: bool = False, log: list | None = None,
-                 raises: Exception | None = None) -> None:
+                 raises: Exception | None = None, hold_empty: int = 0) -> None:
         self.id = layer_id
-        self.info = LayerInfo(id=layer_id, priority=priority, max_packets=max_packets, wants_empty=wants_empty)
+        self.info = LayerInfo(id=layer_id, priority=priority, max_packets=max_packets, wants_empty=wants_empty,
+                              hold_empty=hold_empty)
         self.answers = answers or {}
         self.log = log if log is not None else []
         self.raises = raises
@@ -155,7 +156,93 @@ def test_empty_packets_only_reach_layers_that_want_them() -> None:
     assert plain.calls == 2 and tcpstate.calls == len(pk)
 
 
-def test_retransmitted_payload_is_not_passed_twice() -> None:
+class EndLogged(Recorder):
+    """A Recorder whose ``dpi_flow_end`` also goes into its log (to see what came before it)."""
+
+    @hookimpl
+    def dpi_flow_end(self, flow: Flow, reason: str) -> None:
+        self.ends.append((id(flow), reason))
+        self.log.append(f"{self.id} end")
+
+
+def test_held_empty_packets_reach_the_layer_in_order_before_its_first_payload() -> None:
+    layer = EndLogged("tcpstate", 20, max_packets=100, wants_empty=True, hold_empty=5)
+    e = build(layer)
+    pk = tcp_session(close="rst")  # SYN, SYN-ACK, ACK, request, response, RST
+    calls = []
+    for p in pk:
+        e.feed(p)
+        calls.append(layer.calls)
+    assert calls == [0, 0, 0, 4, 5, 5], "held until the first payload, then each payload on arrival"
+    e.flush()
+    assert layer.payloads == [bytes(p.payload) for p in pk] and layer.log[-1] == "tcpstate end"
+
+
+def test_held_empty_packets_are_dropped_when_another_layer_decides_first() -> None:
+    def run(hold: int) -> tuple[Recorder, Flow]:
+        first = Recorder("first", 10, answers={1: lambda: Verdict("HTTP", confidence=0.9)})
+        tcpstate = Recorder("tcpstate", 20, max_packets=100, wants_empty=True, hold_empty=hold)
+        (flow,) = build(first, tcpstate).run(tcp_session())
+        return tcpstate, flow
+
+    eager, flow = run(0)
+    assert eager.calls == 3 and flow.verdict.source == "first"  # SYN, SYN-ACK, ACK
+    held, flow = run(5)
+    assert held.calls == 0 and [r for _, r in held.ends] == ["decided"] and flow.verdict.source == "first"
+
+
+def test_a_flow_without_payload_hands_its_held_packets_over_before_its_end() -> None:
+    layer = EndLogged("tcpstate", 20, max_packets=100, wants_empty=True, hold_empty=10)
+    pk = [packet(1.0, flags=SYN), packet(1.1, flags=ACK), packet(1.2, flags=ACK)]
+    (flow,) = build(layer).run(pk)
+    assert layer.log == ["tcpstate"] * 3 + ["tcpstate end"]
+
+
+def test_no_more_than_hold_empty_packets_are_held() -> None:
+    layer = Recorder("tcpstate", 20, max_packets=100, wants_empty=True, hold_empty=2)
+    e = build(layer)
+    calls = []
+    for i in range(5):
+        e.feed(packet(1.0 + i / 10, flags=ACK))
+        calls.append(layer.calls)
+    assert calls == [0, 0, 3, 3, 3], "the third packet hands over the two held ones and itself"
+    e.flush()
+    assert layer.calls == 5
+
+
+@pytest.mark.parametrize("first_answers", [None, 1, 2])
+@pytest.mark.parametrize("held_answers", [None, 1, 2])
+@pytest.mark.parametrize("confidence", [0.9, 0.3])
+@pytest.mark.parametrize("all_layers", [False, True])
+def test_holding_changes_no_verdict_of_a_layer_that_names_flows_from_payload(
+        first_answers: int | None, held_answers: int | None, confidence: float, all_layers: bool) -> None:
+    """A layer that answers only on packets with payload gets the same verdicts, the same packets
+    and the same flow_end reasons with its empty packets held back as without."""
+
+    class OnPayload(Recorder):
+        @hookimpl
+        def dpi_classify(self, flow: Flow, packet: Any, state: dict) -> Verdict | None:
+            self.calls += 1
+            self.payloads.append(bytes(packet.payload))
+            if packet.payload:
+                state["calls"] += 1
+                if state["calls"] == self.answers.get("at"):
+                    return Verdict(self.answers["protocol"], confidence=confidence)
+            return None
+
+    def run(hold: int) -> tuple:
+        first = OnPayload("first", 10, answers={"at": first_answers, "protocol": "HTTP"}, max_packets=100)
+        held = OnPayload("held", 20, answers={"at": held_answers, "protocol": "TLS"}, max_packets=100,
+                         wants_empty=True, hold_empty=hold)
+        flows = list(build(first, held, all_layers=all_layers).run(
+            tcp_session() + tcp_session(t0=200.0, client=("10.0.0.3", 40001), close="rst")))
+        seen = held.payloads if held.ends and held.ends[0][1] != "decided" else [p for p in held.payloads if p]
+        return ([(v.source, v.protocol, v.confidence) for f in flows for v in f.verdicts],
+                [(f.verdict.source, f.verdict.protocol) if f.verdict else None for f in flows],
+                [r for _, r in first.ends], [r for _, r in held.ends], first.payloads, seen)
+
+    assert run(8) == run(0)
+
     layer = Recorder("seen", 10, max_packets=100)
     pk = data_packets(3)
     again = packet(pk[1].ts + 0.5, flags=PSH | ACK, payload=pk[1].payload, seq=pk[1].seq)

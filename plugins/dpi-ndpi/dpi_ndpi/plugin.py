@@ -66,6 +66,9 @@ class NdpiLayer:
         self._detector: Detector | None = None
         self.where = "not loaded"
         self.max_packets = DEFAULT_MAX_PACKETS
+        #: Payload-less packets the engine may hold back (LayerInfo.hold_empty): nDPI names no flow from
+        #: them before its give-up budget, so the smaller budget is safe.
+        self.hold_empty = min(TCP_PACKETS, UDP_PACKETS)
 
     @property
     def detector(self) -> Detector:
@@ -83,6 +86,7 @@ class NdpiLayer:
         self._detector = Detector(abi, tcp, udp, guess)
         self.where = f"{abi.release} ({abi.revision}, {where})"
         self.max_packets = cap
+        self.hold_empty = min(tcp, udp)
 
     @hookimpl
     def dpi_unconfigure(self) -> None:
@@ -97,7 +101,7 @@ class NdpiLayer:
     @hookimpl
     def dpi_layer_info(self) -> LayerInfo:
         return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY, protocols=tuple(self._names()[1:]),
-                         max_packets=self.max_packets, wants_empty=True,
+                         max_packets=self.max_packets, wants_empty=True, hold_empty=self.hold_empty,
                          description=f"nDPI deep packet inspection: {self.where}")
 
     @hookimpl
