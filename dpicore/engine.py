@@ -44,7 +44,7 @@ class _Pending:
     #: The verdict being watched (its metadata grows while watching).
     verdict: Verdict | None = None
     #: Payload-less packets (and directions) held back for a layer with ``LayerInfo.hold_empty``: it
-    #: gets them, in order, before its first packet with payload, or at the flow's end; never when
+    #: gets them, in order, before its next packet that is not held, or at the flow's end; never when
     #: another layer decides the flow first.
     held: list[tuple[Packet, int]] | None = None
 
@@ -197,9 +197,10 @@ class Engine:
                 if hold and not entry.watching:
                     held = entry.held
                     if held is None:
-                        entry.held = [(pkt, direction)]
-                        continue
-                    if len(held) < hold:
+                        if entry.seen < hold:
+                            entry.held = [(pkt, direction)]
+                            continue
+                    elif entry.seen + len(held) < hold:
                         held.append((pkt, direction))
                         continue
             if entry.held:

@@ -84,8 +84,9 @@ def dpi_classify(flow: "Flow", packet: "Packet", direction: int, state: Any) -> 
 
     Called in priority order, only for packets the layer asked for (payload
     packets, or all packets when ``LayerInfo.wants_empty`` is set; with
-    ``LayerInfo.hold_empty`` the payload-less ones may come late, in order,
-    just before the next packet with payload or the flow's end), and at
+    ``LayerInfo.hold_empty`` the payload-less ones among its first packets
+    may come late, in order, just before the next packet not held back or
+    the flow's end), and at
     most ``LayerInfo.max_packets`` times per flow.  Never called again for a
     flow after the layer returned a verdict.
 

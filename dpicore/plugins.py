@@ -53,12 +53,14 @@ class LayerInfo:
     max_packets: int = 10
     #: Also call the layer for packets without payload (nDPI tracks TCP state).
     wants_empty: bool = False
-    #: With ``wants_empty``: the engine may hold back up to this many payload-less packets of a flow
-    #: and hand them over, in order, before the layer's first packet with payload, when one more
-    #: arrives, or at the flow's end; when a higher-priority layer decides the flow first the layer
-    #: never gets them.  For a layer that cannot name a flow from that many payload-less packets
-    #: (nDPI: its TCP state only matters once payload comes), this saves a call per handshake packet
-    #: of every flow another layer names.  0: every packet on arrival.
+    #: With ``wants_empty``: a layer that names no flow from its first ``hold_empty`` packets unless
+    #: one carries payload lets the engine hold those of them that carry none, and hand them over,
+    #: in order, just before the next packet it does not hold (one with payload, or the one past
+    #: ``hold_empty``) or the flow's end; when a higher-priority layer decides the flow first the
+    #: layer never gets them.  Every packet reaches the layer in the same order and at the same point
+    #: of its own count as without holding; what it saves is a call per handshake packet of every flow
+    #: another layer names (nDPI: its TCP state only matters once payload comes).  0: every packet on
+    #: arrival.
     hold_empty: int = 0
     description: str = ""
 

@@ -173,7 +173,7 @@ def test_held_empty_packets_reach_the_layer_in_order_before_its_first_payload() 
     for p in pk:
         e.feed(p)
         calls.append(layer.calls)
-    assert calls == [0, 0, 0, 4, 5, 5], "held until the first payload, then each payload on arrival"
+    assert calls == [0, 0, 0, 4, 5, 6], "held until the first payload, then each packet on arrival"
     e.flush()
     assert layer.payloads == [bytes(p.payload) for p in pk] and layer.log[-1] == "tcpstate end"
 
@@ -205,35 +205,40 @@ def test_no_more_than_hold_empty_packets_are_held() -> None:
     for i in range(5):
         e.feed(packet(1.0 + i / 10, flags=ACK))
         calls.append(layer.calls)
-    assert calls == [0, 0, 3, 3, 3], "the third packet hands over the two held ones and itself"
-    e.flush()
-    assert layer.calls == 5
+    assert calls == [0, 0, 3, 4, 5], "the third packet hands over the two held ones and itself"
 
 
 @pytest.mark.parametrize("first_answers", [None, 1, 2])
-@pytest.mark.parametrize("held_answers", [None, 1, 2])
+@pytest.mark.parametrize("held_answers", [None, 1, 2, "packet 3", "packet 6"])
 @pytest.mark.parametrize("confidence", [0.9, 0.3])
 @pytest.mark.parametrize("all_layers", [False, True])
-def test_holding_changes_no_verdict_of_a_layer_that_names_flows_from_payload(
-        first_answers: int | None, held_answers: int | None, confidence: float, all_layers: bool) -> None:
-    """A layer that answers only on packets with payload gets the same verdicts, the same packets
-    and the same flow_end reasons with its empty packets held back as without."""
+def test_holding_changes_no_verdict_of_a_layer_that_keeps_the_contract(
+        first_answers: int | None, held_answers: int | str | None, confidence: float, all_layers: bool) -> None:
+    """A layer that answers only on a packet with payload, or (like the ML layer) at its n-th packet
+    with hold_empty n - 1, gets the same verdicts in the same order, the same packets and the same
+    flow_end reasons with payload-less packets held back as without."""
 
-    class OnPayload(Recorder):
+    class Answering(Recorder):
         @hookimpl
         def dpi_classify(self, flow: Flow, packet: Any, state: dict) -> Verdict | None:
             self.calls += 1
+            state["calls"] += 1
             self.payloads.append(bytes(packet.payload))
+            at = self.answers.get("at")
             if packet.payload:
-                state["calls"] += 1
-                if state["calls"] == self.answers.get("at"):
+                state["payloads"] = state.get("payloads", 0) + 1
+                if state["payloads"] == at:
                     return Verdict(self.answers["protocol"], confidence=confidence)
+            if at == f"packet {state['calls']}":
+                return Verdict(self.answers["protocol"], confidence=confidence)
             return None
 
-    def run(hold: int) -> tuple:
-        first = OnPayload("first", 10, answers={"at": first_answers, "protocol": "HTTP"}, max_packets=100)
-        held = OnPayload("held", 20, answers={"at": held_answers, "protocol": "TLS"}, max_packets=100,
-                         wants_empty=True, hold_empty=hold)
+    held_hold = int(held_answers.split()[1]) - 1 if isinstance(held_answers, str) else 8
+
+    def run(hold: bool) -> tuple:
+        first = Answering("first", 10, answers={"at": first_answers, "protocol": "HTTP"}, max_packets=100)
+        held = Answering("held", 20, answers={"at": held_answers, "protocol": "TLS"}, max_packets=100,
+                         wants_empty=True, hold_empty=held_hold if hold else 0)
         flows = list(build(first, held, all_layers=all_layers).run(
             tcp_session() + tcp_session(t0=200.0, client=("10.0.0.3", 40001), close="rst")))
         seen = held.payloads if held.ends and held.ends[0][1] != "decided" else [p for p in held.payloads if p]
@@ -241,7 +246,7 @@ def test_holding_changes_no_verdict_of_a_layer_that_names_flows_from_payload(
                 [(f.verdict.source, f.verdict.protocol) if f.verdict else None for f in flows],
                 [r for _, r in first.ends], [r for _, r in held.ends], first.payloads, seen)
 
-    assert run(8) == run(0)
+    assert run(True) == run(False)
 
     layer = Recorder("seen", 10, max_packets=100)
     pk = data_packets(3)

@@ -12,7 +12,10 @@ per packet; it predicts once per flow, when the flow has that many packets or
 ends earlier, and never for a flow another layer already decided.  Below the
 threshold, when the most likely class is ``Unknown``, or when a TCP/UDP flow
 showed no payload at all (:func:`dpi_ml.predict.observable`), it abstains
-(returns None) rather than guess.
+(returns None) rather than guess.  Since it predicts at the N-th packet at
+the earliest, the engine may hold back the payload-less ones among the first
+N - 1 packets (``hold_empty``): a flow another layer names first never costs
+it their calls.
 
 The entry point names :class:`MlLayer`: the core makes one per plugin
 manager, so every classifier has its own model and threshold.
@@ -100,7 +103,7 @@ class MlLayer:
     def dpi_layer_info(self) -> LayerInfo:
         return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY,
                          protocols=tuple(c for c in self.model.classes if c != UNKNOWN),
-                         max_packets=N_PACKETS, wants_empty=True,
+                         max_packets=N_PACKETS, wants_empty=True, hold_empty=N_PACKETS - 1,
                          description=f"trained flow classifier (first {N_PACKETS} packets' shape and first bytes)")
 
     @hookimpl

@@ -1,7 +1,8 @@
-"""The layer lets the engine hold back payload-less packets (``LayerInfo.hold_empty``): nDPI gets a
-flow's handshake only when it is about to see payload or the flow ends, and never when the heuristics
-layer names the flow first.  That must change no record: checked on the whole shared corpus with the
-real libndpi, in first-verdict and all-layers mode, against the same run with holding switched off."""
+"""The nDPI and ML layers let the engine hold back payload-less packets (``LayerInfo.hold_empty``):
+they get a flow's handshake only when they are about to see payload (or, for ML, its last packet) or
+the flow ends, and never when the heuristics layer names the flow first.  That must change no record:
+checked on the whole shared corpus with the real libndpi and the shipped model, in first-verdict and
+all-layers mode, against the same run with holding switched off."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ pytestmark = pytest.mark.corpus
 def _records(corpus: Path, hold: bool, all_layers: bool) -> list[str]:
     out: list[str] = []
     for path in sorted((corpus / "pcap").iterdir()):
-        with Classifier(config=Config(enable=["heuristics", "ndpi"], all_layers=all_layers)) as clf:
-            (ndpi,) = [layer for layer in clf.engine.layers if layer.id == "ndpi"]
-            assert ndpi.info.hold_empty > 0
+        with Classifier(config=Config(enable=["heuristics", "ndpi", "ml"], all_layers=all_layers)) as clf:
+            holding = [layer for layer in clf.engine.layers if layer.info.hold_empty]
+            assert {layer.id for layer in holding} == {"ndpi", "ml"}
             if not hold:
-                ndpi.info = attrs.evolve(ndpi.info, hold_empty=0)
+                for layer in holding:
+                    layer.info = attrs.evolve(layer.info, hold_empty=0)
             out.extend(json.dumps(flow_record(f, all_layers), sort_keys=True) for f in clf.classify_pcap(path))
     return sorted(out)
 
