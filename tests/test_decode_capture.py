@@ -148,6 +148,30 @@ def test_pcap_corrupt_record_length(tmp_path: Path) -> None:
     assert src.damaged and "packet 3" in src.problems[0] and "corrupt record" in src.problems[0]
 
 
+@pytest.mark.parametrize("length", [0x7FFFFFFF, 300_000], ids=["past the end", "inside the file"])
+def test_pcap_corrupt_record_length_in_both_readers(tmp_path: Path, length: int) -> None:
+    """A length over MAX_RECORD that still lies inside the file makes the batch reader's walk run on
+    through garbage before its lengths are checked: nothing from the corrupt record on comes out, and
+    both readers report the same packet and message."""
+    from dpicore.decode.batch import batches
+
+    frames = [eth(udp4(sport=1000 + i % 50, payload=bytes(200))) for i in range(3000)]  # ~0.7 MB
+    data = bytearray(pcap_bytes([(T0 + i, f) for i, f in enumerate(frames)]))
+    rec = 24 + sum(16 + len(f) for f in frames[:1000])
+    struct.pack_into("<I", data, rec + 8, length)
+    path = _write(tmp_path, "corrupt.pcap", bytes(data))
+    errors = []
+    for read in (lambda: (f.data for f in read_frames(path)),
+                 lambda: (b.frame(i) for b in batches(str(path)) for i in range(len(b)))):
+        got: list[bytes] = []
+        with pytest.raises(CaptureError) as info:
+            for x in read():
+                got.append(x)
+        assert got == frames[:1000]
+        errors.append((info.value.packet, info.value.message))
+    assert errors[0] == errors[1] == (1001, f"corrupt record (captured length {length})")
+
+
 def test_pcapng_cut_mid_block(tmp_path: Path) -> None:
     data = pcapng_bytes([([(1, None)], [(0, T0 + i, f) for i, f in enumerate(FRAMES)])])
     src = CaptureSource(_write(tmp_path, "cut.pcapng", data[:-10]))
