@@ -280,10 +280,9 @@ def report(b: dict[str, Any]) -> None:
               f"{cpu_rate['dpi -j 2 heuristics'] / cpu_rate['dpi heuristics']:.2f})")
         print(f"  dpi heuristics / ndpiReader: {rate['dpi heuristics'] / rate['ndpiReader -q']:.2f}")
         runs = {name: r for (lab, name), r in b["results"].items() if lab == label}
-        pair = min(m["wall"] for m in runs[PAIR])
+        one, pair = (min(m["wall"] for m in runs[name]) for name in ("dpi heuristics", PAIR))
         print(f"  this machine's ceiling for -j 2, two one-process runs at once (best {pair:.2f} s): "
-              f"2 x {min(m['wall'] for m in runs['dpi heuristics']):.2f} / {pair:.2f} = "
-              f"{2 * min(m['wall'] for m in runs['dpi heuristics']) / pair:.2f}")
+              f"2 x {one:.2f} / {pair:.2f} = {2 * one / pair:.2f}")
         print("ratios per round (wall; the two runs of a round are minutes apart at most, so they share the "
               "machine's state; median last):")
         for slow, fast, what in ((nf, "dpi heuristics", "dpi heuristics / NFStream"),

@@ -100,9 +100,10 @@ def _pcap_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[
             pos = end
         records = _records(buf, starts, header, unit)
         bad = np.flatnonzero(records[1] > MAX_RECORD)
-        if len(bad) or (pos <= limit and caplen(buf, pos + 8)[0] > MAX_RECORD):
+        stopped = caplen(buf, pos + 8)[0] if pos <= limit else 0  # the length the walk stopped at
+        if len(bad) or stopped > MAX_RECORD:
             k = int(bad[0]) if len(bad) else len(starts)
-            cap = int(records[1][k]) if len(bad) else caplen(buf, pos + 8)[0]
+            cap = int(records[1][k]) if len(bad) else stopped
             yield from _emit(linktype, buf, [a[:k] for a in records], number + 1, size)
             raise CaptureError(path, f"corrupt record (captured length {cap})", number + k + 1)
         yield from _emit(linktype, buf, records, number + 1, size)

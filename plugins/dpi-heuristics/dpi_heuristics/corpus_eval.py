@@ -178,9 +178,8 @@ def _spanned(flows: list[Flow], labels: list[LabelledFlow]
     ours: dict[LabelKey, list[Flow]] = defaultdict(list)
     for f in flows:
         ours[flow_key(f)].append(f)
-    theirs: dict[LabelKey, list[LabelledFlow]] = defaultdict(list)
-    for lf in labels:
-        theirs[lf.key].append(lf)
-    groups = {key: (theirs[key][0], sorted(fs, key=lambda f: f.first_seen)) for key, fs in ours.items()
-              if len(fs) > 1 and len(theirs.get(key, ())) == 1 and sum(f.packets for f in fs) == theirs[key][0].packets}
+    count = Counter(lf.key for lf in labels)
+    alone = {lf.key: lf for lf in labels if count[lf.key] == 1}
+    groups = {key: (alone[key], sorted(fs, key=lambda f: f.first_seen)) for key, fs in ours.items()
+              if len(fs) > 1 and key in alone and sum(f.packets for f in fs) == alone[key].packets}
     return groups, [f for f in flows if flow_key(f) not in groups]
