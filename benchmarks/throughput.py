@@ -33,9 +33,11 @@ of two tools can come from different rounds).  Each tool's fixed cost (interpret
 plugin and library setup) is measured on a one-packet capture and shown
 apart, with packets/s "net" of it.
 
-Then, unless --skip-memory: bytes per tracked flow (N one-packet UDP
-flows fed to an Engine without layers, and with the heuristics layer and
-an unrecognised payload, RSS growth over N), and peak RSS on a tenth of the
+Then, unless --skip-memory: bytes per tracked flow (1 M one-packet flows fed
+to an Engine, all live at once, RSS growth over N: UDP flows with an
+unrecognised payload, and bare TCP SYNs, each without layers, with the
+heuristics layer, with heuristics and nDPI, and with every shipped layer),
+and peak RSS on a tenth of the
 real-client input next to the whole input (output is streamed, so it should
 not grow with the file).
 """
@@ -302,55 +304,66 @@ def _rss() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def flow_memory(n: int, layers: str) -> int:
-    """Feed ``n`` one-packet UDP flows to an Engine; print RSS growth per flow (runs in a fresh process)."""
+#: Flow shapes of the memory rows: an unrecognised UDP payload keeps every layer interested (its state
+#: and the flow's payloads stay); a bare TCP SYN is a scan or a flood, the usual way to a million
+#: concurrent flows, and its packet is held for the layers that want the handshake.
+MEMORY_KINDS = ("payload", "syn")
+#: Layer sets of the memory rows: none, the heuristics alone, with nDPI, and every layer shipped
+#: (what `dpi classify` runs by default when dpi-ml is installed too).
+MEMORY_LAYERS = ("", "heuristics", "heuristics,ndpi", "heuristics,ndpi,ml")
+
+
+def flow_memory(n: int, layers: str, kind: str = "payload") -> int:
+    """Feed ``n`` one-packet flows of ``kind`` to an Engine; print RSS growth per flow (runs in a fresh
+    process).  Each packet is decoded from a real frame by the scalar decoder, so it carries its own
+    slices of its frame as a captured packet does."""
     from dpicore import Classifier
     from dpicore.config import Config
     from dpicore.decode import Decoder
     from dpicore.decode.packets import DLT_RAW
-    from dpicore.model import UDP, Packet
 
     config = Config(max_flows=n + 1, enable=[x for x in layers.split(",") if x])
     clf = Classifier(config=config)
     feed = clf.engine.feed
-    dst = bytes([10, 255, 0, 1])
-    payload = b"\x00\x01zz-not-a-known-protocol"  # keeps the heuristics layer interested (state, payloads)
-    with_layer = bool(config.enable)
-    if with_layer:  # a real decoded packet carries its frame; make the template the same way
-        frame = Decoder().decode(DLT_RAW, _udp_frame(payload), 0.0, 60, 0)
-        assert frame is not None
+    decode = Decoder().decode
+    payload = b"\x00\x01zz-not-a-known-protocol" if kind == "payload" else b""
     base = _rss()
     for i in range(n):
-        src = (0x0A000000 | i).to_bytes(4, "big")
-        if with_layer:
-            data = payload + i.to_bytes(4, "big")  # its own bytes, as a decoded packet's payload slice is
-            pkt = Packet(1.0, 4, src, dst, UDP, 1024 + i % 60000, 9999, 0, 64 + len(payload), data, len(data),
-                         frame.ip, number=i + 1)
-        else:
-            pkt = Packet(1.0, 4, src, dst, UDP, 1024 + i % 60000, 9999, wire_len=60, number=i + 1)
+        # Its own addresses, port and (for a payload) bytes, as each captured packet has.
+        data = payload + i.to_bytes(4, "big") if payload else b""
+        frame = _frame(kind, (0x0A000000 | i).to_bytes(4, "big"), 1024 + i % 60000, data)
+        pkt = decode(DLT_RAW, frame, 1.0, len(frame), i + 1)
+        assert pkt is not None
         feed(pkt, expire=False)
     grown = _rss() - base
     assert len(clf.engine.table) == n
-    print(json.dumps({"flows": n, "layers": layers, "bytes": grown, "per_flow": grown / n,
+    print(json.dumps({"flows": n, "layers": layers, "kind": kind, "bytes": grown, "per_flow": grown / n,
                       "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
     return 0
 
 
-def _udp_frame(payload: bytes) -> bytes:
+def _frame(kind: str, src: bytes, sport: int, payload: bytes) -> bytes:
+    """An IPv4 frame from ``src``:``sport`` to 10.255.0.1: UDP to port 9999, or a TCP SYN to port 80."""
     import struct
 
-    udp = struct.pack("!HHHH", 1024, 9999, 8 + len(payload), 0) + payload
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, bytes(4), bytes(4)) + udp
+    if kind == "syn":
+        l4, proto = struct.pack("!HHIIBBHHH", sport, 80, 1, 0, 5 << 4, 0x02, 64240, 0, 0), 6
+    else:
+        l4, proto = struct.pack("!HHHH", sport, 9999, 8 + len(payload), 0) + payload, 17
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0, src, bytes([10, 255, 0, 1])) + l4
 
 
 def memory_report(cache: Path) -> None:
-    print("\nbytes per tracked flow (RSS growth / flows, one-packet UDP flows, all live at once):")
-    for n, layers in ((1_000_000, ""), (1_000_000, "heuristics")):
-        out = subprocess.run([sys.executable, __file__, "--flow-memory", str(n), "--layers", layers],
-                             capture_output=True, text=True, check=True).stdout
-        m = json.loads(out.strip().splitlines()[-1])
-        print(f"  layers [{layers or 'none'}]: {n:,} flows -> {m['bytes'] / 2**20:,.0f} MB "
-              f"({m['per_flow']:.0f} bytes/flow), process peak {m['maxrss'] / 2**20:,.0f} MB")
+    n = 1_000_000
+    print(f"\nbytes per tracked flow (RSS growth / flows; {n:,} one-packet flows, all live at once; "
+          "payload: an unrecognised UDP payload, syn: a bare TCP SYN):")
+    for kind in MEMORY_KINDS:
+        for layers in MEMORY_LAYERS:
+            out = subprocess.run([sys.executable, __file__, "--flow-memory", str(n), "--layers", layers,
+                                  "--kind", kind], capture_output=True, text=True, check=True).stdout
+            m = json.loads(out.strip().splitlines()[-1])
+            print(f"  {kind:7} layers [{layers or 'none'}]: {m['bytes'] / 2**20:,.0f} MB "
+                  f"({m['per_flow']:,.0f} bytes/flow), process peak {m['maxrss'] / 2**20:,.0f} MB")
     inputs = make_inputs.make_all(cache)
     print("\npeak RSS of 'dpi classify -l heuristics' by input size (output streamed):")
     with tempfile.TemporaryDirectory() as scratch:
@@ -373,9 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--flow-memory", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--layers", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--kind", default="payload", choices=MEMORY_KINDS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.flow_memory is not None:
-        return flow_memory(args.flow_memory, args.layers)
+        return flow_memory(args.flow_memory, args.layers, args.kind)
     cache = make_inputs.cache_dir(args.cache_dir)
     if not args.skip_throughput:
         report(benchmark(args.rounds, cache))
