@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from types import MappingProxyType
 from typing import Any, Iterable, Sequence
 
 from dpicore import Verdict
@@ -30,18 +31,34 @@ class FlowState:
         #: Heuristics still plausible; None until the first payload packet.  Never mutated in
         #: place (it may be the dispatcher's shared table entry): replaced by the survivors.
         self.candidates: Sequence[Heuristic] | None = None
-        self.seen = [0, 0]
         #: The heuristic that named the flow (it alone sees the watched packets).
         self.decided: Heuristic | None = None
+        # The containers below are made by the first payload packet (:meth:`start`): a flow that never
+        # carries one (a SYN scan's) keeps only this object, ~0.2 KB less per flow.
+        #: Payload packets seen per direction.
+        self.seen: list[int] = _NONE_SEEN
         #: Per-flow scratch space shared with the detectors (``Context.memo``).
-        self.memo: dict[str, Any] = {}
+        self.memo: dict[str, Any] = _NO_MEMO
         #: ``Context.guess`` offers per heuristic; a heuristic that gives up takes its offer back.
-        self.guesses: dict[str, Verdict] = {}
+        self.guesses: dict[str, Verdict] = _NO_MEMO
+
+    def start(self, candidates: Sequence[Heuristic]) -> None:
+        """The first payload packet: the flow's candidates, and its containers."""
+        self.candidates = candidates
+        self.seen = [0, 0]
+        self.memo = {}
+        self.guesses = {}
 
     @property
     def guess(self) -> Verdict | None:
         """The most confident standing guess: the verdict if the flow ends undecided."""
         return max(self.guesses.values(), key=lambda v: v.confidence, default=None)
+
+
+#: What a flow without a payload packet yet holds instead of its containers: read-only stand-ins, so
+#: a write before :meth:`FlowState.start` replaced them would raise instead of reaching every flow.
+_NONE_SEEN: Any = (0, 0)
+_NO_MEMO: Any = MappingProxyType({})
 
 
 class Dispatcher:
@@ -74,7 +91,8 @@ class Dispatcher:
         if not payload:
             return MORE if candidates is None or candidates else None
         if candidates is None:
-            candidates = state.candidates = self._table.get((transport, payload[0]), ())
+            candidates = self._table.get((transport, payload[0]), ())
+            state.start(candidates)
         seen = state.seen
         seen[direction] += 1
         ctx = Context(flow, transport, direction, payload, seen[direction], self.shared, state.memo)

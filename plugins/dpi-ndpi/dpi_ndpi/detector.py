@@ -163,24 +163,38 @@ class NdpiFlow:
     nDPI allocates inside it (host names, TLS certificate data, reassembly
     buffers), so :meth:`release` (``ndpi_free_flow_data``) must run before the
     buffer is dropped; ``__del__`` does it for a flow nobody ended.
+
+    The struct (688 bytes, ~0.85 KB with its ctypes object) is made when nDPI
+    is first handed a packet of the flow, not with the flow: a flow another
+    layer names from its first payload, and a bare SYN of a scan or flood
+    (whose held handshake nDPI only gets at the flow's end, if at all), then
+    never cost one while they live.
     """
 
-    __slots__ = ("detector", "buffer", "address", "budget", "packets", "last_ms", "done", "view")
+    __slots__ = ("detector", "buffer", "address", "budget", "packets", "last_ms", "done", "view", "released")
 
     def __init__(self, detector: Detector, budget: int | None) -> None:
         self.detector = detector
-        self.buffer: ctypes.Array[ctypes.c_char] | None = ctypes.create_string_buffer(detector.abi.flow_size)
-        self.address = ctypes.addressof(self.buffer)
+        #: The ``ndpi_flow_struct`` and its address, once nDPI has been handed a packet (else None / 0).
+        self.buffer: ctypes.Array[ctypes.c_char] | None = None
+        self.address = 0
         self.budget = budget
         self.packets = 0
         self.last_ms = 0
         self.done = False
         #: :func:`ndpi_view` of the first packet fed: every later one must match it.
         self.view = 0
+        self.released = False
+
+    def _allocate(self) -> int:
+        """The flow's struct, zeroed (ctypes), made on first use; returns its address."""
+        self.buffer = ctypes.create_string_buffer(self.detector.abi.flow_size)
+        self.address = ctypes.addressof(self.buffer)
+        return self.address
 
     def feed(self, packet: Packet) -> NdpiResult | None:
         """Hand one packet to nDPI; the result once detection is complete, else None."""
-        if self.done or self.buffer is None:
+        if self.done or self.released:
             return None
         ip = packet.ip
         if type(ip) is not bytes:
@@ -196,22 +210,23 @@ class NdpiFlow:
         self.last_ms = ms
         det = self.detector
         abi = det.abi
-        proto = abi.process(det.module, self.address, ip, len(ip), ms)
+        address = self.address or self._allocate()
+        proto = abi.process(det.module, address, ip, len(ip), ms)
         enough = self.budget is not None and self.packets > self.budget
         if not enough and proto.app_protocol == 0:
             return None
-        if not enough and abi.extra_possible(det.module, self.address):
+        if not enough and abi.extra_possible(det.module, address):
             return None  # detected, but nDPI still wants packets (certificate, DNS answer…)
         self.done = True
         if proto.app_protocol == 0:
-            return self._result(abi.giveup(det.module, self.address, det.guess), gave_up=True)
+            return self._result(abi.giveup(det.module, address, det.guess), gave_up=True)
         return self._result(proto)
 
     def giveup(self) -> NdpiResult:
         """nDPI's best answer for a flow that ends (or is cut) before detection completed."""
         det = self.detector
         self.done = True
-        return self._result(det.abi.giveup(det.module, self.address, det.guess), gave_up=True)
+        return self._result(det.abi.giveup(det.module, self.address or self._allocate(), det.guess), gave_up=True)
 
     def _result(self, proto: Any, gave_up: bool = False) -> NdpiResult:
         det = self.detector
@@ -225,11 +240,13 @@ class NdpiFlow:
 
     def release(self) -> None:
         """Free what nDPI allocated inside the flow and drop the buffer (idempotent)."""
-        if self.buffer is None:
+        if self.released:
             return
+        self.released = True
         det = self.detector
-        det.abi.free_flow_data(self.address)
-        self.buffer = None
+        if self.buffer is not None:
+            det.abi.free_flow_data(self.address)
+            self.buffer = None
         det._released()
 
     def __del__(self) -> None:
