@@ -174,7 +174,7 @@ class Engine:
                     self._layer_failed(flow, layer, "dpi_flow_new", exc)
                     continue
             pending.append(_Pending(layer, state))
-        flow.pending = pending
+        flow.pending = pending or None
         if not pending:
             flow.final = True
 
@@ -182,8 +182,12 @@ class Engine:
         payload = pkt.payload
         if payload and not self._new_payload(flow, pkt, direction):
             payload = b""  # a retransmission: layers have seen these bytes
-        elif payload and len(flow.payloads) < self.max_payloads:
-            flow.payloads.append((direction, payload))
+        elif payload:
+            payloads = flow._payloads  # the field itself: Flow.payloads would make a list per read
+            if payloads is None:
+                flow._payloads = [(direction, payload)]
+            elif len(payloads) < self.max_payloads:
+                payloads.append((direction, payload))
         pending = flow.pending
         assert pending is not None
         for entry in list(pending):
@@ -276,7 +280,9 @@ class Engine:
         """False for a TCP segment that only repeats bytes already seen."""
         if pkt.proto != TCP:
             return True
-        notes = flow.notes
+        notes = flow._notes  # the field itself (see _classify)
+        if notes is None:
+            notes = flow._notes = {}
         key = _SEQ_NOTE[direction]
         end = (pkt.seq + len(pkt.payload)) & 0xFFFFFFFF
         last = notes.get(key)
@@ -352,9 +358,9 @@ class Engine:
             for entry in list(pending):
                 self._leave(flow, entry, reason)
         flow.final = True
-        flow.payloads = []
-        if flow.verdict is None:
-            flow.verdict = self.choose(flow.verdicts)
+        flow._payloads = None  # the layers are done with them
+        if flow.verdict is None and flow._verdicts:
+            flow.verdict = self.choose(flow._verdicts)
         return flow
 
     def choose(self, verdicts: list[Verdict]) -> Verdict | None:

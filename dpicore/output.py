@@ -81,8 +81,8 @@ def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
     metadata: dict[str, Any] = _clean(v.metadata) if v is not None else {}
     if v is not None and v.app and v.app != v.protocol:
         metadata.setdefault("app", v.app)
-    if flow.errors:
-        metadata["errors"] = _clean(flow.errors)
+    if flow._errors:  # the field: reading Flow.errors would make an empty list
+        metadata["errors"] = _clean(flow._errors)
     record: dict[str, Any] = {
         "transport": transport_name(flow.proto),
         "src_ip": format_ip(flow.client),
