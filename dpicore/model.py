@@ -8,6 +8,7 @@ only when a record is written.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from socket import inet_ntoa
 from typing import Any, Callable, Generic, NamedTuple, TypeVar
@@ -46,10 +47,40 @@ def transport_name(proto: int) -> str:
     return TRANSPORT_NAMES.get(proto, str(proto))
 
 
+def rounded(x: float, digits: int) -> float:
+    """``round(x, digits)``, the same float, in about a third of its time for the usual record values.
+
+    ``round`` formats the decimal digits and parses them back (~0.5 µs; three
+    per flow record were a quarter of building it).  For 0 < x·10**digits < 2**51,
+    ``m = x * 10.0**digits`` is within ulp(m)/2 <= 1/8 of the exact product;
+    when m is within 3/8 of an integer q, the exact product is within 1/2 of
+    q, so q / 10**digits is the decimal ``round`` picks, and the one IEEE
+    division of two exact numbers gives the nearest float to it, as ``round``
+    does.  Anything else (ties, zero and negatives for the sign of zero,
+    huge values, NaN) goes to ``round``.
+    """
+    m = x * _SCALE[digits]
+    if 0.0 < m < 2251799813685248.0:  # 2**51
+        q = round(m)
+        if -0.375 < m - q < 0.375:
+            return q / _SCALE[digits]
+    return round(x, digits)
+
+
+_SCALE = [10.0 ** d for d in range(16)]
+
+
 def format_ip(addr: bytes) -> str:
     """Printable form of a raw 4- or 16-byte address."""
     if len(addr) == 4:
         return inet_ntoa(addr)
+    return _format_ip6(bytes(addr))
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_ip6(addr: bytes) -> str:
+    """IPv6 text through ipaddress (~3 µs, 20 times inet_ntoa): a flow record prints two, and the same
+    addresses recur across flows."""
     return str(ipaddress.IPv6Address(addr))
 
 
@@ -130,7 +161,7 @@ class Verdict:
         return {
             "protocol": self.protocol,
             "source": self.source,
-            "confidence": round(self.confidence, 4),
+            "confidence": rounded(self.confidence, 4),
             "app": self.app,
             "category": self.category,
             "metadata": self.metadata,

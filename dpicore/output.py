@@ -14,7 +14,7 @@ from typing import IO, Any, Iterable
 
 import orjson
 
-from .model import Flow, format_ip, transport_name
+from .model import Flow, format_ip, rounded, transport_name
 from .protocols import UNKNOWN
 
 RECORD_FIELDS: tuple[str, ...] = (
@@ -90,8 +90,8 @@ def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
         "dst_ip": format_ip(flow.server),
         "dst_port": flow.server_port,
         "vlan": flow.vlan,
-        "first_seen": round(flow.first_seen, 6),
-        "last_seen": round(flow.last_seen, 6),
+        "first_seen": rounded(flow.first_seen, 6),
+        "last_seen": rounded(flow.last_seen, 6),
         "packets": flow.c2s_packets + flow.s2c_packets,
         "bytes": flow.c2s_bytes + flow.s2c_bytes,
         "c2s_packets": flow.c2s_packets,
@@ -100,7 +100,7 @@ def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
         "s2c_bytes": flow.s2c_bytes,
         "protocol": v.protocol if v is not None and v.protocol else UNKNOWN,
         "source": v.source if v is not None else None,
-        "confidence": round(v.confidence, 4) if v is not None else 0.0,
+        "confidence": rounded(v.confidence, 4) if v is not None else 0.0,
         "category": v.category if v is not None else None,
         "metadata": metadata,
     }

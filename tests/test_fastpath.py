@@ -262,3 +262,27 @@ def test_shard_hash_from_columns_equals_shard_of_the_key(corpus: Path) -> None:
                     assert col[j] == shard_of(FlowKey.of(pkt), n), (path, batch.first + j)
                     checked[n, col[j]] += 1
     assert len(checked) == 2 + 3 + 7 and min(checked.values()) > 1000  # every shard gets flows
+
+
+@pytest.mark.parametrize("mixing", ["real", "colliding"])
+def test_unique_rows_equal_numpys(monkeypatch: pytest.MonkeyPatch, mixing: str) -> None:
+    """_Flows finds a batch's flows by a 64-bit mix of each row; rows whose mixes collide (forced here
+    by a multiplier of 0, which keeps only the last column) must still come out as np.unique's."""
+    import numpy as np
+
+    from dpicore import fastpath
+
+    if mixing == "colliding":
+        monkeypatch.setattr(fastpath, "_K_ADDR", 0)
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n, k, width = int(rng.integers(1, 3000)), int(rng.integers(1, 300)), (3, 7)[trial % 2]
+        distinct = rng.integers(-(1 << 62), 1 << 62, size=(k, width))
+        if trial % 3 == 0:
+            distinct[:, -1] = 5  # rows that differ only before the last column
+        rows = np.ascontiguousarray(distinct[rng.integers(0, k, n)])
+        first, inverse = fastpath._unique_rows(rows)
+        _, want_first, want_inverse = np.unique(rows.view(np.dtype((np.void, width * 8))).ravel(),
+                                                return_index=True, return_inverse=True)
+        assert sorted(first.tolist()) == sorted(want_first.tolist())
+        assert (first[inverse] == want_first[want_inverse.ravel()]).all()
