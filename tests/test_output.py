@@ -66,3 +66,30 @@ def test_flow_record_cleans_metadata_and_keeps_key_order() -> None:
     writer.write(record)
     assert json.loads(out.getvalue()) == record
     assert out.getvalue() == reference(record) + "\n"
+
+
+def test_rounded_is_round() -> None:
+    """model.rounded must give round()'s float (and sign of zero) for every input: capture times of
+    microsecond and nanosecond captures, confidences, random bit patterns, ties, the edges."""
+    import math
+    import random
+    import struct
+
+    from dpicore.model import rounded
+
+    rnd = random.Random(11)
+    values = [0.0, -0.0, 0.5e-6, 1.5e-6, 2.5e-6, 0.12345, 0.00005, 1e-7, -1e-7, 2.0 ** 51 / 1e6, 2.0 ** 60,
+              float("inf"), float("-inf"), 1.0000005, 1600000000.0000005, 0.95, 0.3333333333]
+    for _ in range(200_000):
+        values.append(rnd.randrange(2 ** 31) + rnd.randrange(10 ** 6) * 1e-6)
+        values.append(rnd.randrange(2 ** 31) + rnd.randrange(10 ** 9) * 1e-9)
+        values.append(rnd.random())
+        bits = struct.unpack("d", struct.pack("Q", rnd.getrandbits(64)))[0]
+        values.append(bits)
+    for x in values:
+        for digits in (4, 6):
+            got, want = rounded(x, digits), round(x, digits)
+            if math.isnan(want):
+                assert math.isnan(got), x
+            else:
+                assert got == want and math.copysign(1, got) == math.copysign(1, want), (x, digits, got, want)
