@@ -15,7 +15,7 @@ than 1/N of the whole.  With ``whole = R + W`` (R: reading and decoding
 every frame, which each worker repeats; W: the rest, split between the
 workers) and ``shard = R + W / N``, the script prints
 
-    R = (N * largest shard - whole) / (N - 1)
+    R = (sum of the shards - whole) / (N - 1)
 
 and the best `-j N` can reach on N idle cores before start-up and
 contention, ``whole / largest shard``.  The workers spend
@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         whole = w if whole is None else min(whole, w)
         shards = s if shards is None else [min(a, b) for a, b in zip(shards, s)]
     assert whole is not None and shards is not None
-    repeated = (n * max(shards) - whole) / (n - 1) if n > 1 else 0.0
+    repeated = (sum(shards) - whole) / (n - 1) if n > 1 else 0.0
     print(f"{path}: layers {args.layers}, best of {args.rounds} rounds, CPU seconds in one process")
     print(f"  whole file        {whole:6.2f}")
     for i, s in enumerate(shards):
         print(f"  shard {i} of {n}       {s:6.2f}  ({s / whole:.3f} of the whole)")
-    print(f"  R, the work every worker repeats ((N x largest shard - whole) / (N - 1)): {repeated:.2f} s "
+    print(f"  R, the work every worker repeats ((sum of the shards - whole) / (N - 1)): {repeated:.2f} s "
           f"({repeated / whole:.1%} of the whole)")
     print(f"  -j {n} on {n} idle cores, before start-up and contention: at most {whole / max(shards):.2f}x")
     return 0
