@@ -43,10 +43,11 @@ class _Pending:
     watching: int = 0
     #: The verdict being watched (its metadata grows while watching).
     verdict: Verdict | None = None
-    #: Payload-less packets (and directions) held back for a layer with ``LayerInfo.hold_empty``: it
-    #: gets them, in order, before its next packet that is not held, or at the flow's end; never when
-    #: another layer decides the flow first.
-    held: list[tuple[Packet, int]] | None = None
+    #: Payload-less packets held back for a layer with ``LayerInfo.hold_empty``: it gets them, in order,
+    #: before its next packet that is not held, or at the flow's end; never when another layer decides
+    #: the flow first.  Packets alone: the replay asks the flow for their direction, which saves a tuple
+    #: per packet and layer while a scan's or a flood's flows wait.
+    held: list[Packet] | None = None
 
 
 #: What :meth:`Engine._replay` found.
@@ -202,10 +203,10 @@ class Engine:
                     held = entry.held
                     if held is None:
                         if entry.seen < hold:
-                            entry.held = [(pkt, direction)]
+                            entry.held = [pkt]
                             continue
                     elif entry.seen + len(held) < hold:
-                        held.append((pkt, direction))
+                        held.append(pkt)
                         continue
             if entry.held:
                 state = self._replay(flow, entry)
@@ -255,8 +256,8 @@ class Engine:
         _GONE when the layer left the flow, else _GOING."""
         held, entry.held = entry.held, None
         assert held is not None
-        for p, d in held:
-            if self._offer(flow, entry, p, d):
+        for p in held:
+            if self._offer(flow, entry, p, flow.direction_of(p)):
                 return _DECIDED
             if flow.pending is None or entry not in flow.pending:
                 return _GONE
