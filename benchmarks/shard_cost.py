@@ -36,7 +36,7 @@ import make_inputs  # noqa: E402  (benchmarks/ is not a package)
 
 from dpicore.api import Classifier  # noqa: E402
 from dpicore.config import Config  # noqa: E402
-from dpicore.parallel import Batch, Task, run_task  # noqa: E402
+from dpicore.parallel import BATCH_RECORDS, Batch, Task, run_task  # noqa: E402
 
 
 def cpu_of(clf: Classifier, task: Task) -> float:
@@ -45,7 +45,7 @@ def cpu_of(clf: Classifier, task: Task) -> float:
 
     def emit(record: dict) -> None:
         batch.add(record)
-        if batch.count >= 512:
+        if batch.count >= BATCH_RECORDS:
             batch.take()
 
     start = time.process_time()

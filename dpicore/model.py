@@ -59,11 +59,12 @@ def rounded(x: float, digits: int) -> float:
     does.  Anything else (ties, zero and negatives for the sign of zero,
     huge values, NaN) goes to ``round``.
     """
-    m = x * _SCALE[digits]
+    scale = _SCALE[digits]
+    m = x * scale
     if 0.0 < m < 2251799813685248.0:  # 2**51
         q = round(m)
         if -0.375 < m - q < 0.375:
-            return q / _SCALE[digits]
+            return q / scale
     return round(x, digits)
 
 
@@ -214,8 +215,8 @@ class Flow:
     s2c_packets: int = 0
     c2s_bytes: int = 0
     s2c_bytes: int = 0
-    # payloads, state, verdicts, errors and notes (properties below) are made on first use: most
-    # flows alive at any moment never touch most of them (a SYN scan's none), and five empty
+    # payloads, state, verdicts, errors and notes (the _MadeOnUse attributes below) are made on first
+    # use: most flows alive at any moment never touch most of them (a SYN scan's none), and five empty
     # containers were ~0.3 KB of a flow's ~1 KB.  The engine reads the private fields on its hot path.
     _payloads: list[tuple[int, bytes]] | None = attrs.field(default=None, alias="payloads")
     _state: dict[str, Any] | None = attrs.field(default=None, alias="state")
