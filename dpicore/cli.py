@@ -145,9 +145,8 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar, protocol counts or summary on standard error.")
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
-              help="Worker processes (0: one per core); large files are split over them by flow hash. "
-                   "Same records as -j 1, in another order, except labels one flow owes to another "
-                   "(an FTP data connection) when a large file is split (docs/cluster.md).")
+              help="Worker processes (0: one per core); large files are split over them by address pair "
+                   "(docs/cluster.md). Same records as -j 1, in another order.")
 @click.option("--cluster", "cluster", default=None, metavar="ADDRESS",
               help="Run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); the workers "
                    "read the captures from the same paths (see docs/cluster.md).")
@@ -157,9 +156,8 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
 
     pcap and pcapng, optionally gzip-compressed.  Records are written as flows
     end; each file's flows end with the file.  With -j N or --cluster the
-    records are the same (but for labels one flow owes to another in a
-    split file, see docs/cluster.md), their order is not (they are written
-    as the workers send them).
+    records are the same, their order is not (they are written as the
+    workers send them; see docs/cluster.md).
     """
     files = expand_paths(paths)
     if cluster and jobs != 1:

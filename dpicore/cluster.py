@@ -10,7 +10,7 @@
     run.damaged
 
 The work is the same tasks as ``-j N`` (:mod:`dpicore.parallel`): a small
-file is one task, a large one is split by flow hash into one shard per
+file is one task, a large one is split by address pair into one shard per
 :data:`SHARD_BYTES` of file, so a flow always lives in one task.  Each task
 runs a :class:`~dpicore.api.Classifier` on the worker (one per worker thread
 and configuration, kept for the next task) and returns its records; the

@@ -58,15 +58,17 @@ _K_REST = 0xC2B2AE3D27D4EB4F
 
 
 def shard_of(key: FlowKey, n: int) -> int:
-    """Stable (process-independent) shard of a flow key.
+    """Stable (process-independent) shard of a flow key: a hash of its address pair and VLAN.
 
-    Symmetric in the two endpoints and computed in 64-bit wrapping
-    arithmetic, so :func:`shards` gets the same answer for the flows numpy decodes
-    straight from the decoded columns, before any key is built.
+    Not of its ports: flows between the same two hosts share a shard, so state one flow leaves for
+    another (an FTP control connection announcing its data connection, nDPI's caches keyed by
+    address) is in the process that needs it, and a split file gives the labels of one process.
+    The price: a capture between two hosts is one shard.  Symmetric in the two endpoints and
+    computed in 64-bit wrapping arithmetic, so :func:`shards` gets the same answer for the flows
+    numpy decodes straight from the decoded columns, before any key is built.
     """
     addrs = int.from_bytes(key.addr_a, "big") + int.from_bytes(key.addr_b, "big")
-    rest = ((key.port_a + key.port_b) << 20) | (key.proto << 12) | key.vlan
-    h = (addrs * _K_ADDR + rest * _K_REST) & _M64
+    h = (addrs * _K_ADDR + key.vlan * _K_REST) & _M64
     return (h ^ (h >> 32)) % n
 
 
@@ -76,8 +78,7 @@ def shards(h: Headers, n: int) -> np.ndarray:
     For IPv6 ``h.src``/``h.dst`` hold the addresses' low 64 bits: their sum modulo 2**64 is the sum
     of the whole addresses modulo 2**64, all that shard_of's 64-bit arithmetic keeps."""
     addrs = (h.src + h.dst).astype(np.uint64)
-    rest = (((h.sport + h.dport) << 20) | (h.proto << 12) | h.vlan).astype(np.uint64)
-    x = addrs * np.uint64(_K_ADDR) + rest * np.uint64(_K_REST)  # arrays wrap modulo 2**64
+    x = addrs * np.uint64(_K_ADDR) + h.vlan.astype(np.uint64) * np.uint64(_K_REST)  # arrays wrap modulo 2**64
     x ^= x >> np.uint64(32)
     return x % np.uint64(n)
 

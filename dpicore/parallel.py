@@ -14,7 +14,7 @@
         sys.stdout.write(chunk)   # whole lines
 
 Work is cut into *tasks* ``(file, shard i of n)``.  A large file is split
-by flow hash: every worker reads the whole file but keeps only the flows
+by a hash of each flow's address pair: every worker reads the whole file but keeps only the flows
 whose key hashes to its shard (:func:`dpicore.fastpath.shard_of`; numpy
 drops the other shards' packets right after decoding their headers, so a
 worker groups and accounts only its own share), so each flow lives in
@@ -25,10 +25,11 @@ state that cannot cross a fork — and streams its records back in small
 batches through a bounded queue, so memory stays flat however large the
 output.  The records are those of one process; their order is not.
 
-Two things differ from one process by design: the flow cap
-(``engine.max_flows``) applies per worker, and layer state shared between
-flows (an FTP control connection announcing its data connection) is only
-seen by flows of the same shard — see docs/performance.md.
+Flows between the same two hosts share a shard, so the state one flow
+leaves for another (an FTP control connection announcing its data
+connection) is in the right process.  What differs from one process by
+design: the flow cap (``engine.max_flows``) applies per worker; see
+docs/cluster.md.
 
 The task planning, the per-task run and the per-file damage report are
 shared with :mod:`dpicore.cluster`, which runs the same tasks on Dask.
@@ -54,7 +55,7 @@ from .api import Classifier
 from .config import Config
 from .output import RecordWriter, flow_record
 
-#: Files at least this large are split over every worker by flow hash (``-j N``).
+#: Files at least this large are split over every worker by address pair (``-j N``).
 SPLIT_BYTES = 8 << 20
 #: Records per message from a worker; a batch is also sent once it is this old (seconds).
 BATCH_RECORDS = 512

@@ -73,7 +73,7 @@ def test_cli_cluster_equals_cli_local(corpus: Path, scheduler: str, tmp_path: Pa
 
 
 def test_large_file_split_into_shards_on_the_cluster(corpus: Path, scheduler: str) -> None:
-    """The largest corpus file cut into four flow-hash shards: the same flows and labels (nDPI only)."""
+    """The largest corpus file cut into four address-pair shards: the same flows and labels (nDPI only)."""
     big = max((corpus / "pcap").iterdir(), key=lambda p: p.stat().st_size)
     config = Config().with_layers(["ndpi"])
     with Classifier(config=config) as clf:

@@ -264,6 +264,26 @@ def test_shard_hash_from_columns_equals_shard_of_the_key(corpus: Path) -> None:
     assert len(checked) == 2 + 3 + 7 and min(checked.values()) > 1000  # every shard gets flows
 
 
+def test_flows_between_two_hosts_share_a_shard() -> None:
+    """A shard is an address pair (and VLAN): an FTP data connection must meet its control connection
+    whatever their ports and transports, while distinct host pairs spread over the shards."""
+    from dpicore.fastpath import shard_of
+    from dpicore.model import FlowKey
+
+    def key(proto: int, a: int, pa: int, b: int, pb: int, vlan: int = 0) -> FlowKey:
+        return FlowKey(proto, vlan, a.to_bytes(4, "big"), pa, b.to_bytes(4, "big"), pb)
+
+    client, server = 0x0A000001, 0xC0A80102
+    for n in (2, 3, 7):
+        control = shard_of(key(6, client, 40000, server, 21), n)
+        assert {shard_of(key(proto, client, 40000 + i, server, 1024 + 7 * i), n)
+                for proto in (6, 17) for i in range(200)} == {control}
+    per_shard = Counter(shard_of(key(6, 0x0A000000 + i, 5000, server, 80), 2) for i in range(1000))
+    assert min(per_shard.values()) > 400  # 1,000 clients of one server, over 2 shards
+    per_vlan = Counter(shard_of(key(6, client, 5000, server, 80, vlan), 2) for vlan in range(1, 1001))
+    assert min(per_vlan.values()) > 400  # one host pair copied on 1,000 VLANs
+
+
 @pytest.mark.parametrize("mixing", ["real", "colliding"])
 def test_unique_rows_equal_numpys(monkeypatch: pytest.MonkeyPatch, mixing: str) -> None:
     """_Flows finds a batch's flows by a 64-bit mix of each row; rows whose mixes collide (forced here

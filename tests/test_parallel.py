@@ -2,7 +2,7 @@
 
 Runs the real CLI (worker processes, the installed plugins, nDPI) on the
 shared corpus and on captures the test builds large enough to be split over
-the workers by flow hash.
+the workers by address pair.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from tests.helpers.frames import eth, pcap_bytes, udp4
 
 DPI = [sys.executable, "-m", "dpicore.cli"]
 T0 = 1_600_000_000.0
-#: Record fields that carry the label; the rest identify the flow and count it.
-LABEL_FIELDS = ("protocol", "source", "confidence", "category", "metadata")
 
 
 def dpi(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -88,35 +86,23 @@ def test_cli_j2_equals_j1_on_the_corpus(corpus: Path, tmp_path: Path) -> None:
     assert multiset(two.stdout) == multiset(one.stdout)
 
 
-def test_split_files_keep_every_flow_whole(corpus: Path) -> None:
-    """Every corpus file split over 3 processes by flow hash: the same flows with the same counters.
+@pytest.mark.parametrize("all_layers", [False, True], ids=["first-verdict", "all-layers"])
+def test_split_files_keep_every_record(corpus: Path, all_layers: bool) -> None:
+    """Every corpus file split over 2 and 3 processes: the same records, labels included.
 
-    (Labels are compared in the next test: a few depend on another flow's state.)
+    Some labels depend on another flow's state (an FTP data connection announced on its control
+    connection; nDPI's caches keyed by address), so this holds because a shard is an address pair.
     """
     files = sorted((corpus / "pcap").iterdir())
-    config = Config()
+    config = Config(all_layers=all_layers)
     with Classifier(config=config) as clf:
-        one = [flow_record(f) for path in files for f in clf.classify_pcap(path)]
-    run = classify_files(files, jobs=3, config=config, split_bytes=0)
-    split = list(run)
-    assert all(rep.shards == 3 and rep.complete for rep in run.tally.files.values())
-
-    def flows(recs: list[dict]) -> Counter[str]:
-        return multiset([{k: v for k, v in r.items() if k not in LABEL_FIELDS} for r in recs])
-
-    assert flows(split) == flows(one)
-    assert not run.damaged
-
-
-@pytest.mark.xfail(strict=True, reason="layer state shared between flows is per process: the FTP data connection "
-                   "announced on a control connection of another shard (heuristics), nDPI's STUN/WhatsApp cache; "
-                   "fastpath.shard_of hashes ports too, so such flows can land in different shards")
-def test_split_files_keep_every_label(corpus: Path) -> None:
-    files = sorted((corpus / "pcap").iterdir())
-    with Classifier() as clf:
-        one = [flow_record(f) for path in files for f in clf.classify_pcap(path)]
+        one = [flow_record(f, all_layers) for path in files for f in clf.classify_pcap(path)]
     for jobs in (2, 3):
-        assert multiset(list(classify_files(files, jobs=jobs, split_bytes=0))) == multiset(one), f"-j {jobs}"
+        run = classify_files(files, jobs=jobs, config=config, split_bytes=0)
+        split = list(run)
+        assert all(rep.shards == jobs and rep.complete for rep in run.tally.files.values())
+        assert multiset(split) == multiset(one), f"-j {jobs}"
+        assert not run.damaged
 
 
 def test_split_file_damage_reported_once_with_the_same_exit_code(damaged_big: Path) -> None:
