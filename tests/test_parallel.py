@@ -46,12 +46,13 @@ def problems(stderr: str, name: str) -> list[str]:
 
 
 def udp_flows_frames(count: int, payload: bytes, t0: float = T0) -> list[tuple[float, bytes]]:
-    """``count`` one-packet UDP flows (distinct source port and address): a fast, valid template."""
+    """``count`` one-packet UDP flows from distinct source addresses (so -j spreads them over its
+    shards, which are address pairs): a fast, valid template."""
     frame = bytearray(eth(udp4("10.1.0.0", 1024, "10.2.0.1", 5000, payload)))
     out = []
     for i in range(count):
-        struct.pack_into("!H", frame, 14 + 12 + 2, i // 60000)  # low half of the source address
-        struct.pack_into("!H", frame, 14 + 20, 1024 + i % 60000)
+        struct.pack_into("!H", frame, 14 + 12 + 2, i % 60000)  # low half of the source address
+        struct.pack_into("!H", frame, 14 + 20, 1024 + i // 60000)
         out.append((t0 + i * 1e-4, bytes(frame)))
     return out
 
