@@ -273,6 +273,10 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
     if not quiet:
         t = work.tally
         _warn_totals(t.layer_errors, t.last_errors, t.evicted, config.max_flows)
+        for rep in t.files.values():
+            if rep.lopsided:
+                _err(f"note: {rep.path}: one worker had {rep.largest / rep.packets:.0%} of its packets: "
+                     "a large file is split by host pair, and this one has too few to spread (docs/cluster.md)")
     sys.exit(EXIT_DAMAGED if work.damaged else EXIT_OK)
 
 

@@ -57,6 +57,8 @@ from .output import RecordWriter, flow_record
 
 #: Files at least this large are split over every worker by address pair (``-j N``).
 SPLIT_BYTES = 8 << 20
+#: A split file whose largest shard had more than this share of its packets is reported as lopsided.
+LOPSIDED = 0.75
 #: Records per message from a worker; a batch is also sent once it is this old (seconds).
 BATCH_RECORDS = 512
 BATCH_SECONDS = 0.2
@@ -191,10 +193,18 @@ class FileReport:
     undecodable: int = 0
     unsupported: bool = False
     packets: int = 0
+    #: Packets of the shard that had the most.
+    largest: int = 0
 
     @property
     def complete(self) -> bool:
         return self.done == self.shards
+
+    @property
+    def lopsided(self) -> bool:
+        """Split, but one shard had most of the packets: a shard is an address pair, and a capture
+        of few host pairs (one recording between two hosts) cannot be spread."""
+        return self.shards > 1 and self.largest > LOPSIDED * self.packets
 
     @property
     def damaged(self) -> bool:
@@ -224,6 +234,7 @@ class Tally:
             rep.problems = s.problems
             rep.fatal, rep.undecodable, rep.unsupported = s.fatal, s.undecodable, s.unsupported
         rep.packets += s.packets
+        rep.largest = max(rep.largest, s.packets)
         self.packets += s.packets
         self.flows += s.flows
         self.evicted += s.evicted

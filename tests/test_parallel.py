@@ -115,8 +115,25 @@ def test_split_file_damage_reported_once_with_the_same_exit_code(damaged_big: Pa
     assert len(lines) == 5  # three described, the cut end, the count of the undecodable ones
     assert any("cut short" in x for x in lines) and "10 packets could not be decoded" in lines[-1]
     assert problems(two.stderr, name) == lines
+    assert "one worker had" not in two.stderr  # its bulk: seven host pairs, spread
     assert multiset(two.stdout) == multiset(one.stdout)
     assert len(one.stdout.splitlines()) == 40 + 7
+
+
+def test_a_capture_between_two_hosts_is_one_shard_and_said_so(tmp_path: Path) -> None:
+    """A shard is an address pair: fifty flows between two hosts all go to one worker (the same
+    records), and the run says why -j did not spread the file."""
+    big = b"y" * 1400
+    recs = [(T0 + i * 1e-3, eth(udp4("10.5.0.1", 4000 + i % 50, "10.6.0.1", 7000, big)))
+            for i in range(SPLIT_BYTES // 1450 + 100)]
+    (tmp_path / "two_hosts.pcap").write_bytes(pcap_bytes(recs))
+    one = dpi("classify", "two_hosts.pcap", "-f", "jsonl", "-l", "heuristics", cwd=tmp_path)
+    two = dpi("classify", "two_hosts.pcap", "-f", "jsonl", "-l", "heuristics", "-j", "2", cwd=tmp_path)
+    assert one.returncode == two.returncode == 0
+    assert len(one.stdout.splitlines()) == 50
+    assert multiset(two.stdout) == multiset(one.stdout)
+    assert "note: two_hosts.pcap: one worker had 100% of its packets" in two.stderr
+    assert "one worker had" not in one.stderr
 
 
 def _descendants(pid: int) -> set[int]:
