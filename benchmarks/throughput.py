@@ -11,7 +11,9 @@ Each round runs, on each input and in turn:
 * ``dpi classify FILE -l heuristics -j 2``     (two worker processes)
 * two ``dpi classify FILE -l heuristics`` at once: what the machine gives two
   independent processes at that moment, the ceiling of the -j 2 ratio
-  (2 x one run's wall time / the pair's)
+  (2 x one run's wall time / the pair's); with the fixed costs below it also
+  gives the most any -j 2 could reach here (its fixed cost, then half the
+  work, slowed down as the pair slows down, nothing repeated)
 * NFStream 6.6 ``NFStreamer(source=FILE, n_dissections=20,
   statistical_analysis=False, n_meters=1)``, iterated to the end, from its
   own venv (~/.cache/dpicore-bench/nfstream-venv, created with
@@ -285,6 +287,14 @@ def report(b: dict[str, Any]) -> None:
         one, pair = (min(m["wall"] for m in runs[name]) for name in ("dpi heuristics", PAIR))
         print(f"  this machine's ceiling for -j 2, two one-process runs at once (best {pair:.2f} s): "
               f"2 x {one:.2f} / {pair:.2f} = {2 * one / pair:.2f}")
+        # The most any -j 2 could give here: its own fixed cost, then half of one run's work, slowed
+        # down as much as two processes at once slow each other (the pair's work / twice one run's).
+        work = one - setup["dpi heuristics"]
+        slowdown = (pair - setup[PAIR]) / work
+        best_j = setup["dpi -j 2 heuristics"] + slowdown * work / 2
+        print(f"  the most -j 2 could give here (its fixed cost {setup['dpi -j 2 heuristics']:.2f} s + half of "
+              f"{work:.2f} s of work x {slowdown:.2f}, the pair's slowdown; no work repeated): "
+              f"{one:.2f} / {best_j:.2f} = {one / best_j:.2f}")
         print("ratios per round (wall; the two runs of a round are minutes apart at most, so they share the "
               "machine's state; median last):")
         for slow, fast, what in ((nf, "dpi heuristics", "dpi heuristics / NFStream"),
