@@ -14,16 +14,18 @@
         sys.stdout.write(chunk)   # whole lines
 
 Work is cut into *tasks* ``(file, shard i of n)``.  A large file is split
-by a hash of each flow's address pair: every worker reads the whole file but keeps only the flows
-whose key hashes to its shard (:func:`dpicore.fastpath.shard_of`; numpy
-drops the other shards' packets right after decoding their headers, so a
-worker groups and accounts only its own share), so each flow lives in
-exactly one process and is classified as it would be in one process.  A small file is one task (reading it N times would cost more than
-it saves).  Each worker builds its own :class:`~dpicore.api.Classifier` from
-the same :class:`~dpicore.config.Config` — plugins such as nDPI hold native
-state that cannot cross a fork — and streams its records back in small
-batches through a bounded queue, so memory stays flat however large the
-output.  The records are those of one process; their order is not.
+by a hash of each flow's address pair: every worker reads the whole file
+but keeps only the flows whose key hashes to its shard
+(:func:`dpicore.fastpath.shard_of`; numpy drops the other shards' packets
+right after decoding their headers, so a worker groups and accounts only
+its own share), so each flow lives in exactly one process and is
+classified as it would be in one process.  A small file is one task
+(reading it N times would cost more than it saves).  Each worker builds
+its own :class:`~dpicore.api.Classifier` from the same
+:class:`~dpicore.config.Config` — plugins such as nDPI hold native state
+that cannot cross a fork — and streams its records back in small batches
+through a bounded queue, so memory stays flat however large the output.
+The records are those of one process; their order is not.
 
 Flows between the same two hosts share a shard, so the state one flow
 leaves for another (an FTP control connection announcing its data
