@@ -287,11 +287,7 @@ def report(b: dict[str, Any]) -> None:
         one, pair = (min(m["wall"] for m in runs[name]) for name in ("dpi heuristics", PAIR))
         print(f"  this machine's ceiling for -j 2, two one-process runs at once (best {pair:.2f} s): "
               f"2 x {one:.2f} / {pair:.2f} = {2 * one / pair:.2f}")
-        # The most any -j 2 could give here: its own fixed cost, then half of one run's work, slowed
-        # down as much as two processes at once slow each other (the pair's work / twice one run's).
-        work = one - setup["dpi heuristics"]
-        slowdown = (pair - setup[PAIR]) / work
-        best_j = setup["dpi -j 2 heuristics"] + slowdown * work / 2
+        work, slowdown, best_j = _cap(setup, one, pair)
         print(f"  the most -j 2 could give here (its fixed cost {setup['dpi -j 2 heuristics']:.2f} s + half of "
               f"{work:.2f} s of work x {slowdown:.2f}, the pair's slowdown; no work repeated): "
               f"{one:.2f} / {best_j:.2f} = {one / best_j:.2f}")
@@ -306,6 +302,19 @@ def report(b: dict[str, Any]) -> None:
         ceiling = [2 * one["wall"] / two["wall"] for one, two in zip(runs["dpi heuristics"], runs[PAIR])]
         print("  ceiling for -j 2 (2 x one run / two runs at once): " + " ".join(f"{x:.2f}" for x in ceiling)
               + f"  -> {statistics.median(ceiling):.2f}")
+        cap = [one["wall"] / _cap(setup, one["wall"], two["wall"])[2]
+               for one, two in zip(runs["dpi heuristics"], runs[PAIR])]
+        print("  the most -j 2 could give (as above, each round's runs): " + " ".join(f"{x:.2f}" for x in cap)
+              + f"  -> {statistics.median(cap):.2f}")
+
+
+def _cap(setup: dict[str, float], one: float, pair: float) -> tuple[float, float, float]:
+    """(work, slowdown, wall time) of the best -j 2 conceivable here: its own fixed cost, then half of
+    one run's work (its wall time less its fixed cost), slowed down as much as two one-process runs
+    at once slow each other (the pair's time less its fixed cost, over one run's work)."""
+    work = one - setup["dpi heuristics"]
+    slowdown = (pair - setup[PAIR]) / work
+    return work, slowdown, setup["dpi -j 2 heuristics"] + slowdown * work / 2
 
 
 # -- memory ----------------------------------------------------------------------------------------------
