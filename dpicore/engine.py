@@ -50,6 +50,19 @@ class _Pending:
     held: list[Packet] | None = None
 
 
+class _Held(list):  # type: ignore[type-arg]
+    """``Flow.pending`` of a flow whose layers have not started: its first packets, none with payload.
+
+    Every layer that wants such packets holds them anyway (``LayerInfo.hold_empty``) and the others
+    skip them, so no layer can act on them: the engine keeps them once, on the flow, and starts the
+    layers (``dpi_flow_new``, then each held packet as on arrival) with the first packet that carries
+    payload, the one past the hold, or the flow's end.  A scan's or a flood's flows (a bare SYN each)
+    then cost no layer state at all while they wait.
+    """
+
+    __slots__ = ()
+
+
 #: What :meth:`Engine._replay` found.
 _DECIDED, _GONE, _GOING = object(), object(), object()
 
@@ -84,6 +97,12 @@ class Engine:
         self.max_payloads = self.config.max_payloads
         #: Some layer wants packets without payload (then those cannot be skipped in bulk).
         self.wants_empty = any(layer.info.wants_empty for layer in self.layers)
+        holds = [layer.info.hold_empty for layer in self.layers if layer.info.wants_empty]
+        #: Payload-less packets a new flow may keep before its layers start (see _Held): as many as every
+        #: layer that wants them holds.  0: the layers start with the first packet, when one wants such
+        #: packets on arrival, or when none wants them (keeping the packet would then cost more than
+        #: the layers' state: a SYN flow with the heuristics layer alone, 896 bytes instead of 963).
+        self.defer = min(holds) if holds and all(holds) else 0
         self.table = FlowTable(self.config.idle_timeout, self.config.active_timeout, self.config.max_flows)
         self.stats = EngineStats()
         #: Capture time at which the next idle-expiry scan is due (one per second of capture time).
@@ -123,7 +142,11 @@ class Engine:
                 ended.append(self._finish(victim))
             flow = table.new_flow(key, pkt)
             table.insert(flow)
-            self._start(flow, pkt)
+            self.stats.flows += 1
+            if self.defer and not pkt.payload:
+                flow.pending = _Held((pkt,))
+            else:
+                self._start(flow, pkt)
         else:
             table.flows.move_to_end(key)
         direction = C2S if (pkt.src == flow.client and pkt.sport == flow.client_port) else 1
@@ -162,7 +185,6 @@ class Engine:
 
     # -- layers ----------------------------------------------------------------
     def _start(self, flow: Flow, pkt: Packet) -> None:
-        self.stats.flows += 1
         pending: list[_Pending] = []
         for layer in self.layers:
             if layer.disabled:
@@ -179,7 +201,28 @@ class Engine:
         if not pending:
             flow.final = True
 
+    def _begin(self, flow: Flow) -> None:
+        """Start the layers of a flow that kept its first packets (_Held) and hand those over, in order."""
+        held = flow.pending
+        assert type(held) is _Held
+        flow.pending = None
+        self._start(flow, held[0])
+        for p in held:
+            if not flow.pending:
+                break
+            self._classify(flow, p, flow.direction_of(p))
+
     def _classify(self, flow: Flow, pkt: Packet, direction: int) -> None:
+        if type(flow.pending) is _Held:
+            held = flow.pending
+            if held[0] is pkt:  # the packet that opened the flow: kept already
+                return
+            if not pkt.payload and len(held) < self.defer:
+                held.append(pkt)
+                return
+            self._begin(flow)
+            if not flow.pending:
+                return
         payload = pkt.payload
         if payload and not self._new_payload(flow, pkt, direction):
             payload = b""  # a retransmission: layers have seen these bytes
@@ -349,6 +392,8 @@ class Engine:
 
     def _finish(self, flow: Flow) -> Flow:
         """The flow ended: release layers, pick the verdict."""
+        if type(flow.pending) is _Held:
+            self._begin(flow)
         for entry in list(flow.pending or ()):
             if entry.held and flow.pending is not None and entry in flow.pending:
                 self._replay(flow, entry)  # the packets the layer would have seen before the end

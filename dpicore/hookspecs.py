@@ -71,7 +71,14 @@ def dpi_register_protocols() -> "Iterable[ProtocolSpec | str]":
 def dpi_flow_new(flow: "Flow", packet: "Packet") -> Any:
     """A new flow starts; return the layer's per-flow state (or None).
 
-    :param flow: the new flow (no packets counted yet).
+    Called before the layer's first packet of the flow.  When the flow's
+    first packets carry no payload and every layer that wants such packets
+    holds them (``LayerInfo.hold_empty``), the engine starts the layers only
+    with the first packet it cannot hold (one with payload, the one past the
+    hold) or at the flow's end: a scan's or a flood's flows then cost no
+    layer state while they wait.
+
+    :param flow: the new flow (no packets counted yet, or the held ones).
     :param packet: the packet that opened it.
     :return: any object; the pipeline passes it back as ``state`` to
         ``dpi_classify`` and ``dpi_flow_end`` for this flow and this layer.

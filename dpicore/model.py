@@ -225,7 +225,7 @@ class Flow:
     final: bool = False
     _errors: list[str] | None = attrs.field(default=None, alias="errors")
     end_reason: str = ""
-    #: Layers still looking at this flow (pipeline-owned).
+    #: Layers still looking at this flow, or the packets it holds before they start (pipeline-owned).
     pending: list[Any] | None = None
     #: TCP: FIN seen from client / server; the flow ends when both are seen or on RST.
     fin_mask: int = 0

@@ -59,8 +59,9 @@ class LayerInfo:
     #: ``hold_empty``) or the flow's end; when a higher-priority layer decides the flow first the
     #: layer never gets them.  Every packet reaches the layer in the same order and at the same point
     #: of its own count as without holding; what it saves is a call per handshake packet of every flow
-    #: another layer names (nDPI: its TCP state only matters once payload comes).  0: every packet on
-    #: arrival.
+    #: another layer names (nDPI: its TCP state only matters once payload comes).  When every layer
+    #: that wants such packets holds them, a new flow's layers start only once it has a packet they
+    #: do not hold (see dpi_flow_new).  0: every packet on arrival.
     hold_empty: int = 0
     description: str = ""
 

@@ -198,6 +198,55 @@ def test_a_flow_without_payload_hands_its_held_packets_over_before_its_end() -> 
     assert layer.log == ["tcpstate"] * 3 + ["tcpstate end"]
 
 
+class Opening(EndLogged):
+    """An EndLogged that logs its ``dpi_flow_new`` calls too, with the packet each was given."""
+
+    @hookimpl
+    def dpi_flow_new(self, flow: Flow, packet: Any) -> dict:
+        self.news += 1
+        self.log.append(f"{self.id} new at {packet.ts}")
+        return {"flow": id(flow), "calls": 0}
+
+
+@pytest.mark.parametrize("close", ["payload", "end", "past the hold"])
+def test_layers_start_once_a_flow_holds_no_more(close: str) -> None:
+    """While a new flow's packets carry no payload and every layer that wants them holds them, no layer
+    is started (a SYN flood's flows cost no layer state): each gets dpi_flow_new, with the packet that
+    opened the flow, and the held packets in order, at the first payload, the packet past the hold, or
+    the flow's end; a layer that wants no empty packet gets none."""
+    log: list[str] = []
+    held = Opening("held", 20, max_packets=100, wants_empty=True, hold_empty=3, log=log)
+    payload_only = Opening("payload", 10, max_packets=100, log=log)
+    e = build(payload_only, held)
+    syn, synack, ack = packet(1.0, flags=SYN), packet(1.1, flags=SYN | ACK, sport=80, dport=40000,
+                                                        src="10.0.0.2", dst="10.0.0.1"), packet(1.2, flags=ACK)
+    for p in (syn, synack, ack):
+        e.feed(p)
+    assert log == [] and e.stats.flows == 1, "three payload-less packets, a hold of three: nothing started"
+    if close == "payload":
+        e.feed(packet(1.3, flags=PSH | ACK, payload=b"GET /", seq=1))
+        assert log == ["payload new at 1.0", "held new at 1.0", "payload", "held", "held", "held", "held"]
+    elif close == "past the hold":
+        e.feed(packet(1.3, flags=ACK))
+        assert log == ["payload new at 1.0", "held new at 1.0", "held", "held", "held", "held"]
+    else:
+        (flow,) = e.flush()
+        assert log == ["payload new at 1.0", "held new at 1.0", "held", "held", "held", "payload end", "held end"]
+        assert flow.final and flow.pending is None
+
+
+def test_layers_start_with_the_first_packet_when_one_wants_empty_packets_on_arrival() -> None:
+    eager = Recorder("eager", 10, max_packets=100, wants_empty=True)
+    held = Recorder("held", 20, max_packets=100, wants_empty=True, hold_empty=3)
+    e = build(eager, held)
+    e.feed(packet(1.0, flags=SYN))
+    assert (eager.news, eager.calls, held.news, held.calls) == (1, 1, 1, 0)
+    alone = Recorder("payload", 10)
+    e = build(alone)
+    e.feed(packet(1.0, flags=SYN))
+    assert alone.news == 1, "no layer wants the packet: keeping it would cost more than starting"
+
+
 def test_no_more_than_hold_empty_packets_are_held() -> None:
     layer = Recorder("tcpstate", 20, max_packets=100, wants_empty=True, hold_empty=2)
     e = build(layer)
