@@ -89,3 +89,51 @@ def test_flood_keeps_the_table_bounded() -> None:
     # keeping even one object per evicted flow would add 180k allocated blocks.
     growth = before_flush - at_cap
     assert growth < 20_000, f"{growth} more allocated blocks while the table stayed at {CAP} flows"
+
+
+def scan_records() -> list[tuple[float, bytes]]:
+    """A SYN scan of 3,000 ports: closed ones answer RST/ACK, open ones complete the handshake, some
+    with a banner; UDP probes between them."""
+    from tests.helpers.frames import ACK, PSH, RST, SYN, eth, tcp4, udp4
+
+    recs = []
+    t = 1_600_000_000.0
+    for i in range(3000):
+        me, port = ("10.9.0.1", 50000 + i % 300), 1 + i % 1024
+        target = f"10.8.{i // 250}.{i % 250}"
+        out = [tcp4(*me, target, port, SYN, b"", 100 + i)]
+        if i % 3 == 0:
+            out.append(tcp4(target, port, *me, RST | ACK, b"", 0))
+        if i % 7 == 0:
+            out += [tcp4(target, port, *me, SYN | ACK, b"", 5000), tcp4(*me, target, port, ACK, b"", 101 + i)]
+            if i % 14 == 0:
+                out.append(tcp4(target, port, *me, PSH | ACK, b"SSH-2.0-OpenSSH_8.9\r\n", 5001))
+        if i % 11 == 0:
+            out.append(udp4(me[0], 40000 + i, target, 53, b""))
+        for frame in out:
+            recs.append((t, eth(frame)))
+            t += 0.001
+    return recs
+
+
+def test_a_scan_gets_the_records_of_layers_started_with_the_first_packet(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The shipped layers all hold payload-less packets, so a flow's layers start only once it has a
+    packet they would not hold (engine.defer): a scan's flows then cost no layer state.  The records
+    must be those of an engine that starts every layer with the flow's first packet."""
+    from dpicore import Classifier
+    from dpicore.output import flow_record
+    from tests.helpers.frames import pcap_bytes
+
+    path = tmp_path / "scan.pcap"
+    path.write_bytes(pcap_bytes(scan_records()))
+    for all_layers in (False, True):
+        runs = []
+        for defer in (None, 0):
+            with Classifier(config=Config(all_layers=all_layers)) as clf:
+                if defer is not None:
+                    clf.engine.defer = defer
+                else:
+                    assert {layer.id for layer in clf.engine.layers} >= {"heuristics", "ndpi", "ml"}
+                    assert clf.engine.defer > 0, "the shipped layers all hold payload-less packets"
+                runs.append(sorted(str(flow_record(f, all_layers)) for f in clf.classify_pcap(path)))
+        assert len(runs[0]) == 3273 and runs[0] == runs[1]
