@@ -129,6 +129,7 @@ class Engine:
         if key is None:
             key = FlowKey.of(pkt)
         flow = table.flows.get(key)
+        opened = None  # the _Held of a flow this packet opens
         if flow is not None:
             reason = table.must_restart(flow, pkt)
             if reason is not None:
@@ -144,7 +145,7 @@ class Engine:
             table.insert(flow)
             self.stats.flows += 1
             if self.defer and not pkt.payload:
-                flow.pending = _Held((pkt,))
+                flow.pending = opened = _Held((pkt,))
             else:
                 self._start(flow, pkt)
         else:
@@ -160,7 +161,7 @@ class Engine:
             flow.last_seen = ts
         if pkt.proto == TCP and pkt.tcp_flags & (FIN | RST):
             table.note_tcp_flags(flow, pkt.tcp_flags, direction, ts)
-        if flow.pending:
+        if flow.pending and flow.pending is not opened:
             self._classify(flow, pkt, direction)
         return ended
 
@@ -215,8 +216,6 @@ class Engine:
     def _classify(self, flow: Flow, pkt: Packet, direction: int) -> None:
         if type(flow.pending) is _Held:
             held = flow.pending
-            if held[0] is pkt:  # the packet that opened the flow: kept already
-                return
             if not pkt.payload and len(held) < self.defer:
                 held.append(pkt)
                 return
