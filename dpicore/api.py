@@ -112,7 +112,7 @@ class Classifier:
             source.interrupted = True
         finally:
             source.close()
-        yield from engine.flush()
+        yield from engine.drained()
 
     def classify_packets(self, packets: Iterable[Packet]) -> Iterator[Flow]:
         yield from self.engine.run(packets)

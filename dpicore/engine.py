@@ -172,9 +172,20 @@ class Engine:
 
     def flush(self) -> list[Flow]:
         """End every live flow (end of input) and return them, oldest first."""
+        return list(self.drained())
+
+    def drained(self) -> Iterator[Flow]:
+        """End every live flow (end of input), oldest first, yielding each as it ends.
+
+        What the input ends with can be most of its flows (a scan, a flood, a
+        short capture): a caller that writes each flow and drops it needs no
+        more memory than the live flows did, where a list would hold every
+        ended flow, verdicts and all, at once.
+        """
         # The next input (the next file of a directory) may be older than this one.
         self.next_expiry = float("-inf")
-        return [self._finish(flow) for flow in self.table.drain()]
+        for flow in self.table.drain():
+            yield self._finish(flow)
 
     def run(self, packets: Iterable[Packet]) -> Iterator[Flow]:
         """Classify a stream of packets; yield every flow once it has ended."""
@@ -182,7 +193,7 @@ class Engine:
             ended = self.feed(pkt)
             if ended:
                 yield from ended
-        yield from self.flush()
+        yield from self.drained()
 
     # -- layers ----------------------------------------------------------------
     def _start(self, flow: Flow, pkt: Packet) -> None:

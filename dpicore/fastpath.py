@@ -49,7 +49,7 @@ def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, in
         source.fail(exc)
     finally:
         source.finish()
-    yield from engine.flush()
+    yield from engine.drained()
 
 
 _M64 = (1 << 64) - 1

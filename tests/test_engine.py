@@ -432,3 +432,27 @@ def test_payloads_kept_are_bounded() -> None:
     (flow,) = build(Peek("peek", 10, max_packets=100), max_payloads=3).run(data_packets(6))
     assert seen == [1, 2, 3, 3, 3, 3]
     assert flow.payloads == [], "payloads are released when the flow ends"
+
+
+def test_flows_ended_by_the_end_of_input_are_let_go_one_by_one() -> None:
+    """drained() (what the capture paths use) ends the live flows one at a time: a flow the caller has
+    written and dropped is freed before the next ends, so the end of a scan's capture needs no memory
+    for all its ended flows at once; flush() is the same flows as a list."""
+    import gc
+    import weakref
+
+    e = build(Recorder("a", 10))
+    for i in range(50):
+        e.feed(packet(1.0 + i / 100, sport=20000 + i, payload=b"x"))
+    gone = []
+    previous = None
+    for flow in e.drained():
+        if previous is not None:
+            gc.collect()
+            gone.append(previous() is None)
+        previous = weakref.ref(flow)
+        del flow
+    assert len(gone) == 49 and all(gone)
+    for i in range(3):
+        e.feed(packet(2.0 + i, sport=30000 + i, payload=b"y"))
+    assert [f.client_port for f in e.flush()] == [30000, 30001, 30002]
