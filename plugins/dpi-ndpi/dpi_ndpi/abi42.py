@@ -60,7 +60,10 @@ _SIGNATURES: tuple[tuple[str, object, list[object]], ...] = (
     ("ndpi_detection_process_packet", Protocol, [c_void_p, c_void_p, c_char_p, ctypes.c_ushort, c_uint64]),
     ("ndpi_detection_giveup", Protocol, [c_void_p, c_void_p, c_uint8, POINTER(c_uint8)]),
     ("ndpi_extra_dissection_possible", c_uint8, [c_void_p, c_void_p]),
-    ("ndpi_free_flow_data", None, [c_void_p]),
+    # ndpi_calloc zeroes what ndpi_malloc allocates; ndpi_free_flow frees nDPI's data inside a flow,
+    # then the flow itself with ndpi_free: the pair ndpiReader uses, with nDPI's allocator both ways.
+    ("ndpi_calloc", c_void_p, [ctypes.c_ulong, ctypes.c_size_t]),
+    ("ndpi_free_flow", None, [c_void_p]),
     ("ndpi_protocol2name", c_char_p, [c_void_p, Protocol, c_char_p, c_uint]),
     ("ndpi_get_proto_name", c_char_p, [c_void_p, c_uint16]),
     ("ndpi_get_num_supported_protocols", c_uint, [c_void_p]),
@@ -102,7 +105,8 @@ class Ndpi42:
         # Hot-path entry points, looked up once.
         self.process = lib.ndpi_detection_process_packet
         self.extra_possible = lib.ndpi_extra_dissection_possible
-        self.free_flow_data = lib.ndpi_free_flow_data
+        self._calloc = lib.ndpi_calloc
+        self.free_flow = lib.ndpi_free_flow
         self._giveup = lib.ndpi_detection_giveup
 
     # -- module lifetime ---------------------------------------------------------
@@ -123,14 +127,26 @@ class Ndpi42:
         self.lib.ndpi_exit_detection_module(module)
 
     # -- per flow ----------------------------------------------------------------
+    def new_flow(self) -> int:
+        """A zeroed ``ndpi_flow_struct`` from nDPI's allocator (its address); ``free_flow`` frees it.
+
+        A bare address rather than a ctypes buffer: 1 M flows nDPI is inspecting
+        would otherwise carry 1 M ctypes objects (~150 bytes each with the
+        allocation's own overhead).
+        """
+        flow = self._calloc(1, self.flow_size)
+        if not flow:
+            raise MemoryError("ndpi_calloc failed for a flow struct")
+        return int(flow)
+
     def giveup(self, module: int, flow: int, guess: bool) -> Protocol:
         guessed = c_uint8(0)
         return self._giveup(module, flow, 1 if guess else 0, ctypes.byref(guessed))
 
     @staticmethod
-    def confidence(flow_buffer: ctypes.Array) -> int:  # type: ignore[type-arg]
+    def confidence(flow: int) -> int:
         """The flow's ``ndpi_confidence_t`` (read from the struct: 4.2 has no getter)."""
-        return c_int.from_buffer(flow_buffer, FLOW_CONFIDENCE_OFFSET).value
+        return c_int.from_address(flow + FLOW_CONFIDENCE_OFFSET).value
 
     def confidence_name(self, value: int) -> str:
         return _text(self.lib.ndpi_confidence_get_name(value)) or f"confidence {value}"

@@ -19,12 +19,11 @@ ndpiReader answers:
 * a flow that ends first gets the same give-up.
 
 Nothing is replayed: each packet is fed once, and the flow's nDPI memory is
-released (``ndpi_free_flow_data``) as soon as the layer is done with it.
+freed (``ndpi_free_flow``) as soon as the layer is done with it.
 """
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any
 
 import attrs
@@ -161,22 +160,22 @@ class NdpiFlow:
     """nDPI's state for one flow: a zeroed ``ndpi_flow_struct`` the layer owns.
 
     nDPI allocates inside it (host names, TLS certificate data, reassembly
-    buffers), so :meth:`release` (``ndpi_free_flow_data``) must run before the
-    buffer is dropped; ``__del__`` does it for a flow nobody ended.
+    buffers), so :meth:`release` (``ndpi_free_flow``: that data, then the
+    struct) must run once the layer is done; ``__del__`` does it for a flow
+    nobody ended.
 
-    The struct (688 bytes, ~0.85 KB with its ctypes object) is made when nDPI
-    is first handed a packet of the flow, not with the flow: a flow another
-    layer names from its first payload, and a bare SYN of a scan or flood
-    (whose held handshake nDPI only gets at the flow's end, if at all), then
-    never cost one while they live.
+    The struct (688 bytes, from nDPI's own allocator, held by its address
+    alone) is made when nDPI is first handed a packet of the flow, not with
+    the flow: a flow another layer names from its first payload, and a bare
+    SYN of a scan or flood (whose held handshake nDPI only gets at the
+    flow's end, if at all), then never cost one while they live.
     """
 
-    __slots__ = ("detector", "buffer", "address", "budget", "packets", "last_ms", "done", "view", "released")
+    __slots__ = ("detector", "address", "budget", "packets", "last_ms", "done", "view", "released")
 
     def __init__(self, detector: Detector, budget: int | None) -> None:
         self.detector = detector
-        #: The ``ndpi_flow_struct`` and its address, once nDPI has been handed a packet (else None / 0).
-        self.buffer: ctypes.Array[ctypes.c_char] | None = None
+        #: The ``ndpi_flow_struct``'s address once nDPI has been handed a packet (0 before, and once freed).
         self.address = 0
         self.budget = budget
         self.packets = 0
@@ -187,9 +186,8 @@ class NdpiFlow:
         self.released = False
 
     def _allocate(self) -> int:
-        """The flow's struct, zeroed (ctypes), made on first use; returns its address."""
-        self.buffer = ctypes.create_string_buffer(self.detector.abi.flow_size)
-        self.address = ctypes.addressof(self.buffer)
+        """The flow's struct, zeroed, made on first use; returns its address."""
+        self.address = self.detector.abi.new_flow()
         return self.address
 
     def feed(self, packet: Packet) -> NdpiResult | None:
@@ -224,6 +222,8 @@ class NdpiFlow:
 
     def giveup(self) -> NdpiResult:
         """nDPI's best answer for a flow that ends (or is cut) before detection completed."""
+        if self.released:
+            raise RuntimeError("the flow's nDPI state is already freed")
         det = self.detector
         self.done = True
         return self._result(det.abi.giveup(det.module, self.address or self._allocate(), det.guess), gave_up=True)
@@ -231,22 +231,22 @@ class NdpiFlow:
     def _result(self, proto: Any, gave_up: bool = False) -> NdpiResult:
         det = self.detector
         abi = det.abi
-        assert self.buffer is not None
+        assert self.address
         return NdpiResult(
             master=det.name(proto.master_protocol), app=det.name(proto.app_protocol),
             label=abi.label(det.module, proto), category=det.category(proto.category),
-            confidence=abi.confidence_name(abi.confidence(self.buffer)), host=abi.host(self.address),
+            confidence=abi.confidence_name(abi.confidence(self.address)), host=abi.host(self.address),
             gave_up=gave_up)
 
     def release(self) -> None:
-        """Free what nDPI allocated inside the flow and drop the buffer (idempotent)."""
+        """Free the struct and what nDPI allocated inside it (idempotent)."""
         if self.released:
             return
         self.released = True
         det = self.detector
-        if self.buffer is not None:
-            det.abi.free_flow_data(self.address)
-            self.buffer = None
+        address, self.address = self.address, 0
+        if address:
+            det.abi.free_flow(address)
         det._released()
 
     def __del__(self) -> None:
