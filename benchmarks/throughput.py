@@ -35,10 +35,12 @@ of two tools can come from different rounds).  Each tool's fixed cost (interpret
 plugin and library setup) is measured on a one-packet capture and shown
 apart, with packets/s "net" of it.
 
-Then, unless --skip-memory: bytes per tracked flow (1 M one-packet flows fed
-to an Engine, all live at once, RSS growth over N: UDP flows with an
-unrecognised payload, and bare TCP SYNs, each without layers, with the
-heuristics layer, with heuristics and nDPI, and with every shipped layer),
+Then, unless --skip-memory: bytes per tracked flow (1 M flows fed to an
+Engine, all live at once, RSS growth over N: UDP flows of one unrecognised
+payload, bare TCP SYNs, and the real-client captures' conversations up to
+their 8th packet or first FIN/RST, each from its own client address; each
+without layers, with the heuristics layer, with heuristics and nDPI, and
+with every shipped layer),
 and peak RSS on a tenth of the
 real-client input next to the whole input (output is streamed, so it should
 not grow with the file).
@@ -325,17 +327,21 @@ def _rss() -> int:
 
 #: Flow shapes of the memory rows: an unrecognised UDP payload keeps every layer interested (its state
 #: and the flow's payloads stay); a bare TCP SYN is a scan or a flood, the usual way to a million
-#: concurrent flows, and its packet is held for the layers that want the handshake.
-MEMORY_KINDS = ("payload", "syn")
+#: concurrent flows, and its packet is held for the layers that want the handshake; "real" replays the
+#: first packets of the real-client captures' conversations (see real_flows).
+MEMORY_KINDS = ("payload", "syn", "real")
+#: "real" flows: at most this many packets of each conversation, none from its first FIN or RST on
+#: (the flow stays live, in the middle of its conversation).
+REAL_PACKETS = 8
 #: Layer sets of the memory rows: none, the heuristics alone, with nDPI, and every layer shipped
 #: (what `dpi classify` runs by default when dpi-ml is installed too).
 MEMORY_LAYERS = ("", "heuristics", "heuristics,ndpi", "heuristics,ndpi,ml")
 
 
 def flow_memory(n: int, layers: str, kind: str = "payload") -> int:
-    """Feed ``n`` one-packet flows of ``kind`` to an Engine; print RSS growth per flow (runs in a fresh
-    process).  Each packet is decoded from a real frame by the scalar decoder, so it carries its own
-    slices of its frame as a captured packet does."""
+    """Feed ``n`` flows of ``kind`` to an Engine, all live at once; print RSS growth per flow (runs in a
+    fresh process).  Each packet is decoded from its own frame by the scalar decoder, so it carries its
+    own slices of it as a captured packet does."""
     from dpicore import Classifier
     from dpicore.config import Config
     from dpicore.decode import Decoder
@@ -345,20 +351,64 @@ def flow_memory(n: int, layers: str, kind: str = "payload") -> int:
     clf = Classifier(config=config)
     feed = clf.engine.feed
     decode = Decoder().decode
-    payload = b"\x00\x01zz-not-a-known-protocol" if kind == "payload" else b""
-    base = _rss()
-    for i in range(n):
-        # Its own addresses, port and (for a payload) bytes, as each captured packet has.
-        data = payload + i.to_bytes(4, "big") if payload else b""
-        frame = _frame(kind, (0x0A000000 | i).to_bytes(4, "big"), 1024 + i % 60000, data)
-        pkt = decode(DLT_RAW, frame, 1.0, len(frame), i + 1)
-        assert pkt is not None
-        feed(pkt, expire=False)
+    if kind == "real":
+        conversations = real_flows()
+        number = 0
+        base = _rss()
+        for i in range(n):
+            # Conversation i % len, from its own client address (100.64.0.0 + i): its own flow.
+            client = (0x64400000 + i).to_bytes(4, "big")
+            for ts, ip, from_client in conversations[i % len(conversations)]:
+                number += 1
+                ip = ip[:12] + client + ip[16:] if from_client else ip[:16] + client + ip[20:]
+                pkt = decode(DLT_RAW, ip, ts, len(ip), number)
+                assert pkt is not None
+                feed(pkt, expire=False)
+    else:
+        payload = b"\x00\x01zz-not-a-known-protocol" if kind == "payload" else b""
+        base = _rss()
+        for i in range(n):
+            # Its own addresses, port and (for a payload) bytes, as each captured packet has.
+            data = payload + i.to_bytes(4, "big") if payload else b""
+            frame = _frame(kind, (0x0A000000 | i).to_bytes(4, "big"), 1024 + i % 60000, data)
+            pkt = decode(DLT_RAW, frame, 1.0, len(frame), i + 1)
+            assert pkt is not None
+            feed(pkt, expire=False)
     grown = _rss() - base
     assert len(clf.engine.table) == n
     print(json.dumps({"flows": n, "layers": layers, "kind": kind, "bytes": grown, "per_flow": grown / n,
                       "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
     return 0
+
+
+def real_flows() -> list[list[tuple[float, bytes, bool]]]:
+    """The IPv4 TCP and UDP conversations of the real-client captures (make_inputs.realclient_sources):
+    per conversation its first REAL_PACKETS packets before any FIN or RST, as (time from 1.0, IP bytes,
+    sent by the client), in capture order.  The client is the first packet's sender."""
+    from dpicore.decode.source import CaptureSource
+    from dpicore.model import FIN, RST, TCP, UDP, FlowKey, Packet
+
+    out: list[list[tuple[float, bytes, bool]]] = []
+    for path in make_inputs.realclient_sources():
+        flows: dict[FlowKey, list[tuple[float, bytes, bool]]] = {}  # a capture's conversations are its own
+        firsts: dict[FlowKey, Packet] = {}
+        closed: set[FlowKey] = set()
+        for pkt in CaptureSource(path):
+            if pkt.ip_version != 4 or pkt.proto not in (TCP, UDP) or pkt.fragment or not pkt.ip:
+                continue
+            key = FlowKey.of(pkt)
+            if key in closed:
+                continue
+            if pkt.proto == TCP and pkt.tcp_flags & (FIN | RST):
+                closed.add(key)
+                continue
+            packets = flows.setdefault(key, [])
+            if len(packets) < REAL_PACKETS:
+                first = firsts.setdefault(key, pkt)
+                ts = 1.0 + min(max(pkt.ts - first.ts, 0.0), 60.0)
+                packets.append((ts, bytes(pkt.ip), (pkt.src, pkt.sport) == (first.src, first.sport)))
+        out.extend(flows.values())
+    return out
 
 
 def _frame(kind: str, src: bytes, sport: int, payload: bytes) -> bytes:
@@ -374,8 +424,9 @@ def _frame(kind: str, src: bytes, sport: int, payload: bytes) -> bytes:
 
 def memory_report(cache: Path) -> None:
     n = 1_000_000
-    print(f"\nbytes per tracked flow (RSS growth / flows; {n:,} one-packet flows, all live at once; "
-          "payload: an unrecognised UDP payload, syn: a bare TCP SYN):")
+    print(f"\nbytes per tracked flow (RSS growth / flows; {n:,} flows, all live at once; payload: one "
+          f"unrecognised UDP payload, syn: a bare TCP SYN, real: a real-client conversation up to its "
+          f"{REAL_PACKETS}th packet or first FIN/RST):")
     for kind in MEMORY_KINDS:
         for layers in MEMORY_LAYERS:
             out = subprocess.run([sys.executable, __file__, "--flow-memory", str(n), "--layers", layers,

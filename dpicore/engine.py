@@ -269,9 +269,10 @@ class Engine:
                     continue
             if self._offer(flow, entry, pkt, direction):
                 return
-        if not pending:
+        if not pending:  # the last layer left: no layer reads the payloads any more (see _decide)
             flow.final = True
             flow.pending = None
+            flow._payloads = None
 
     def _offer(self, flow: Flow, entry: _Pending, pkt: Packet, direction: int) -> bool:
         """One packet to one layer; True when the flow got decided (the packet goes no further)."""
@@ -388,6 +389,10 @@ class Engine:
             keep.verdict = flow.verdict
             keep.watching = flow.verdict.watch if flow.verdict is not None else 0
             flow.pending = [keep]
+        else:
+            # No layer reads them any more (_finish would drop them): a decided flow can live for
+            # minutes, and its first payloads (hellos, certificates) were most of its memory.
+            flow._payloads = None
 
     def _layer_failed(self, flow: Flow, layer: Layer, hook: str, exc: BaseException) -> None:
         message = f"{layer.id}: {hook} raised {type(exc).__name__}: {exc}"

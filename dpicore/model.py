@@ -234,7 +234,8 @@ class Flow:
     _notes: dict[str, Any] | None = attrs.field(default=None, alias="notes")
 
     payloads = _MadeOnUse(
-        list, "First payloads per direction, in order, bounded by the flow table.")
+        list, "First payloads per direction, in order, bounded by the flow table; empty again once no "
+              "layer looks at the flow (decided, or every layer left) and after its end.")
     state = _MadeOnUse(dict, "Per-layer private state, keyed by layer id.")
     verdicts = _MadeOnUse(list, "Every verdict accepted for the flow, in order.")
     errors = _MadeOnUse(list, "What went wrong in a layer for this flow, a line each.")

@@ -434,6 +434,31 @@ def test_payloads_kept_are_bounded() -> None:
     assert flow.payloads == [], "payloads are released when the flow ends"
 
 
+@pytest.mark.parametrize("how", ["verdict", "all left", "watched"])
+def test_a_decided_flow_lets_its_payloads_go_while_it_lives(how: str) -> None:
+    """Once no layer looks at a flow (a confident verdict, or every layer left), its payloads go at
+    once, not at its end: a decided flow can live for minutes.  Layers leaving on the decision still
+    see them in dpi_flow_end, and a layer watching on after its verdict keeps them."""
+    ends: list[int] = []
+
+    class Leaver(Recorder):
+        @hookimpl
+        def dpi_flow_end(self, flow: Flow) -> None:
+            ends.append(len(flow.payloads))
+
+    answers = {"verdict": {2: lambda: Verdict("HTTP", confidence=0.9)}, "all left": {2: lambda: Verdict("Unknown")},
+               "watched": {2: lambda: Verdict("FTP", confidence=0.9, watch=10)}}[how]
+    e = build(Recorder("decider", 10, answers=answers), Leaver("leaver", 20, max_packets=2 if how == "all left" else 9))
+    for pkt in data_packets(4):
+        e.feed(pkt)
+    (flow,) = e.table.flows.values()
+    assert ends == [2], "the leaving layer read the payloads in dpi_flow_end"
+    if how == "watched":
+        assert flow.final and len(flow.payloads) == 4, "the watching layer still has every payload"
+    else:
+        assert flow.final and not flow.pending and flow.payloads == []
+
+
 def test_flows_ended_by_the_end_of_input_are_let_go_one_by_one() -> None:
     """drained() (what the capture paths use) ends the live flows one at a time: a flow the caller has
     written and dropped is freed before the next ends, so the end of a scan's capture needs no memory
