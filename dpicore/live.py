@@ -9,12 +9,15 @@ arrives, so the handle is non-blocking and waited on with ``select``.
 
 from __future__ import annotations
 
+import logging
 import select
 import time
 from typing import Any, Iterator
 
 from .decode.packets import DecodeError, Decoder, UnsupportedLinkType
 from .model import Packet
+
+log = logging.getLogger(__name__)
 
 
 class LiveCaptureError(Exception):
@@ -103,6 +106,11 @@ class LiveSource:
                     except UnsupportedLinkType as exc:
                         raise LiveCaptureError(f"{self.interface}: {exc}") from None
                     except DecodeError:
+                        self.undecodable += 1
+                        continue
+                    except Exception as exc:  # a decoder bug a frame runs into costs that frame, not the capture
+                        log.warning("%s: frame %d: decoder failed (%s: %s)", self.interface, self.frames,
+                                    type(exc).__name__, exc)
                         self.undecodable += 1
                         continue
                     if pkt is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dpicore.decode import CaptureSource
 from tests.helpers.frames import PSH, ACK, eth, gzip_bytes, pcap_bytes, pcapng_bytes, tcp4, udp4
 
 DPI = [sys.executable, "-m", "dpicore.cli"]
@@ -144,6 +145,41 @@ def test_garbage_packets_inside_a_valid_capture(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert lines[0].startswith("garbage.pcap: packet 3: cannot decode")
     assert lines[1].startswith("garbage.pcap: packet 5: cannot decode")
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ip-in-ip", "ipv6-in-ipv6"])
+def test_a_thousand_nested_tunnels_cost_one_packet(tmp_path: Path, v6: bool) -> None:
+    """A frame of 1,000 nested IP headers once ended the run with a RecursionError and no record."""
+    inner = udp4(payload=b"inner")
+    for _ in range(1000):
+        if v6:
+            inner = struct.pack("!IHBB", 0x60000000, len(inner), 41, 64) + b"\x20" * 32 + inner
+        else:
+            inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(inner), 1, 0, 64, 4, 0, b"\xc0\0\2\1",
+                                b"\xc0\0\2\2") + inner
+    recs = flows(3)
+    recs.insert(1, (T0 + 0.5, eth(inner, 0x86DD if v6 else 0x0800)))
+    (tmp_path / "nested.pcap").write_bytes(pcap_bytes(recs))
+    proc = dpi("classify", "nested.pcap", "-f", "jsonl", cwd=tmp_path)
+    assert proc.returncode == 1 and len(records(proc)) == 3
+    (line,) = problems(proc)
+    assert line.startswith("nested.pcap: packet 2: cannot decode") and "nested IP headers" in line
+
+
+@pytest.mark.parametrize("cut", [8, 12, 5000], ids=["trailer", "trailer and last bytes", "mid-stream"])
+def test_gzip_stream_cut_short_keeps_every_record_before_the_break(tmp_path: Path, cut: int) -> None:
+    """A .pcap.gz whose compressed stream breaks off: every packet decompressed before the break is
+    classified, as the frame-by-frame reader gives them (the batched reader once lost the whole
+    4 MB read the break fell in: no record at all for a small file)."""
+    data = gzip_bytes(pcap_bytes(flows(3000)))
+    (tmp_path / "cut.pcap.gz").write_bytes(data[:-cut])
+    readable = len(list(CaptureSource(tmp_path / "cut.pcap.gz")))
+    assert readable > (2900 if cut < 100 else 1000)
+    proc = dpi("classify", "cut.pcap.gz", "-f", "jsonl", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert len(records(proc)) == readable, "one record per one-packet flow read before the break"
+    (line,) = problems(proc)
+    assert f"packet {readable + 1}" in line and "unreadable data" in line
 
 
 def test_many_garbage_packets_are_summarised(tmp_path: Path) -> None:

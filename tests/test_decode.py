@@ -174,6 +174,26 @@ def test_ipip_classifies_the_inner_packet() -> None:
     assert_http4(pkt)
 
 
+def nested(levels: int, inner: bytes, v6: bool) -> bytes:
+    """``inner`` wrapped in ``levels`` IP-in-IP (or IPv6-in-IPv6) headers."""
+    for _ in range(levels):
+        inner = ip6(V6_SRC, V6_DST, inner, 41) if v6 else ip4("192.0.2.1", "192.0.2.2", inner, 4)
+    return inner
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ip-in-ip", "ipv6-in-ipv6"])
+def test_tunnels_nest_up_to_a_limit(v6: bool) -> None:
+    """Real tunnels nest a few deep and are followed to the packet inside; a frame of a thousand
+    nested headers (hostile) is one malformed frame, not a RecursionError that ends the run."""
+    inner = tcp6() if v6 else IPV4
+    pkt = decode(P.DLT_RAW, nested(P.MAX_TUNNELS, inner, v6))
+    assert pkt is not None and pkt.proto == TCP and pkt.payload == REQ
+    with pytest.raises(Malformed, match="nested IP headers"):
+        decode(P.DLT_RAW, nested(P.MAX_TUNNELS + 1, inner, v6))
+    with pytest.raises(Malformed, match="nested IP headers"):
+        decode(P.DLT_RAW, nested(1000, inner, v6))
+
+
 @pytest.mark.parametrize("frame, proto, ports", [
     (udp4(payload=b"\x12\x34" + b"\x00" * 10), UDP, (40000, 53)),
     (ip4("10.0.0.1", "10.0.0.2", dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=1, seq=1)), ICMP),

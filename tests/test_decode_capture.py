@@ -105,6 +105,37 @@ def test_pcapng_unknown_blocks_are_skipped(tmp_path: Path) -> None:
     assert [f.data for f in frames] == FRAMES[:2]
 
 
+@pytest.mark.parametrize("btype", [6, 2], ids=["enhanced", "obsolete"])
+def test_pcapng_packet_block_too_short_for_its_fields(tmp_path: Path, btype: int) -> None:
+    """A packet block shorter than its 20 bytes of fixed fields: a clear message naming that packet
+    (once the raw struct error, one packet late)."""
+    data = pcapng_bytes([([(1, None)], [(0, T0 + i, f) for i, f in enumerate(FRAMES)])])
+    short = struct.pack("<II", btype, 16) + b"\x00" * 4 + struct.pack("<I", 16)
+    path = _write(tmp_path, "short.pcapng", data + short)
+    src = CaptureSource(path)
+    assert len(list(src)) == len(FRAMES)
+    (line,) = src.problems
+    assert "packet 6" in line and "corrupt packet block" in line
+
+
+def test_a_decoder_failure_costs_one_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception other than DecodeError out of the decoder (a bug a hostile frame runs into) is
+    one undecodable frame, told as the decoder's failure, not the end of the file."""
+    real = P.Decoder.decode
+
+    def flaky(self: P.Decoder, linktype: int, data: bytes, ts: float, wire_len: int, number: int):  # type: ignore[no-untyped-def]
+        if number == 3:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(self, linktype, data, ts, wire_len, number)
+
+    monkeypatch.setattr(P.Decoder, "decode", flaky)
+    src = CaptureSource(_write(tmp_path, "x.pcap", pcap_bytes([(T0 + i, f) for i, f in enumerate(FRAMES)])))
+    assert [p.number for p in src] == [1, 2, 4, 5]
+    assert src.damaged and src.problems == [
+        f"{src.path}: packet 3: cannot decode: decoder failed (RecursionError: maximum recursion depth exceeded)"]
+    assert src.decode(P.DLT_EN10MB, FRAMES[0], T0, len(FRAMES[0]), 3) is None and src.undecodable == 2
+
+
 def test_pcapng_gzip(tmp_path: Path) -> None:
     data = pcapng_bytes([([(1, 6)], [(0, T0 + i, f) for i, f in enumerate(FRAMES)])])
     frames = list(read_frames(_write(tmp_path, "x.pcapng.gz", gzip_bytes(data))))

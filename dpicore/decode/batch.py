@@ -13,6 +13,7 @@ reference: a frame is either decoded here with the same result, or not at all.
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import Iterator
 
 import attrs
@@ -75,11 +76,8 @@ def _pcap_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[
     number = 0
     eof = False
     while not eof:
-        try:
-            data = fh.read(CHUNK)
-        except (OSError, EOFError) as exc:  # a compressed file that breaks off
-            raise CaptureError(path, f"unreadable data: {exc}", number + 1) from None
-        if not data:
+        data, broken = _read(fh, CHUNK)
+        if not data or broken is not None:
             eof = True
         buf = buf[pos:] + data
         pos = 0
@@ -108,11 +106,34 @@ def _pcap_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[
             raise CaptureError(path, f"corrupt record (captured length {cap})", number + k + 1)
         yield from _emit(linktype, buf, records, number + 1, size)
         number += len(starts)
+        if broken is not None:  # after every record complete before the break
+            raise CaptureError(path, f"unreadable data: {broken}", number + 1)
         if eof and pos < n:
             if n - pos < 16:
                 raise CaptureError(path, "capture cut short inside a record header", number + 1)
             cap = unpack(buf, pos)[2]
             raise CaptureError(path, f"capture cut short: packet has {n - pos - 16} of {cap} bytes", number + 1)
+
+
+def _read(fh, size: int) -> tuple[bytes, Exception | None]:  # type: ignore[no-untyped-def]
+    """Up to ``size`` bytes, and the error that stopped the reading early (else None).
+
+    A gzip file that breaks off raises from inside a read: reading piece by
+    piece (``read1``) keeps what was decompressed before the break, so the
+    records in it are still classified, as the frame-by-frame reader does.
+    """
+    pieces: list[bytes] = []
+    got = 0
+    try:
+        while got < size:
+            piece = fh.read1(size - got)
+            if not piece:
+                break
+            pieces.append(piece)
+            got += len(piece)
+    except (OSError, EOFError, zlib.error) as exc:
+        return b"".join(pieces), exc
+    return b"".join(pieces), None
 
 
 def _records(buf: bytes, starts: list[int], header: np.dtype, unit: float) -> list[np.ndarray]:

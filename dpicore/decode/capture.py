@@ -195,6 +195,8 @@ class CaptureReader:
             elif btype in (6, 2):  # enhanced packet / obsolete packet block
                 number += 1
                 self._number = number
+                if len(body) < 20:  # both start with 20 bytes of fixed fields
+                    raise CaptureError(self.path, f"corrupt packet block (block length {length})", number)
                 if btype == 6:
                     iface, hi, lo, caplen, wire = struct.unpack_from(order + "IIIII", body, 0)
                 else:

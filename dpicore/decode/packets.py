@@ -72,6 +72,16 @@ class UnsupportedLinkType(DecodeError):
                          + ", ".join(f"{k} {v}" for k, v in sorted(LINKTYPE_NAMES.items())) + ")")
 
 
+#: IP headers one frame may stack (IP-in-IP, 6in4, IPv6-in-IPv6) before the decoder gives up on it:
+#: real tunnels nest two or three deep; a frame of a thousand is hostile, not a tunnel.
+MAX_TUNNELS = 8
+
+
+def _check_depth(depth: int) -> None:
+    if depth >= MAX_TUNNELS:
+        raise Malformed(f"more than {MAX_TUNNELS} nested IP headers (IP-in-IP / IPv6-in-IPv6)")
+
+
 class Decoder:
     """Stateful only for IPv4/IPv6 fragments: non-first fragments carry no
     ports, so the ports of each datagram's first fragment are remembered
@@ -174,7 +184,8 @@ class Decoder:
         raise Malformed(f"IP version {v}")
 
     # -- network layer ---------------------------------------------------------
-    def _ipv4(self, data: bytes, off: int, ts: float, wire_len: int, vlan: int, number: int) -> Packet | None:
+    def _ipv4(self, data: bytes, off: int, ts: float, wire_len: int, vlan: int, number: int,
+              depth: int = 0) -> Packet | None:
         avail = len(data) - off
         if avail < 20:
             raise Truncated(f"IPv4 header needs 20 bytes, {avail} captured")
@@ -196,9 +207,10 @@ class Decoder:
         if proto == IPPROTO_IPV6 or proto == IPPROTO_IPIP:  # 6in4 / IP-in-IP: classify the inner packet
             inner = off + ihl
             if end - inner >= 20 and data[inner] >> 4 == (6 if proto == IPPROTO_IPV6 else 4) and not frag & 0x3FFF:
+                _check_depth(depth)
                 if proto == IPPROTO_IPV6:
-                    return self._ipv6(data[:end], inner, ts, wire_len, vlan, number)
-                return self._ipv4(data[:end], inner, ts, wire_len, vlan, number)
+                    return self._ipv6(data[:end], inner, ts, wire_len, vlan, number, depth + 1)
+                return self._ipv4(data[:end], inner, ts, wire_len, vlan, number, depth + 1)
         offset = (frag & 0x1FFF) * 8
         more = frag & 0x2000
         l4 = off + ihl
@@ -209,7 +221,8 @@ class Decoder:
                                   wire_len, ip, vlan, number)
         return self._transport(data, l4, end, payload_wire, ts, 4, src, dst, proto, wire_len, ip, vlan, number)
 
-    def _ipv6(self, data: bytes, off: int, ts: float, wire_len: int, vlan: int, number: int) -> Packet | None:
+    def _ipv6(self, data: bytes, off: int, ts: float, wire_len: int, vlan: int, number: int,
+              depth: int = 0) -> Packet | None:
         avail = len(data) - off
         if avail < 40:
             raise Truncated(f"IPv6 header needs 40 bytes, {avail} captured")
@@ -245,9 +258,10 @@ class Decoder:
             return Packet(ts, 6, src, dst, nxt, wire_len=wire_len, ip=ip, vlan=vlan, number=number)
         if nxt == IPPROTO_IPIP or nxt == IPPROTO_IPV6:
             if end - pos >= 20 and data[pos] >> 4 in (4, 6):
+                _check_depth(depth)
                 sub = data[:end]
-                return self._ipv4(sub, pos, ts, wire_len, vlan, number) if data[pos] >> 4 == 4 else \
-                    self._ipv6(sub, pos, ts, wire_len, vlan, number)
+                return self._ipv4(sub, pos, ts, wire_len, vlan, number, depth + 1) if data[pos] >> 4 == 4 else \
+                    self._ipv6(sub, pos, ts, wire_len, vlan, number, depth + 1)
         return self._transport(data, pos, end, max(0, off + 40 + plen - pos), ts, 6, src, dst, nxt, wire_len,
                                ip, vlan, number)
 

@@ -52,6 +52,9 @@ class CaptureSource:
                 except DecodeError as exc:
                     self.note_error(linktype, number, exc)
                     continue
+                except Exception as exc:  # a decoder bug a frame runs into costs that frame, not the run
+                    self.note_error(linktype, number, _failed(exc))
+                    continue
                 if pkt is not None:
                     self.packets += 1
                     yield pkt
@@ -67,6 +70,9 @@ class CaptureSource:
             pkt = self._decoder.decode(linktype, data, ts, wire_len, number)
         except DecodeError as exc:
             self.note_error(linktype, number, exc)
+            return None
+        except Exception as exc:  # as in __iter__
+            self.note_error(linktype, number, _failed(exc))
             return None
         if pkt is not None:
             self.packets += 1
@@ -104,6 +110,11 @@ class CaptureSource:
             self.damaged = True
         if self.undecodable:
             self.damaged = True
+
+
+def _failed(exc: Exception) -> DecodeError:
+    """A decoder failure that is not a DecodeError, told as one (it is the decoder's fault, not the frame's)."""
+    return DecodeError(f"decoder failed ({type(exc).__name__}: {exc})")
 
 
 def packets_from_pcap(path: str | Path) -> Iterator[Packet]:

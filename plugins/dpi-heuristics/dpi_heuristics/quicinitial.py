@@ -242,13 +242,16 @@ def crypto_frames(plain: bytes) -> list[tuple[int, bytes]]:
 
 
 def assemble(chunks: dict[int, bytes]) -> bytes:
-    """The contiguous CRYPTO stream from offset 0 out of possibly overlapping, out-of-order chunks."""
+    """The contiguous CRYPTO stream from offset 0 out of possibly overlapping, out-of-order chunks.
+
+    One pass in offset order: a client that sends its hello as thousands of
+    one-byte frames, last byte first, costs a sort, not a pass per chunk.
+    Where chunks overlap, the bytes come from the one that starts first.
+    """
     buf = bytearray()
-    progress = True
-    while progress:
-        progress = False
-        for start, data in chunks.items():
-            if start <= len(buf) < start + len(data):
-                buf += data[len(buf) - start:]
-                progress = True
+    for start, data in sorted(chunks.items()):
+        if start > len(buf):
+            break  # a gap: nothing after it is contiguous
+        if start + len(data) > len(buf):
+            buf += data[len(buf) - start:]
     return bytes(buf)
