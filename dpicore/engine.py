@@ -80,6 +80,19 @@ class EngineStats:
 _SEQ_NOTE = ("_seq0", "_seq1")
 
 
+def _let_go(flow: Flow) -> None:
+    """Drop what only the layers read (payloads, the sequence numbers that spot retransmissions) once
+    no layer looks at ``flow``: a decided flow can live for minutes, and its first payloads (hellos,
+    certificates) were most of its memory."""
+    flow._payloads = None
+    notes = flow._notes
+    if notes is not None:
+        for key in _SEQ_NOTE:
+            notes.pop(key, None)
+        if not notes:
+            flow._notes = None
+
+
 class Engine:
     """Tracks flows and runs the layers of a :class:`PluginSet` over them.
 
@@ -269,10 +282,10 @@ class Engine:
                     continue
             if self._offer(flow, entry, pkt, direction):
                 return
-        if not pending:  # the last layer left: no layer reads the payloads any more (see _decide)
+        if not pending:  # the last layer left
             flow.final = True
             flow.pending = None
-            flow._payloads = None
+            _let_go(flow)
 
     def _offer(self, flow: Flow, entry: _Pending, pkt: Packet, direction: int) -> bool:
         """One packet to one layer; True when the flow got decided (the packet goes no further)."""
@@ -390,9 +403,7 @@ class Engine:
             keep.watching = flow.verdict.watch if flow.verdict is not None else 0
             flow.pending = [keep]
         else:
-            # No layer reads them any more (_finish would drop them): a decided flow can live for
-            # minutes, and its first payloads (hellos, certificates) were most of its memory.
-            flow._payloads = None
+            _let_go(flow)
 
     def _layer_failed(self, flow: Flow, layer: Layer, hook: str, exc: BaseException) -> None:
         message = f"{layer.id}: {hook} raised {type(exc).__name__}: {exc}"
@@ -419,7 +430,7 @@ class Engine:
             for entry in list(pending):
                 self._leave(flow, entry, reason)
         flow.final = True
-        flow._payloads = None  # the layers are done with them
+        _let_go(flow)
         if flow.verdict is None and flow._verdicts:
             flow.verdict = self.choose(flow._verdicts)
         return flow

@@ -436,8 +436,9 @@ def test_payloads_kept_are_bounded() -> None:
 
 @pytest.mark.parametrize("how", ["verdict", "all left", "watched"])
 def test_a_decided_flow_lets_its_payloads_go_while_it_lives(how: str) -> None:
-    """Once no layer looks at a flow (a confident verdict, or every layer left), its payloads go at
-    once, not at its end: a decided flow can live for minutes.  Layers leaving on the decision still
+    """Once no layer looks at a flow (a confident verdict, or every layer left), its payloads (and
+    the sequence numbers kept to spot retransmitted payloads) go at once, not at its end: a decided
+    flow can live for minutes.  Layers leaving on the decision still
     see them in dpi_flow_end, and a layer watching on after its verdict keeps them."""
     ends: list[int] = []
 
@@ -455,8 +456,10 @@ def test_a_decided_flow_lets_its_payloads_go_while_it_lives(how: str) -> None:
     assert ends == [2], "the leaving layer read the payloads in dpi_flow_end"
     if how == "watched":
         assert flow.final and len(flow.payloads) == 4, "the watching layer still has every payload"
+        assert flow.notes, "and the sequence numbers that tell a retransmission"
     else:
         assert flow.final and not flow.pending and flow.payloads == []
+        assert flow.notes == {}, "the sequence numbers go too"
 
 
 def test_flows_ended_by_the_end_of_input_are_let_go_one_by_one() -> None:
