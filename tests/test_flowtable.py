@@ -166,3 +166,15 @@ def test_engine_reused_for_an_older_input_still_expires_idle_flows() -> None:
     later_file = [packet(1_600_000_000.0, sport=2), packet(1_600_000_100.0, sport=3)]
     ended = [(f.client_port, f.end_reason) for f in e.run(later_file)]
     assert ended == [(2, "idle"), (3, "eof")]
+
+
+def test_flows_hold_shared_port_objects() -> None:
+    """A flow and its key keep the one shared int of each port, not the packet's own (64 bytes of each
+    flow of a million-flow table); the values are the packet's."""
+    table = FlowTable()
+    first, second = (packet(1.0, sport=int(f"4000{i}"), dport=int("9999")) for i in range(2))
+    assert first.dport is not second.dport, "decoded packets carry their own ints"
+    a, b = (table.new_flow(FlowKey.of(p), p) for p in (first, second))
+    assert (a.client_port, a.server_port, b.client_port) == (40000, 9999, 40001)
+    assert a.server_port is b.server_port is a.key.port_b is b.key.port_b
+    assert a.key == FlowKey.of(first) and b.key == FlowKey.of(second)
