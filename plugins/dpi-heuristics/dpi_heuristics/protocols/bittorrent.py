@@ -12,6 +12,7 @@ protocol (BEP 15), uTP (BEP 29) and local service discovery (BEP 14).
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any
 
@@ -27,6 +28,10 @@ UTP_SYN, UTP_STATE = 0x41, 0x21
 MAX_DEPTH = 16
 
 
+#: A bencoded integer's digits: one optional minus sign (``--1`` is no integer; int() would raise).
+_INTEGER = re.compile(rb"-?[0-9]+")
+
+
 class _BadBencode(Exception):
     pass
 
@@ -40,7 +45,7 @@ def _bdecode(data: bytes, off: int, depth: int) -> tuple[Any, int]:
         if end < 0:
             raise _BadBencode
         digits = data[off + 1:end]
-        if not digits.lstrip(b"-").isdigit():
+        if not _INTEGER.fullmatch(digits):
             raise _BadBencode
         return int(digits), end + 1
     if c in (ord("l"), ord("d")):

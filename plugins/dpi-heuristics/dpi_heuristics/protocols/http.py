@@ -28,7 +28,9 @@ METHODS = (
 _METHOD_SET = frozenset(m.encode() for m in METHODS)
 _REQUEST = re.compile(rb"^([A-Z][A-Z_-]{1,19}) (\S{1,8192}) HTTP/(1\.[01]|0\.9)\r?\n")
 _RESPONSE = re.compile(rb"^HTTP/(1\.[01]|2|2\.0) ([1-5]\d\d)(?: [^\r\n]*)?\r?\n")
-_HEADER = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\r\n]*)\r?$", re.M)
+#: Possessive quantifiers: with plain ones, a line whose value ends in a lone CR (``a:`` and 64 KB of
+#: spaces, then ``\rx``) is retried at every split of the spaces, seconds per packet.
+_HEADER = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*+([^\r\n]*+)\r?$", re.M)
 MAX_HEAD = 16384
 
 

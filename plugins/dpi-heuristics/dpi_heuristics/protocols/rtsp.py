@@ -19,7 +19,8 @@ METHODS = ("OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PAR
 _METHOD_SET = frozenset(m.encode() for m in METHODS)
 _REQUEST = re.compile(rb"^([A-Z_]{3,16}) (\S{1,4096}) RTSP/([12]\.0)\r?\n")
 _RESPONSE = re.compile(rb"^RTSP/([12]\.0) ([1-5]\d\d)(?: [^\r\n]*)?\r?\n")
-_HEADER = re.compile(rb"^(CSeq|User-Agent|Server|Session|Transport):[ \t]*([^\r\n]*)\r?$", re.M | re.I)
+_HEADER = re.compile(rb"^(CSeq|User-Agent|Server|Session|Transport):[ \t]*+([^\r\n]*+)\r?$",
+                     re.M | re.I)  # possessive: see http._HEADER
 
 
 def _headers(data: bytes) -> dict[str, str]:

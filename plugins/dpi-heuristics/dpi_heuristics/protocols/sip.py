@@ -21,7 +21,8 @@ METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SU
 _METHOD_SET = frozenset(m.encode() for m in METHODS)
 _REQUEST = re.compile(rb"^([A-Z]{3,16}) ((?:sips?|tel|urn):[^\s]{1,2048}) SIP/2\.0\r?\n", re.I)
 _RESPONSE = re.compile(rb"^SIP/2\.0 ([1-6]\d\d)(?: [^\r\n]*)?\r?\n")
-_HEADER = re.compile(rb"^(From|To|f|t|User-Agent|Server|Call-ID|i|CSeq|Via|v):[ \t]*([^\r\n]*)\r?$", re.M | re.I)
+_HEADER = re.compile(rb"^(From|To|f|t|User-Agent|Server|Call-ID|i|CSeq|Via|v):[ \t]*+([^\r\n]*+)\r?$",
+                     re.M | re.I)  # possessive: see http._HEADER
 _URI_USER = re.compile(rb"<?(?:sips?|tel):([^@>;\s]{1,128})")
 _SHORT = {"f": "from", "t": "to", "i": "call-id", "v": "via"}
 

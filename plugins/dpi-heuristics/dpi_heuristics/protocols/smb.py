@@ -117,6 +117,8 @@ def message(data: bytes) -> dict[str, object] | None:
         if flags != 1 or original != length - 52:
             return None
         return {"version": "SMB3", "command": "encrypted"}
+    if len(msg) < 12:  # the length field claims more than the segment holds
+        return None
     (_original, algorithm, flags) = struct.unpack_from("<IHH", msg, 4)
     if algorithm > 4 or flags > 1:
         return None
