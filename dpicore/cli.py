@@ -8,8 +8,10 @@ not exist).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -182,23 +184,26 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
     out, writer = _open_writer(output, fmt, config.all_layers)
     damaged = False
     show = not quiet and sys.stderr.isatty()
-    try:
-        for path, flows in _progress(clf, files, show):
-            for flow in flows:
-                writer.write(flow_record(flow, config.all_layers))
-            src = clf.last_source
-            if src is not None:
-                for line in src.problems:
-                    _err(line)
-                damaged |= src.damaged
-    except BrokenPipeError:
-        sys.stderr.close()  # reader went away (| head): not an error of ours
-        sys.exit(EXIT_OK)
-    finally:
-        writer.close()
-        if output:
-            out.close()
-        clf.close()
+    with _writing(output):
+        try:
+            for path, flows in _progress(clf, files, show):
+                for flow in flows:
+                    writer.write(flow_record(flow, config.all_layers))
+                src = clf.last_source
+                if src is not None:
+                    for line in src.problems:
+                        _err(line)
+                    damaged |= src.damaged
+        except BrokenPipeError:
+            sys.stderr.close()  # reader went away (| head): not an error of ours
+            sys.exit(EXIT_OK)
+        finally:
+            try:
+                writer.close()
+                if output:
+                    out.close()
+            finally:
+                clf.close()
     if not quiet:
         _warn_totals(clf.engine.stats.layer_errors,
                      {l.id: l.last_error for l in clf.engine.layers if l.errors},
@@ -254,22 +259,23 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
     except BaseException:
         work.close()
         raise
-    try:
-        # JSONL comes as text the workers wrote (whole lines); other formats as records.
-        put = out.write if work.jsonl else writer.write
-        for item in _records_progress(work, len(files), not quiet and sys.stderr.isatty()):
-            put(item)
-    except BrokenPipeError:
-        sys.stderr.close()  # reader went away (| head): not an error of ours
-        sys.exit(EXIT_OK)
-    except failures as exc:
-        _err(f"error: {exc}")
-        sys.exit(EXIT_DAMAGED)
-    finally:
-        work.close()  # first: stops the workers even if the output below blocks (Ctrl-C on a full pipe)
-        writer.close()
-        if output:
-            out.close()
+    with _writing(output):
+        try:
+            # JSONL comes as text the workers wrote (whole lines); other formats as records.
+            put = out.write if work.jsonl else writer.write
+            for item in _records_progress(work, len(files), not quiet and sys.stderr.isatty()):
+                put(item)
+        except BrokenPipeError:
+            sys.stderr.close()  # reader went away (| head): not an error of ours
+            sys.exit(EXIT_OK)
+        except failures as exc:
+            _err(f"error: {exc}")
+            sys.exit(EXIT_DAMAGED)
+        finally:
+            work.close()  # first: stops the workers even if the output below blocks (Ctrl-C on a full pipe)
+            writer.close()
+            if output:
+                out.close()
     if not quiet:
         t = work.tally
         _warn_totals(t.layer_errors, t.last_errors, t.evicted, config.max_flows)
@@ -307,6 +313,21 @@ def _format(fmt: str | None, output: str | None) -> str:
     if fmt is None:
         return "table" if output is None and sys.stdout.isatty() else "jsonl"
     return fmt
+
+
+@contextlib.contextmanager
+def _writing(output: str | None) -> Iterator[None]:
+    """Turn a failed write of the records (a full disk, /dev/full, a network file system gone) into
+    one line and exit code 2, as an unwritable -o is at the start, instead of a traceback."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if not output:  # what is left in standard output's buffer must not fail again at exit
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise InputError(f"{output or 'standard output'}: cannot write: {exc.strerror or exc}") from None
 
 
 def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple[IO[str], RecordWriter]:

@@ -75,6 +75,15 @@ class ClusterRun:
         if isinstance(address, distributed.Client):
             self.client, self._own = address, False
         else:
+            if isinstance(address, str):
+                # Dask's own parser first: a Client that fails on the address in its constructor
+                # leaves a half-built object whose finaliser waits 20 s and prints a traceback.
+                from distributed.comm import get_address_host_port
+
+                try:
+                    get_address_host_port(address)
+                except (ValueError, NotImplementedError) as exc:
+                    raise ClusterError(f"not a Dask scheduler address: {address} ({exc})") from None
             try:
                 self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
             except (OSError, TimeoutError, ValueError) as exc:

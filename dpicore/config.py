@@ -82,14 +82,17 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         kind = _ENGINE_KEYS.get(key)
         if kind is None:
             raise ConfigError(f"unknown key engine.{key} (known: {', '.join(sorted(_ENGINE_KEYS))})")
-        if kind is bool and not isinstance(value, bool) or kind is not bool and (
-                isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"engine.{key} must be a {kind.__name__}")
+        # An int key takes an integer only (2.7 flows is a typo, not 2); a float key an int too.
+        allowed = (bool,) if kind is bool else (int,) if kind is int else (int, float)
+        if not isinstance(value, allowed) or kind is not bool and isinstance(value, bool):
+            raise ConfigError(f"engine.{key} must be a{'n' if kind is int else ''} "
+                              f"{'integer' if kind is int else kind.__name__}")
         setattr(cfg, key, kind(value))
     if not 0.0 <= cfg.threshold <= 1.0:
         raise ConfigError("engine.threshold must be between 0 and 1")
-    if cfg.max_flows < 1 or cfg.idle_timeout <= 0 or cfg.active_timeout <= 0:
-        raise ConfigError("engine.max_flows and the timeouts must be positive")
+    # "not > 0" rather than "<= 0": TOML's nan is neither, and a nan timeout ends flows at random.
+    if not (cfg.max_flows >= 1 and cfg.max_payloads >= 1 and cfg.idle_timeout > 0 and cfg.active_timeout > 0):
+        raise ConfigError("engine.max_flows, engine.max_payloads and the timeouts must be positive")
     layers = data.get("layers", {})
     if not isinstance(layers, dict):
         raise ConfigError("[layers] must be a table")
@@ -101,7 +104,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         elif key == "require":
             cfg.require = _string_list(value, key)
         elif isinstance(value, dict):
-            if "priority" in value and not isinstance(value["priority"], int):
+            if "priority" in value and (not isinstance(value["priority"], int) or isinstance(value["priority"], bool)):
                 raise ConfigError(f"layers.{key}.priority must be an integer")
             cfg.layer_settings[key] = dict(value)
         else:

@@ -11,6 +11,7 @@ and a layer that keeps failing is switched off for new flows.
 from __future__ import annotations
 
 import logging
+import numbers
 from typing import Any, Iterable, Iterator
 
 import attrs
@@ -18,7 +19,7 @@ import attrs
 from .config import Config
 from .flowtable import END_EOF, FlowTable
 from .model import C2S, FIN, RST, TCP, Flow, FlowKey, Packet, Verdict
-from .plugins import Layer, PluginSet
+from .plugins import PLUGIN_FAILURES, Layer, PluginSet
 from .protocols import UNKNOWN, ProtocolRegistry
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,27 @@ class EngineStats:
 
 #: Flow.notes keys of the next expected TCP sequence number per direction.
 _SEQ_NOTE = ("_seq0", "_seq1")
+
+
+def unusable(verdict: Any) -> str | None:
+    """Why a layer's answer cannot be taken (None: it can): not a Verdict, or fields the engine and
+    the record need of another type or range (a str confidence, NaN, a list as metadata)."""
+    if not isinstance(verdict, Verdict):
+        return f"returned {type(verdict).__name__}, not Verdict"
+    if not isinstance(verdict.protocol, str) or not verdict.protocol:
+        return f"returned a Verdict whose protocol is {verdict.protocol!r}, not a name"
+    c = verdict.confidence
+    if not isinstance(c, numbers.Real) or not 0.0 <= c <= 1.0:
+        return f"returned a Verdict whose confidence is {c!r}, not a number in [0, 1]"
+    if type(verdict.watch) is not int or verdict.watch < 0:
+        return f"returned a Verdict whose watch is {verdict.watch!r}, not a count"
+    for name in ("source", "app", "category"):
+        value = getattr(verdict, name)
+        if value is not None and not isinstance(value, str):
+            return f"returned a Verdict whose {name} is {value!r}, not text"
+    if not isinstance(verdict.metadata, dict):
+        return f"returned a Verdict whose metadata is a {type(verdict.metadata).__name__}, not a dict"
+    return None
 
 
 def _let_go(flow: Flow) -> None:
@@ -218,7 +240,7 @@ class Engine:
             if layer.flow_new is not None:
                 try:
                     state = layer.flow_new(flow, pkt)
-                except Exception as exc:
+                except PLUGIN_FAILURES as exc:
                     self._layer_failed(flow, layer, "dpi_flow_new", exc)
                     continue
             pending.append(_Pending(layer, state))
@@ -296,12 +318,17 @@ class Engine:
         entry.seen += 1
         try:
             verdict = layer.classify(flow, pkt, direction, entry.state)
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
             self._layer_failed(flow, layer, "dpi_classify", exc)
             self._leave(flow, entry, REASON_ERROR)
             return False
         if verdict is not None:
-            if isinstance(verdict, Verdict) and verdict.watch > 0 and verdict.protocol != UNKNOWN:
+            problem = unusable(verdict)
+            if problem is not None:
+                self._layer_failed(flow, layer, "dpi_classify", TypeError(problem))
+                self._leave(flow, entry, REASON_ERROR)
+                return flow.final
+            if verdict.watch > 0 and verdict.protocol != UNKNOWN:
                 if self.all_layers:  # every layer runs on anyway: this one just keeps watching
                     self._accept(flow, layer, verdict)
                     entry.verdict = verdict
@@ -335,11 +362,14 @@ class Engine:
         entry.watching -= 1
         try:
             verdict = entry.layer.classify(flow, pkt, direction, entry.state)
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
             self._layer_failed(flow, entry.layer, "dpi_classify", exc)
             verdict = None
             entry.watching = 0
-        if isinstance(verdict, Verdict) and entry.verdict is not None:
+        if verdict is not None and unusable(verdict) is not None:
+            self._layer_failed(flow, entry.layer, "dpi_classify", TypeError(unusable(verdict)))
+            entry.watching = 0
+        elif verdict is not None and entry.verdict is not None:
             entry.verdict.metadata.update(verdict.metadata)
         if entry.watching <= 0:
             self._leave(flow, entry, REASON_VERDICT)
@@ -369,7 +399,7 @@ class Engine:
         if layer.flow_end is not None:
             try:
                 last = layer.flow_end(flow, entry.state, reason)
-            except Exception as exc:
+            except PLUGIN_FAILURES as exc:
                 self._layer_failed(flow, layer, "dpi_flow_end", exc)
                 last = None
             if verdict is None:
@@ -378,9 +408,9 @@ class Engine:
             self._accept(flow, layer, verdict)
 
     def _accept(self, flow: Flow, layer: Layer, verdict: Verdict, keep: _Pending | None = None) -> None:
-        if not isinstance(verdict, Verdict):
-            self._layer_failed(flow, layer, "dpi_classify",
-                               TypeError(f"returned {type(verdict).__name__}, not Verdict"))
+        problem = unusable(verdict)
+        if problem is not None:
+            self._layer_failed(flow, layer, "dpi_classify", TypeError(problem))
             return
         verdict.protocol = self.registry.canonical(verdict.protocol)
         if not verdict.source:

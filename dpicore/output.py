@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from typing import IO, Any, Iterable
 
@@ -26,23 +27,38 @@ RECORD_FIELDS: tuple[str, ...] = (
 FORMATS = ("table", "jsonl", "csv")
 
 
-#: Values JSON takes as they are (exact types: a str subclass or an IntEnum goes through _clean).
-_PLAIN = frozenset((str, int, float, bool, type(None)))
+#: Values JSON takes as they are (exact types: a str subclass or an IntEnum goes through _clean, and
+#: so does a float, which may be NaN).
+_PLAIN = frozenset((str, int, bool, type(None)))
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe metadata: bytes as hex, sets as sorted lists, everything else as text."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+#: Metadata nested deeper than this is written as text (a layer's structure that refers to itself
+#: would otherwise recurse without end).
+MAX_DEPTH = 64
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """JSON-safe metadata: bytes as hex, sets as sorted lists, NaN and infinities as None, everything
+    else as text."""
+    if value is None or isinstance(value, (str, int, bool)):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= MAX_DEPTH:
+        return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, dict):
-        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else _clean(v)
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else _clean(v, depth + 1)
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [_clean(v, depth + 1) for v in value]
     if isinstance(value, (set, frozenset)):
-        return sorted(_clean(v) for v in value)
+        items = [_clean(v, depth + 1) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:  # of several types: in the order of their JSON text
+            return sorted(items, key=json.dumps)
     return str(value)
 
 

@@ -42,6 +42,11 @@ class PluginError(RuntimeError):
     """A layer the configuration requires could not be loaded."""
 
 
+#: What a plugin may raise that costs the plugin (its flow, or its load), not the run: any Exception,
+#: and a ``sys.exit`` in a hook; KeyboardInterrupt still stops the run.
+PLUGIN_FAILURES = (Exception, SystemExit, GeneratorExit)
+
+
 @attrs.define(slots=True, frozen=True)
 class LayerInfo:
     """What a layer tells the core about itself (returned by ``dpi_layer_info``)."""
@@ -164,7 +169,7 @@ class PluginSet:
                 continue
             try:
                 obj = ep.load()
-            except Exception as exc:  # any import-time error of a third-party plugin
+            except PLUGIN_FAILURES as exc:  # any import-time error of a third-party plugin
                 self._fail(ep.name, dist_name, version, f"import failed: {type(exc).__name__}: {exc}")
                 continue
             self.add(ep.name, obj, dist_name, version)
@@ -185,13 +190,23 @@ class PluginSet:
             return False
         try:
             plugin = instantiate(obj)
-        except Exception as exc:  # a third-party constructor
+        except PLUGIN_FAILURES as exc:  # a third-party constructor
             self._fail(name, distribution, version, f"instantiation failed: {type(exc).__name__}: {exc}")
             return False
         try:
             self.pm.register(plugin, name=name)
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
             self._fail(name, distribution, version, f"registration failed: {type(exc).__name__}: {exc}")
+            return False
+        try:
+            # A misspelt hook (dpi_clasify) would otherwise be ignored, and an object with no hook at
+            # all (an entry point naming None) listed as a loaded layer that does nothing.
+            if not self.pm.get_hookcallers(plugin):
+                raise TypeError(f"{type(plugin).__name__} implements no dpicore hook (no @hookimpl method)")
+            self.pm.check_pending()
+        except (TypeError, pluggy.PluginValidationError) as exc:
+            self.pm.unregister(name=name)
+            self._fail(name, distribution, version, f"registration failed: {_first_line(exc)}")
             return False
         try:
             # Configure first: a layer's info (packet budget, protocols) may depend on its settings.
@@ -200,6 +215,8 @@ class PluginSet:
             info = _call(self.pm, "dpi_layer_info", name)
             if info is not None and not isinstance(info, LayerInfo):
                 raise TypeError(f"dpi_layer_info returned {type(info).__name__}, not LayerInfo")
+            if info is not None:
+                _check_info(info)
             specs = _call(self.pm, "dpi_register_protocols", name) or ()
             count = 0
             for spec in specs:
@@ -211,12 +228,12 @@ class PluginSet:
                 for proto in info.protocols:
                     self.registry.register(proto, source=name)
             layer = self._make_layer(name, info) if info is not None else None
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
             if name in self._configured:
                 self._configured.remove(name)
                 try:
                     _call(self.pm, "dpi_unconfigure", name)
-                except Exception:
+                except PLUGIN_FAILURES:
                     pass
             self.pm.unregister(name=name)
             self._fail(name, distribution, version, f"{type(exc).__name__}: {exc}")
@@ -277,9 +294,32 @@ class PluginSet:
         for name in reversed(self._configured):
             try:
                 _call(self.pm, "dpi_unconfigure", name)
-            except Exception as exc:
+            except PLUGIN_FAILURES as exc:
                 log.warning("plugin %s failed to unconfigure: %s", name, exc)
         self._configured.clear()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_info(info: LayerInfo) -> None:
+    """Refuse a LayerInfo whose fields the engine could not use (a string priority would break the
+    sort of every layer, a string budget the first flow): the plugin fails to load, with this reason."""
+    def whole(name: str, least: int) -> None:
+        value = getattr(info, name)
+        if type(value) is not int or value < least:
+            raise TypeError(f"LayerInfo.{name} must be an int >= {least}, not {value!r}")
+
+    whole("priority", -(1 << 31))
+    whole("max_packets", 1)
+    whole("hold_empty", 0)
+    if type(info.wants_empty) is not bool:
+        raise TypeError(f"LayerInfo.wants_empty must be a bool, not {info.wants_empty!r}")
+    if isinstance(info.protocols, (str, bytes)) or not all(isinstance(p, str) for p in info.protocols):
+        raise TypeError(f"LayerInfo.protocols must be a sequence of names, not {info.protocols!r}")
+    if not isinstance(info.description, str):
+        raise TypeError(f"LayerInfo.description must be a str, not {info.description!r}")
 
 
 def discover(config: Config | None = None, extra: Iterable[tuple[str, object]] = (),

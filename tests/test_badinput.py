@@ -204,6 +204,10 @@ def test_good_capture_exits_zero(tmp_path: Path) -> None:
     ("[engine]\nmax_flows = 0\n", "must be positive"),
     ("[layers]\nenable = 'heuristics'\n", "must be a list of layer ids"),
     ("[layers]\nrequire = ['no-such-layer']\n", "no-such-layer: not installed"),
+    ("[engine]\nidle_timeout = nan\n", "the timeouts must be positive"),       # once split flows at random
+    ("[engine]\nmax_payloads = 0\n", "engine.max_payloads and the timeouts must be positive"),
+    ("[engine]\nmax_flows = 2.7\n", "engine.max_flows must be an integer"),    # once read as 2
+    ("[layers.heuristics]\npriority = true\n", "layers.heuristics.priority must be an integer"),
 ])
 def test_bad_config_file(tmp_path: Path, content: str, message: str) -> None:
     (tmp_path / "good.pcap").write_bytes(pcap_bytes(flows(1)))
@@ -266,3 +270,37 @@ def test_pcap_header_claims_nonsense_record_length(tmp_path: Path) -> None:
     assert proc.returncode == 1 and len(records(proc)) == 1
     (line,) = problems(proc)
     assert "corrupt.pcap" in line and "packet 2" in line
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device whose writes fail)")
+@pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.parametrize("to_file", [True, False], ids=["-o", "stdout"])
+def test_records_that_cannot_be_written_are_one_error_line(tmp_path: Path, jobs: str, to_file: bool) -> None:
+    """A full disk (here /dev/full) while writing the records: one line and exit code 2, as an
+    unwritable -o at the start, not a traceback."""
+    (tmp_path / "good.pcap").write_bytes(pcap_bytes(flows(300)))
+    args = ["classify", "good.pcap", "-f", "jsonl", "-j", jobs]
+    if to_file:
+        proc = dpi(*args, "-o", "/dev/full", cwd=tmp_path)
+    else:
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(DPI + args, cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, text=True,
+                                  timeout=120)
+        assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2
+    (line,) = problems(proc)
+    where = "/dev/full" if to_file else "standard output"
+    assert f"{where}: cannot write: No space left on device" in line
+
+
+@pytest.mark.parametrize("address, reason", [("xyz://127.0.0.1:1", "unknown address scheme"),
+                                             ("127.0.0.1", "missing port number")])
+def test_a_cluster_address_dask_cannot_parse_is_refused_at_once(tmp_path: Path, address: str, reason: str) -> None:
+    """No connection is tried (nothing leaves the machine), and no half-made Dask client lingers for
+    20 s at exit printing a traceback."""
+    pytest.importorskip("distributed", reason="the cluster needs Dask distributed (dpicore[cluster])")
+    (tmp_path / "good.pcap").write_bytes(pcap_bytes(flows(2)))
+    proc = dpi("classify", "good.pcap", "--cluster", address, "-f", "jsonl", cwd=tmp_path)
+    assert proc.returncode == 2 and "Exception ignored" not in proc.stderr
+    (line,) = problems(proc)
+    assert f"not a Dask scheduler address: {address}" in line and reason in line

@@ -484,3 +484,30 @@ def test_flows_ended_by_the_end_of_input_are_let_go_one_by_one() -> None:
     for i in range(3):
         e.feed(packet(2.0 + i, sport=30000 + i, payload=b"y"))
     assert [f.client_port for f in e.flush()] == [30000, 30001, 30002]
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: Verdict("HTTP", confidence=5.0), lambda: Verdict("HTTP", confidence=float("nan")),
+    lambda: Verdict("HTTP", confidence="0.9"), lambda: Verdict("HTTP", watch="2"),  # type: ignore[arg-type]
+    lambda: Verdict(42), lambda: Verdict(""), lambda: Verdict("HTTP", app=b"x"),  # type: ignore[arg-type]
+    lambda: Verdict("HTTP", category=["web"]), lambda: Verdict("HTTP", metadata=["a"]),  # type: ignore[arg-type]
+], ids=["confidence 5", "confidence nan", "confidence str", "watch str", "protocol int", "protocol empty",
+        "app bytes", "category list", "metadata list"])
+def test_a_verdict_the_engine_cannot_use_is_the_layer_s_error(bad: Any) -> None:
+    """A Verdict with fields of the wrong type or range (which once stopped the run with a traceback,
+    or reached the record as invalid JSON) costs its layer the flow, like an exception."""
+    broken = Recorder("broken", 10, answers={1: bad})
+    good = Recorder("good", 20, answers={1: lambda: Verdict("DNS", confidence=0.9)})
+    (flow,) = build(broken, good).run(data_packets(2))
+    assert flow.verdict.protocol == "DNS" and flow.verdict.source == "good"
+    (error,) = flow.errors
+    assert error.startswith("broken: dpi_classify raised TypeError: returned a Verdict whose")
+    assert [r for _, r in broken.ends] == ["error"]
+
+
+def test_a_layer_calling_sys_exit_costs_it_the_flow_not_the_run() -> None:
+    quitter = Recorder("quitter", 10, raises=SystemExit(0))
+    good = Recorder("good", 20, answers={1: lambda: Verdict("DNS", confidence=0.9)})
+    flows = list(build(quitter, good).run(data_packets(2, sport=1) + data_packets(2, t0=3.0, sport=2)))
+    assert [f.verdict.protocol for f in flows] == ["DNS", "DNS"]
+    assert all(f.errors == ["quitter: dpi_classify raised SystemExit: 0"] for f in flows)

@@ -93,3 +93,28 @@ def test_rounded_is_round() -> None:
                 assert math.isnan(got), x
             else:
                 assert got == want and math.copysign(1, got) == math.copysign(1, want), (x, digits, got, want)
+
+
+def _strict(line: str) -> object:
+    """JSON as the standard has it: NaN and Infinity are not JSON."""
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_metadata_nan_sets_of_mixed_types_and_cycles_are_written_as_json() -> None:
+    """What a third-party layer may put in its metadata: NaN and infinities (once written raw as NaN
+    when the record took json's path: non-ASCII text, an integer beyond 64 bits), a set of mixed
+    types (sorting it raised), a dict that contains itself (recursed without end)."""
+    looped: dict = {"name": "loop"}
+    looped["self"] = looped
+    metadata = {"ratio": float("nan"), "top": float("inf"), "deep": [float("-inf"), 0.5], "mixed": {1, "a"},
+                "looped": looped, "banner": "caf\u00e9", "big": 2**70}
+    record = flow_record(_flow(metadata))
+    meta = _strict(jsonl_line(record))["metadata"]  # type: ignore[index]
+    assert meta["ratio"] is None and meta["top"] is None and meta["deep"] == [None, 0.5]
+    assert meta["mixed"] == ["a", 1] and meta["banner"] == "caf\u00e9" and meta["big"] == 2**70
+    depth, node = 0, meta["looped"]
+    while isinstance(node, dict):
+        depth, node = depth + 1, node["self"]
+    assert isinstance(node, str) and depth < 100, "cut to text at a bounded depth"

@@ -85,6 +85,29 @@ def dpi_layer_info():
 def dpi_register_protocols():
     return [42]
 """,
+    "exits_at_import": "import sys\nsys.exit('libfoo missing')\n",
+    "misspelt_hook": """
+from dpicore import LayerInfo, hookimpl
+@hookimpl
+def dpi_layer_info():
+    return LayerInfo(id="misspelt_hook")
+@hookimpl
+def dpi_clasify(flow, packet):
+    return None
+""",
+    "no_hooks": "def dpi_classify(flow, packet):\n    return None\n",
+    "info_bad_priority": """
+from dpicore import LayerInfo, hookimpl
+@hookimpl
+def dpi_layer_info():
+    return LayerInfo(id="info_bad_priority", priority="5")
+""",
+    "info_bad_budget": """
+from dpicore import LayerInfo, hookimpl
+@hookimpl
+def dpi_layer_info():
+    return LayerInfo(id="info_bad_budget", max_packets=None)
+""",
 }
 
 REASONS = {
@@ -96,6 +119,11 @@ REASONS = {
     "configure_raises": "OSError: libfoo.so.1: cannot open shared object file",
     "id_mismatch": "layer id 'something_else' differs from its entry-point name 'id_mismatch'",
     "bad_protocols": "dpi_register_protocols yielded int",
+    "exits_at_import": "import failed: SystemExit: libfoo missing",
+    "misspelt_hook": "registration failed: unknown hook 'dpi_clasify'",
+    "no_hooks": "registration failed: module implements no dpicore hook",
+    "info_bad_priority": "LayerInfo.priority must be an int",
+    "info_bad_budget": "LayerInfo.max_packets must be an int >= 1, not None",
 }
 
 
