@@ -17,7 +17,13 @@ frames numpy leaves to it), in order within its flow.
 
 The records equal the packet-by-packet path's; the order in which ended
 flows are reported can differ (flows are fed flow by flow within an
-interval), so compare outputs as sorted lines.
+interval), so compare outputs as sorted lines.  Where the order across
+flows decides a record, a batch that may reach the flow cap
+(``engine.max_flows``: which flow is evicted) runs packet by packet.  One
+case is left: a capture whose clock goes back by more than the time to the
+next scan, where an idle flow can be ended by a scan in one path and joined
+by the late packet in the other (the flow table is in last-seen order only
+up to the order of flows within an interval).
 """
 
 from __future__ import annotations
@@ -124,6 +130,11 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     if decoded:
         decoded = dict(zip(np.searchsorted(kept, list(decoded)).tolist(), decoded.values()))
     table = engine.table
+    if len(table.flows) + len(flows.keys) > table.max_flows:
+        # The flow cap may be reached in this batch, and which flow it evicts depends on the order of
+        # packets across flows: this batch goes packet by packet, as the frame-by-frame path does.
+        yield from _in_order(engine, source, cols, flows, kept, points, scan_times, decoded)
+        return
     get, move = table.flows.get, table.flows.move_to_end
     idle, active = table.idle_timeout, table.active_timeout
     skip_empty = not engine.wants_empty
@@ -168,6 +179,27 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
         yield from engine.tick(t)
     engine.stats.packets += summed
     source.packets += summed
+
+
+def _in_order(engine: Engine, source: CaptureSource, cols: "_Columns", flows: "_Flows", kept: np.ndarray,
+              points: list[int], scan_times: list[float], decoded: dict[int, Packet]) -> Iterator[Flow]:
+    """A batch's kept packets fed one by one in capture order, each scan before the first frame at or
+    past its point (what _batch does group by group, where the order across flows does not matter)."""
+    keys, ids = flows.keys, flows.ids[kept].tolist()
+    at = 0
+    for c, frame in enumerate(kept.tolist()):
+        while at < len(points) and points[at] <= frame:
+            yield from engine.tick(scan_times[at])
+            at += 1
+        pkt = decoded.get(c)
+        if pkt is None:
+            pkt = cols.packet(c)
+        source.packets += 1
+        ended = engine.feed(pkt, expire=False, key=keys[ids[c]])
+        if ended:
+            yield from ended
+    for t in scan_times[at:]:
+        yield from engine.tick(t)
 
 
 def _scan_points(times: list[float], array: np.ndarray, due: float) -> list[int]:
