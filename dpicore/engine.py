@@ -86,9 +86,15 @@ def unusable(verdict: Any) -> str | None:
     the record need of another type or range (a str confidence, NaN, a list as metadata)."""
     if not isinstance(verdict, Verdict):
         return f"returned {type(verdict).__name__}, not Verdict"
+    c = verdict.confidence
+    if (type(verdict.protocol) is str and verdict.protocol and type(c) is float and 0.0 <= c <= 1.0
+            and type(verdict.watch) is int and verdict.watch >= 0 and type(verdict.metadata) is dict
+            and (verdict.source is None or type(verdict.source) is str)
+            and (verdict.app is None or type(verdict.app) is str)
+            and (verdict.category is None or type(verdict.category) is str)):
+        return None  # the usual Verdict, checked in one expression (this runs for every verdict)
     if not isinstance(verdict.protocol, str) or not verdict.protocol:
         return f"returned a Verdict whose protocol is {verdict.protocol!r}, not a name"
-    c = verdict.confidence
     if not isinstance(c, numbers.Real) or not 0.0 <= c <= 1.0:
         return f"returned a Verdict whose confidence is {c!r}, not a number in [0, 1]"
     if type(verdict.watch) is not int or verdict.watch < 0:
