@@ -196,7 +196,7 @@ class PluginSet:
         try:
             self.pm.register(plugin, name=name)
         except PLUGIN_FAILURES as exc:
-            self._fail(name, distribution, version, f"registration failed: {type(exc).__name__}: {exc}")
+            self._fail(name, distribution, version, f"registration failed: {type(exc).__name__}: {_one_line(exc)}")
             return False
         try:
             # A misspelt hook (dpi_clasify) would otherwise be ignored, and an object with no hook at
@@ -206,7 +206,7 @@ class PluginSet:
             self.pm.check_pending()
         except (TypeError, pluggy.PluginValidationError) as exc:
             self.pm.unregister(name=name)
-            self._fail(name, distribution, version, f"registration failed: {_first_line(exc)}")
+            self._fail(name, distribution, version, f"registration failed: {_one_line(exc)}")
             return False
         try:
             # Configure first: a layer's info (packet budget, protocols) may depend on its settings.
@@ -299,8 +299,9 @@ class PluginSet:
         self._configured.clear()
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (pluggy's validation errors take several)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
 def _check_info(info: LayerInfo) -> None:

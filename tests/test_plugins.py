@@ -113,7 +113,9 @@ def dpi_layer_info():
 REASONS = {
     "import_error": "import failed: ModuleNotFoundError: No module named 'no_such_module_anywhere'",
     "syntax_error": "import failed: SyntaxError",
-    "registration_error": "registration failed: PluginValidationError",
+    "registration_error": "registration failed: PluginValidationError: Plugin 'registration_error' for hook "
+                          "'dpi_classify' hookimpl definition: dpi_classify(flow, not_a_parameter) Argument(s) "
+                          "{'not_a_parameter'} are declared in the hookimpl but can not be found in the hookspec",
     "info_raises": "RuntimeError: cannot describe myself",
     "info_wrong_type": "dpi_layer_info returned dict, not LayerInfo",
     "configure_raises": "OSError: libfoo.so.1: cannot open shared object file",
