@@ -88,9 +88,19 @@ def _expected_entry(pcap: Path) -> dict[str, Any] | None:
     path = pcap.parent / "expected.json"
     if not path.is_file():
         return None
-    captures = json.loads(path.read_text()).get("captures", {})
+    try:
+        captures = json.loads(path.read_text(encoding="utf-8")).get("captures", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise LabelError(f"{path}: not an expected.json ({type(exc).__name__}: {exc})") from None
+    if not isinstance(captures, dict) or not all(isinstance(e, dict) for e in captures.values()):
+        raise LabelError(f"{path}: 'captures' must map capture names to objects")
     for name, entry in captures.items():
         if name == pcap.name.split(".")[0] or Path(str(entry.get("file", ""))).name == pcap.name:
+            try:
+                _expected_rules(entry)
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+                raise LabelError(f"{path}: entry {name!r}: each flow needs transport, port (or ports) and "
+                                 f"protocol ({type(exc).__name__}: {exc})") from None
             return entry
     return None
 
@@ -106,7 +116,10 @@ def _expected_rules(entry: dict[str, Any]) -> list[tuple[str, int, int, str]]:
     rules = []
     for f in entry.get("flows", []):
         lo, hi = (f["ports"][0], f["ports"][-1]) if "ports" in f else (f["port"], f["port"])
-        rules.append((str(f["transport"]).upper(), int(lo), int(hi), canonical(str(f["protocol"]))))
+        label = canonical(str(f["protocol"]))
+        if not 0 < len(label) <= 64 or not label.isprintable():  # a class name, in records and on terminals
+            raise ValueError(f"protocol {label!r} is not a printable name of 1-64 characters")
+        rules.append((str(f["transport"]).upper(), int(lo), int(hi), label))
     return rules
 
 

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,17 @@ class ModelError(ValueError):
     """A model file cannot be used: unreadable, corrupt, or made for another version."""
 
 
+#: Limits checked before anything is unpacked or built, so a crafted file (a zip bomb, /dev/zero, a
+#: header declaring 40,000 classes) is refused instead of taking gigabytes or minutes.  The shipped
+#: model is 0.2 MB packed and 2 MB unpacked, with a few dozen classes.
+MAX_FILE_BYTES = 64 << 20
+MAX_UNPACKED_BYTES = 512 << 20
+MAX_CLASSES = 1024
+MAX_CLASS_NAME = 64
+#: Leaf distributions the forest expands to one row per node (nodes x classes float64).
+MAX_NODE_CLASS_CELLS = 32 << 20
+
+
 class Forest:
     """A calibrated random forest ready for inference (numpy only)."""
 
@@ -64,8 +77,9 @@ class Forest:
         self.classes: list[str] = list(header["classes"])
         self.threshold_default = float(header["threshold"])
         #: class index -> (feature columns, allowed values per column)
+        index = {name: i for i, name in enumerate(self.classes)}
         self.guards: dict[int, list[tuple[int, frozenset[int]]]] = {
-            self.classes.index(name): [(int(col), frozenset(int(v) for v in values)) for col, values in rules]
+            index[name]: [(int(col), frozenset(int(v) for v in values)) for col, values in rules]
             for name, rules in header["guards"].items()}
         cal = header["calibration"]
         self.cal_x = np.asarray(cal["x"], dtype=np.float64)
@@ -171,10 +185,23 @@ def load(path: str | Path) -> Forest:
     """Read and validate a model file; :class:`ModelError` for anything unusable."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block, /dev/zero never end
+            raise ModelError(f"{p}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ModelError(f"{p}: {st.st_size:,} bytes, more than a model file has ({MAX_FILE_BYTES:,} at most)")
+        with open(p, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ModelError(f"{p}: cannot read model: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ModelError(f"{p}: more than a model file has ({MAX_FILE_BYTES:,} bytes at most)")
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+        unpacked = sum(m.file_size for m in members)
+        if len(members) > 4 * len(_ARRAYS) or unpacked > MAX_UNPACKED_BYTES:
+            raise ModelError(f"{p}: {len(members)} members of {unpacked:,} bytes unpacked, more than a model has")
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             files = set(npz.files)
             missing = ({"header"} | set(_ARRAYS)) - files
@@ -182,10 +209,15 @@ def load(path: str | Path) -> Forest:
                 raise ModelError(f"{p}: not a dpi-ml model (missing {', '.join(sorted(missing))})")
             header_bytes = npz["header"]
             arrays = {k: npz[k] for k in _ARRAYS}
+        if not all(isinstance(a, np.ndarray) for a in [header_bytes, *arrays.values()]):
+            raise ModelError(f"{p}: corrupt model (a member is not an array)")
     except ModelError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise ModelError(f"{p}: not a dpi-ml model file (corrupt or another format: {exc})") from None
+    except zipfile.BadZipFile:
+        raise ModelError(f"{p}: not a dpi-ml model file (not an .npz archive)") from None
+    except (ValueError, OSError, EOFError, KeyError, TypeError, AttributeError, zlib.error, MemoryError,
+            RecursionError) as exc:
+        raise ModelError(f"{p}: not a dpi-ml model file (corrupt or another format: {type(exc).__name__})") from None
     header = _header(p, header_bytes)
     _check_arrays(p, header, arrays)
     return Forest(header, arrays)
@@ -196,8 +228,8 @@ def _header(p: Path, raw: np.ndarray) -> dict[str, Any]:
         raise ModelError(f"{p}: corrupt model header")
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{p}: corrupt model header: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a 5,000-digit number, deep nesting
+        raise ModelError(f"{p}: corrupt model header: {type(exc).__name__}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelError(f"{p}: not a dpi-ml model (format {header.get('format') if isinstance(header, dict) else '?'!r})")
     version = header.get("format_version")
@@ -213,6 +245,15 @@ def _header(p: Path, raw: np.ndarray) -> dict[str, Any]:
     classes = header.get("classes")
     if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise ModelError(f"{p}: model header lists no classes")
+    if len(classes) > MAX_CLASSES or len(set(classes)) != len(classes) or not all(
+            0 < len(c) <= MAX_CLASS_NAME and c.isprintable() for c in classes):
+        # Class names end up in records and on terminals: no escapes, no control characters.
+        raise ModelError(f"{p}: model classes must be up to {MAX_CLASSES} distinct printable names of "
+                         f"1-{MAX_CLASS_NAME} characters")
+    trained = header.get("trained", {})
+    if not isinstance(trained, dict) or not isinstance(trained.get("captures", []), list) or not all(
+            isinstance(c, str) for c in trained.get("captures", [])):
+        raise ModelError(f"{p}: corrupt training record in the header")
     cal = header.get("calibration")
     if not isinstance(cal, dict) or cal.get("method") != "isotonic-top":
         raise ModelError(f"{p}: unknown calibration {cal.get('method') if isinstance(cal, dict) else cal!r}")
@@ -225,8 +266,9 @@ def _header(p: Path, raw: np.ndarray) -> dict[str, Any]:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise ModelError(f"{p}: threshold must be a number between 0 and 1, not {threshold!r}")
     guards = header.get("guards")
+    known = set(classes)
     if not isinstance(guards, dict) or not all(
-            name in classes and isinstance(rules, list) and all(
+            name in known and isinstance(rules, list) and all(
                 isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and 0 <= r[0] < N_FEATURES
                 and isinstance(r[1], list) and all(isinstance(v, int) and 0 <= v <= 255 for v in r[1])
                 for r in rules)
@@ -244,6 +286,8 @@ def _check_arrays(p: Path, header: dict[str, Any], arrays: dict[str, np.ndarray]
         if a.dtype != dtype:
             raise ModelError(f"{p}: array {name} has dtype {a.dtype}, expected {np.dtype(dtype)}")
     nodes = arrays["left"].size
+    if nodes * len(header["classes"]) > MAX_NODE_CLASS_CELLS:
+        raise ModelError(f"{p}: {nodes:,} nodes x {len(header['classes'])} classes, more than a model has")
     for name in ("left", "right", "feature", "threshold", "leaf"):
         if arrays[name].shape != (nodes,):
             raise ModelError(f"{p}: array {name} has shape {arrays[name].shape}, expected ({nodes},)")

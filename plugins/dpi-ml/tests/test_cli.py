@@ -93,3 +93,19 @@ def test_usage_errors(corpus: Path, tmp_path: Path) -> None:
 
     code, out = run(["evaluate", str(corpus / "pcap" / FILES[0]), "--cv", "2", "--model", str(bad)])
     assert code == 2 and "not both" in out
+
+
+@pytest.mark.parametrize("expected, message", [
+    ("{not json", "not an expected.json"),
+    ('{"captures": {"copy": ["not", "an", "object"]}}', "must map capture names to objects"),
+    ('{"captures": {"copy": {"flows": [{"transport": "TCP", "protocol": "HTTP"}]}}}', "port (or ports)"),
+    ('{"captures": {"copy": {"flows": [{"transport": "TCP", "port": 80, "protocol": "\\u001b[31mX"}]}}}',
+     "not a printable name"),
+])
+def test_a_bad_expected_json_is_a_usage_error(corpus: Path, tmp_path: Path, expected: str, message: str) -> None:
+    """An expected.json next to the captures that cannot be read (once a traceback and exit 1, as
+    for a damaged capture): one line naming it, exit 2."""
+    shutil.copy(corpus / "pcap" / FILES[0], tmp_path / "copy.pcap")
+    (tmp_path / "expected.json").write_text(expected)
+    code, out = run(["train", str(tmp_path / "copy.pcap"), "--out", str(tmp_path / "m.npz")])
+    assert code == 2 and "expected.json" in out and message in out

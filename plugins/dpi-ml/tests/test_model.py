@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -151,6 +152,12 @@ def _calibration(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     (_edit_header("threshold", "high"), "threshold"),
     (_edit_header("guards", {"NoSuchProtocol": [[48, [22]]]}), "byte guards"),
     (_edit_header("guards", {"TLS": [[48, [999]]]}), "byte guards"),
+    # Class names reach records and terminals: an escape sequence or a control character is refused.
+    (_edit_header("classes", ["TLS", "\x1b[31mHTTP"]), "printable names"),
+    (_edit_header("classes", ["TLS", "TLS"]), "distinct"),
+    (_edit_header("classes", [f"c{i}" for i in range(2000)]), "up to 1024"),
+    (_edit_header("trained", "x"), "training record"),
+    (_edit_header("depth", [[[[[[[[[[1]]]]]]]]]]), "depth"),
 ], ids=lambda x: getattr(x, "__name__", str(x))[:20])
 def test_inconsistent_model_is_refused(fitted: Any, tmp_path: Path, edit: Callable[..., None],
                                        message: str) -> None:
@@ -176,6 +183,48 @@ def test_truncated_model_is_refused(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError):
         load(path)
+
+
+def test_text_is_refused_without_numpy_s_hint_to_unpickle(tmp_path: Path) -> None:
+    path = tmp_path / "text.npz"
+    path.write_text("hello, I am not a model\n" * 10)
+    with pytest.raises(ModelError, match="not an .npz archive") as info:
+        load(path)
+    assert "pickle" not in str(info.value)
+
+
+def test_a_deeply_nested_header_is_a_model_error(fitted: Any, tmp_path: Path) -> None:
+    header, arrays = _parts(fitted[1])
+    path = tmp_path / "deep.npz"
+    np.savez(path, header=np.frombuffer(b"[" * 100_000 + b"]" * 100_000, dtype=np.uint8), **arrays)
+    with pytest.raises(ModelError, match="corrupt model header"):
+        load(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_only_a_regular_file_is_read(tmp_path: Path) -> None:
+    """A FIFO blocked the loader forever, /dev/zero filled memory: neither is a model file."""
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        if path.exists():
+            with pytest.raises(ModelError, match="not a regular file"):
+                load(path)
+
+
+def test_what_would_unpack_past_the_limit_is_refused_before_unpacking(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zip bomb (1-2 MB that unpack to gigabytes) is refused from the archive's directory; here the
+    shipped model against a limit below its own unpacked size."""
+    import dpi_ml.model as model
+
+    monkeypatch.setattr(model, "MAX_UNPACKED_BYTES", 1000)
+    with pytest.raises(ModelError, match="more than a model has"):
+        load(DEFAULT_MODEL)
+    monkeypatch.setattr(model, "MAX_UNPACKED_BYTES", 512 << 20)
+    monkeypatch.setattr(model, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(ModelError, match="more than a model file has"):
+        load(DEFAULT_MODEL)
 
 
 def test_missing_file_is_a_model_error(tmp_path: Path) -> None:
