@@ -15,6 +15,7 @@ use one per thread or process.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -36,6 +37,8 @@ DEFAULT_CLIENT_PORT = 49152
 DEFAULT_SERVER_PORT = 1
 
 _TRANSPORTS = {"tcp": TCP, "udp": UDP}
+#: What one IPv4 packet of classify_payload carries after its 20-byte IP and TCP (20) or UDP (8) header.
+MAX_PAYLOAD = {TCP: 0xFFFF - 40, UDP: 0xFFFF - 28}
 
 
 def flow_from_packet(pkt: Packet) -> Flow:
@@ -50,7 +53,12 @@ class Classifier:
     def __init__(self, config: Config | None = None, layers: Iterable[str] | None = None,
                  all_layers: bool | None = None, plugins: PluginSet | None = None,
                  extra_plugins: Iterable[tuple[str, object]] = ()) -> None:
+        if config is not None and not isinstance(config, Config):
+            raise TypeError(f"config must be a dpicore.config.Config, not {type(config).__name__} "
+                            "(dpicore.config.config_from_dict reads a dict, load_config a TOML file)")
         config = config or Config()
+        if isinstance(layers, str):  # "ndpi" or "heuristics,ndpi", as -l takes them; not its letters
+            layers = [x.strip() for x in layers.split(",") if x.strip()]
         if layers is not None:
             config = config.with_layers(list(layers))
         if all_layers is not None:
@@ -62,6 +70,12 @@ class Classifier:
         self.last_source: CaptureSource | None = None
         #: The last live source opened by :meth:`classify_live` (for its counters).
         self.last_live: Any = None
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Classifier is closed (its layers have released their libraries and "
+                               "models); make a new one")
 
     @property
     def layers(self) -> list[str]:
@@ -74,8 +88,16 @@ class Classifier:
         ``batched`` uses the numpy batch path (:mod:`dpicore.fastpath`); False
         feeds packet by packet (the reference the batch path is tested
         against).  ``shard=(i, n)`` keeps only flows whose key hashes to i
-        modulo n, for splitting one file over n processes.
+        modulo n, for splitting one file over n processes.  A file that cannot
+        be read (missing, damaged, not a capture) is not an exception: the
+        flows before the damage are yielded and :attr:`last_source` says what
+        happened (``problems``, ``damaged``), as ``dpi classify`` reports it.
         """
+        self._check_open()
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or a path, not {type(path).__name__}")
         source = CaptureSource(path)
         self.last_source = source
         if batched or shard is not None:
@@ -96,6 +118,7 @@ class Classifier:
         """
         from .live import LiveSource
 
+        self._check_open()
         source = LiveSource(interface, bpf=bpf, duration=duration, write_pcap=write_pcap)
         self.last_live = source
         if on_ready is not None:
@@ -115,10 +138,12 @@ class Classifier:
         yield from engine.drained()
 
     def classify_packets(self, packets: Iterable[Packet]) -> Iterator[Flow]:
+        self._check_open()
         yield from self.engine.run(packets)
 
     def classify_flow(self, packets: Iterable[Packet]) -> Flow:
         """Classify packets that form one flow; returns that flow with its verdict(s)."""
+        self._check_open()
         flows = list(self.engine.run(packets))
         if len(flows) != 1:
             raise ValueError(f"the packets form {len(flows)} flows, not one")
@@ -132,17 +157,29 @@ class Classifier:
         SSH, MySQL, …), for protocols where the server speaks first.  Ports
         are optional; structure decides, ports only break ties.
         """
-        proto = _TRANSPORTS.get(transport.lower())
+        self._check_open()
+        proto = _TRANSPORTS.get(transport.lower()) if isinstance(transport, str) else None
         if proto is None:
             raise ValueError(f"transport must be 'tcp' or 'udp', not {transport!r}")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        room = MAX_PAYLOAD[proto]
+        if len(payload) > room:
+            raise ValueError(f"a {transport.upper()} payload in one IPv4 packet holds at most {room} bytes, "
+                             f"not {len(payload)}")
         sport = DEFAULT_CLIENT_PORT if src_port is None else src_port
         dport = DEFAULT_SERVER_PORT if dst_port is None else dst_port
+        for name, port in (("src_port", sport), ("dst_port", dport)):
+            if type(port) is not int or not 0 <= port <= 0xFFFF:
+                raise ValueError(f"{name} must be an int in 0..65535, not {port!r}")
         packets = synthetic_packets(payload, proto, sport, dport, from_server)
         flow = self.classify_flow(packets)
         return flow.verdict or Verdict(UNKNOWN, source="", confidence=0.0)
 
     def close(self) -> None:
-        self.engine.close()
+        if not self._closed:
+            self._closed = True
+            self.engine.close()
 
     def __enter__(self) -> "Classifier":
         return self
