@@ -23,7 +23,7 @@ import click
 from . import __version__
 from .api import Classifier
 from .config import Config, ConfigError, load_config
-from .output import FORMATS, RecordWriter, flow_record
+from .output import FORMATS, RecordWriter, flow_record, printable
 from .parallel import FileReport, ParallelRun, WorkerError, classify_files
 from .plugins import FAILED, LOADED, PluginError, PluginSet, discover
 
@@ -360,23 +360,26 @@ def _progress(clf: Classifier, files: list[Path], show: bool) -> Iterator[tuple[
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
+    from rich.text import Text
 
     counts: Counter[str] = Counter()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[packets]:,} packets, {task.fields[flows]:,} flows"))
     task = bar.add_task("classifying", total=len(files), packets=0, flows=0)
+    # File names and protocol names are shown as plain text, never as rich markup ("[/x]" in a name
+    # would raise) nor with their control characters.
 
     def table() -> Table:
         t = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
         t.add_column("protocol")
         t.add_column("flows", justify="right")
         for name, n in counts.most_common(10):
-            t.add_row(name, f"{n:,}")
+            t.add_row(Text(printable(name)), f"{n:,}")
         return t
 
     with Live(Group(bar, table()), console=Console(stderr=True), transient=True, refresh_per_second=4) as live:
         for path in files:
-            bar.update(task, description=path.name[:40])
+            bar.update(task, description=printable(path.name[:40]))
 
             def counted(flows: Iterator, path: Path = path) -> Iterator:
                 for flow in flows:

@@ -62,6 +62,14 @@ def _clean(value: Any, depth: int = 0) -> Any:
     return str(value)
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable written as a Python escape (\\x1b): what
+    traffic or a file name puts on a terminal must not drive it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 #: What only orjson writes: exponents of one digit (1e-7; json writes 1e-07) and 1e-5..1e-4 in
 #: decimal (0.00002; json writes 2e-05).  Floats of 1e-9..1e-4 only; a string that happens to
 #: contain these bytes just takes the json path too.  Two patterns that each start with a literal:
@@ -172,6 +180,13 @@ class RecordWriter:
     def _table(self) -> None:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
+
+        def cell(value: str) -> Text:
+            # Traffic writes these (a Host header, an SNI): as plain Text, not rich markup ("[/x]" in a
+            # Host header raised MarkupError), and with control characters shown escaped, not sent to
+            # the terminal (ESC sequences in a Host header cleared the screen).
+            return Text(printable(value))
 
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for col in ("transport", "client", "server", "pkts", "bytes", "protocol", "source", "conf", "detail"):
@@ -179,7 +194,7 @@ class RecordWriter:
         for r in self._rows:
             md = r["metadata"]
             detail = next((str(md[k]) for k in ("host", "sni", "query", "banner", "app") if md.get(k)), "")
-            table.add_row(r["transport"], f"{r['src_ip']}:{r['src_port']}", f"{r['dst_ip']}:{r['dst_port']}",
+            table.add_row(*map(cell, (r["transport"], f"{r['src_ip']}:{r['src_port']}", f"{r['dst_ip']}:{r['dst_port']}",
                           str(r["packets"]), str(r["bytes"]), r["protocol"], r["source"] or "-",
-                          f"{r['confidence']:.2f}", detail[:40])
+                          f"{r['confidence']:.2f}", detail[:40])))
         Console(file=self.out, width=200, no_color=not self.out.isatty()).print(table)

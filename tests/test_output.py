@@ -118,3 +118,17 @@ def test_metadata_nan_sets_of_mixed_types_and_cycles_are_written_as_json() -> No
     while isinstance(node, dict):
         depth, node = depth + 1, node["self"]
     assert isinstance(node, str) and depth < 100, "cut to text at a bounded depth"
+
+
+def test_the_table_shows_what_traffic_wrote_as_text() -> None:
+    """A Host header is the sender's text: "[/x]" is not rich markup (it raised MarkupError, a traceback
+    instead of the table), and escape sequences are shown escaped, not sent to the terminal."""
+    out = io.StringIO()
+    writer = RecordWriter(out, "table")
+    for host in ("[/x][bold]b", "evil\x1b[2J\x1b[31mRED\x07"):
+        flow = _flow({"host": host})
+        writer.write(flow_record(flow))
+    writer.close()
+    text = out.getvalue()
+    assert "[/x][bold]b" in text and "evil\\x1b[2J\\x1b[31mRED\\x07" in text
+    assert "\x1b" not in text and "\x07" not in text
