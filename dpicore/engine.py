@@ -372,8 +372,9 @@ class Engine:
             self._layer_failed(flow, entry.layer, "dpi_classify", exc)
             verdict = None
             entry.watching = 0
-        if verdict is not None and unusable(verdict) is not None:
-            self._layer_failed(flow, entry.layer, "dpi_classify", TypeError(unusable(verdict)))
+        problem = unusable(verdict) if verdict is not None else None
+        if problem is not None:
+            self._layer_failed(flow, entry.layer, "dpi_classify", TypeError(problem))
             entry.watching = 0
         elif verdict is not None and entry.verdict is not None:
             entry.verdict.metadata.update(verdict.metadata)
