@@ -40,9 +40,15 @@ class InputError(click.ClickException):
 
     exit_code = EXIT_USAGE
 
+    def format_message(self) -> str:
+        return printable(self.message)  # it often names a file: its name must not drive the terminal
+
 
 def _err(message: str) -> None:
-    click.echo(message, err=True)
+    """One line on standard error; file and interface names, plugin reasons and anything traffic wrote
+    in it have their control characters escaped (an OSC sequence in a file name set the terminal's
+    title, even through a pipe)."""
+    click.echo(printable(message), err=True)
 
 
 def expand_paths(paths: tuple[str, ...], jsonl: bool = False) -> list[Path]:
@@ -549,8 +555,9 @@ def plugins(as_json: bool, config_path: str | None) -> None:
         table.add_column(col)
     for r in rows:
         detail = r.reason if r.status != LOADED else r.description
-        table.add_row(*(escape(x) for x in (r.id, r.distribution or "-", r.version or "-",
-                                            "-" if r.priority is None else str(r.priority), r.status, detail)))
+        table.add_row(*(escape(printable(x)) for x in (r.id, r.distribution or "-", r.version or "-",
+                                                       "-" if r.priority is None else str(r.priority), r.status,
+                                                       detail)))
     Console(width=160).print(table)
 
 

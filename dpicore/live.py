@@ -67,7 +67,10 @@ class LiveSource:
                 raise LiveCaptureError(f"invalid capture filter {bpf!r}: {exc}") from None
         self.linktype = self._handle.datalink()
         self._handle.setnonblock(1)
-        self._dumper = self._handle.dump_open(write_pcap) if write_pcap else None
+        try:
+            self._dumper = self._handle.dump_open(write_pcap) if write_pcap else None
+        except pcapy.PcapError as exc:
+            raise LiveCaptureError(f"{write_pcap}: cannot write the capture: {exc}") from None
         self._decoder = Decoder()
         self._stopped = False
         #: Set when the capture ended on Ctrl-C.

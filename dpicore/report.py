@@ -14,10 +14,13 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
+
+from .output import printable
 
 UNKNOWN = "Unknown"
 TOP_PROTOCOLS = 12
@@ -52,10 +55,51 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ReportError(f"{path}: line {number} is not JSON: {exc.msg}") from None
-            if not isinstance(record, dict) or "protocol" not in record:
-                raise ReportError(f"{path}: line {number} is not a dpicore flow record")
+            problem = _unfit(record)
+            if problem is not None:
+                raise ReportError(f"{path}: line {number} is not a dpicore flow record ({problem})")
             out.append(record)
     return out
+
+
+def _unfit(record: Any) -> str | None:
+    """What in a JSONL line the report cannot use (None: nothing): the fields it reads, of the types
+    `dpi classify` writes, times finite and in order."""
+    if not isinstance(record, dict):
+        return "not an object"
+    for key, kinds in (("protocol", (str,)), ("src_ip", (str,)), ("dst_ip", (str,)), ("bytes", (int,)),
+                       ("packets", (int,)), ("first_seen", (int, float)), ("last_seen", (int, float))):
+        value = record.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return f"{key} is {value!r}"
+    if record["bytes"] < 0 or not all(math.isfinite(record[k]) and abs(record[k]) < 1e12
+                                      for k in ("first_seen", "last_seen")):
+        return "bytes or times out of range"
+    if record["last_seen"] < record["first_seen"]:
+        return "last_seen before first_seen"
+    if not isinstance(record.get("source"), (str, type(None))):
+        return f"source is {record.get('source')!r}"
+    verdicts = record.get("verdicts", [])
+    if not isinstance(verdicts, list) or not all(
+            isinstance(v, dict) and isinstance(v.get("source"), str) and isinstance(v.get("protocol"), str)
+            for v in verdicts):
+        return "verdicts is not a list of verdicts (source and protocol text)"
+    return None
+
+
+def _utc(ts: float) -> str:
+    """A capture time as UTC text; one no calendar holds (a pcapng stamp of 2**63 s) as seconds."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:.0f} s after 1970-01-01 00:00:00"
+
+
+def _label(name: str) -> str:
+    """A name (a protocol, an address) as a chart label: short, printable, and literal for matplotlib,
+    which reads $...$ as math (a plugin's or a model's name "$x" failed to parse; a 1 MB one took
+    minutes to lay out)."""
+    return printable(name[:40]).replace("$", r"\$")
 
 
 def _svg(fig: Any) -> str:
@@ -86,7 +130,7 @@ def _top(counter: Counter[str], n: int) -> list[tuple[str, float]]:
 def _bar(items: list[tuple[str, float]], xlabel: str, fmt: Any = str) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(items), 2) + 0.8))
-    names = [k for k, _ in items][::-1]
+    names = [_label(k) for k, _ in items][::-1]
     values = [v for _, v in items][::-1]
     bars = ax.barh(names, values, color="#3b7dd8")
     for bar, value in zip(bars, values):
@@ -110,15 +154,16 @@ def _timeline(records: list[dict[str, Any]], protocols: list[str]) -> str:
         a = int((r["first_seen"] - start) / width)
         b = int((r["last_seen"] - start) / width)
         a, b = min(a, bins - 1), min(b, bins - 1)
-        share = r["bytes"] / (b - a + 1)
+        share = r["bytes"] / (max(b, a) - a + 1)
         row = series[name]
-        for i in range(a, b + 1):
+        for i in range(a, max(b, a) + 1):
             row[i] += share
     series = {k: v for k, v in series.items() if any(v)}
     fig, ax = plt.subplots(figsize=(9, 3.6))
     xs = [i * width for i in range(bins)]
-    ax.stackplot(xs, *[[v * 8 / width for v in s] for s in series.values()], labels=list(series), step="post")
-    ax.set_xlabel(f"seconds since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start))} UTC")
+    ax.stackplot(xs, *[[v * 8 / width for v in s] for s in series.values()], labels=[_label(k) for k in series],
+                 step="post")
+    ax.set_xlabel(f"seconds since {_utc(start)} UTC")
     ax.set_ylabel("bits per second")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
@@ -136,7 +181,7 @@ def _table(headers: list[str], rows: Iterable[Iterable[Any]], numeric: set[int] 
 
 
 def _layers_section(records: list[dict[str, Any]]) -> str:
-    decided = Counter(r["source"] or "none" for r in records if r["protocol"] != UNKNOWN)
+    decided = Counter(r.get("source") or "none" for r in records if r["protocol"] != UNKNOWN)
     with_verdicts = [r for r in records if r.get("verdicts")]
     parts = ["<h2>Layers</h2>", "<p>Which layer decided each classified flow.</p>",
              _bar(decided.most_common(), "flows decided") if decided else "<p>No flow was classified.</p>"]
@@ -215,8 +260,8 @@ def render(records: list[dict[str, Any]], title: str = "dpicore report", sources
     src_list = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
     body = f"""
 <h1>{html.escape(title)}</h1>
-<p class="sub">{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start))} to
-{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(end))} UTC</p>
+<p class="sub">{_utc(start)} to
+{_utc(end)} UTC</p>
 <div class="cards">{''.join(f'<div class="card"><b>{v}</b>{k}</div>' for k, v in cards)}</div>
 <h2>Protocols</h2>
 <div class="grid">

@@ -304,3 +304,16 @@ def test_a_cluster_address_dask_cannot_parse_is_refused_at_once(tmp_path: Path, 
     assert proc.returncode == 2 and "Exception ignored" not in proc.stderr
     (line,) = problems(proc)
     assert f"not a Dask scheduler address: {address}" in line and reason in line
+
+
+def test_a_file_name_s_control_characters_do_not_reach_the_terminal(tmp_path: Path) -> None:
+    """Problem lines and errors name the file: an OSC sequence in its name set the terminal's title
+    (even through a pipe, which click only cleans of CSI sequences)."""
+    name = "bad\x1b]0;PWNED\x07.pcap"
+    (tmp_path / name).write_bytes(pcap_bytes(flows(3))[:-5])
+    proc = dpi("classify", name, "-f", "jsonl", cwd=tmp_path)
+    missing = dpi("classify", name + ".absent", "-f", "jsonl", cwd=tmp_path)
+    for p in (proc, missing):
+        assert "\x1b" not in p.stderr and "\x07" not in p.stderr
+        assert "bad\\x1b]0;PWNED\\x07.pcap" in p.stderr
+    assert proc.returncode == 1 and missing.returncode == 2

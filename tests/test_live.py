@@ -185,3 +185,12 @@ def test_live_bad_filter_is_a_clear_error() -> None:
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "invalid capture filter" in proc.stderr
+
+
+def test_live_write_pcap_to_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    """Once pcapy's PcapError as a traceback and exit 1."""
+    target = tmp_path / "no-such-dir" / "x.pcap"
+    proc = subprocess.run(DPI + ["live", "-i", "lo", "--duration", "1", "--write-pcap", str(target)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{target}: cannot write the capture" in proc.stderr

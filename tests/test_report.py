@@ -102,3 +102,32 @@ def test_report_rejects_files_that_are_not_records(tmp_path: Path) -> None:
     proc = subprocess.run(DPI + ["report", str(path), "-o", str(tmp_path / "r.html")], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "not a dpicore flow record" in proc.stderr and "Traceback" not in proc.stderr
+
+
+_BASE = {"transport": "TCP", "src_ip": "192.0.2.1", "src_port": 1000, "dst_ip": "198.51.100.1", "dst_port": 80,
+         "vlan": 0, "first_seen": 10.0, "last_seen": 12.0, "packets": 10, "bytes": 1000, "protocol": "HTTP",
+         "source": "heuristics", "confidence": 0.9, "category": None, "metadata": {}}
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"bytes": "10"}, "bytes is '10'"), ({"bytes": None}, "bytes is None"), ({"protocol": None}, "protocol is None"),
+    ({"first_seen": float("nan")}, "out of range"), ({"last_seen": 1e300}, "out of range"),
+    ({"last_seen": 5.0}, "last_seen before first_seen"), ({"verdicts": ["x"]}, "list of verdicts"),
+], ids=lambda x: str(x)[:24])
+def test_a_record_the_report_cannot_use_names_its_line(tmp_path: Path, change: dict, problem: str) -> None:
+    """Odd JSONL records (found by fuzzing: each was a KeyError, TypeError, OverflowError or
+    ZeroDivisionError traceback) are one error naming the file and the line."""
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps(_BASE) + "\n" + json.dumps(dict(_BASE, **change)) + "\n")
+    with pytest.raises(ReportError, match=f"line 2 is not a dpicore flow record.*{re.escape(problem)}"):
+        read_records(path)
+
+
+def test_names_and_times_that_charts_and_calendars_cannot_hold_are_drawn_as_text() -> None:
+    """A protocol name with $...$ (matplotlib's math; a plugin's or a model's name) failed to parse or
+    drew math, a 1 MB one took minutes; a capture time of 2**63 s raised OverflowError."""
+    records = [dict(_BASE, protocol="a$b$c"), dict(_BASE, protocol="$\\frac{", src_port=1001),
+               dict(_BASE, protocol="x" * 1_000_000, src_port=1002),
+               dict(_BASE, first_seen=2.0 ** 63, last_seen=2.0 ** 63, src_port=1003)]
+    page = render(records)
+    assert "s after 1970-01-01" in page and "a$b$c" in page
