@@ -107,12 +107,15 @@ class Classifier:
 
     def classify_live(self, interface: str, bpf: str | None = None, duration: float | None = None,
                       write_pcap: str | None = None, close_timeout: float = 0.5,
-                      on_ready: Callable[[Any], None] | None = None) -> Iterator[Flow]:
+                      on_ready: Callable[[Any], None] | None = None,
+                      on_tick: Callable[[], None] | None = None) -> Iterator[Flow]:
         """Flows of a live interface, each yielded when it ends.
 
         Stops after ``duration`` seconds or on Ctrl-C; either way every open
         flow is then ended and yielded.  A closed TCP connection is reported
-        ``close_timeout`` seconds after its last FIN/RST.  Raises
+        ``close_timeout`` seconds after its last FIN/RST.  ``on_tick`` is called
+        at each of the source's clock ticks (about a second apart, with or
+        without traffic), for periodic summaries.  Raises
         :class:`dpicore.live.LiveCaptureError` when the interface cannot be
         opened (no such interface, no permission, bad filter).
         """
@@ -128,7 +131,12 @@ class Classifier:
         feed, tick = engine.feed, engine.tick
         try:
             for pkt in source:
-                ended = tick(time.time()) if pkt is None else feed(pkt)
+                if pkt is None:
+                    ended = tick(time.time())
+                    if on_tick is not None:
+                        on_tick()
+                else:
+                    ended = feed(pkt)
                 if ended:
                     yield from ended
         except KeyboardInterrupt:

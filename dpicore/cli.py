@@ -437,18 +437,25 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
         writer = RecordWriter(out, "jsonl", config.all_layers)  # a table cannot stream; live output must
     counts: Counter[str] = Counter()
     last_summary = time.time()
+
+    def summarise() -> None:
+        # After a record and at every clock tick: flows that stay open (a flood, long connections)
+        # write no record for minutes, and the summary is for exactly those times.
+        nonlocal last_summary
+        now = time.time()
+        if not quiet and summary_every and now - last_summary >= summary_every:
+            last_summary = now
+            _live_summary(clf, counts)
+
     try:
         ready = None if quiet else (lambda src: _err(f"listening on {src.interface}, link type {src.linktype}"))
         for flow in clf.classify_live(interface, bpf=bpf, duration=duration, write_pcap=write_pcap,
-                                      on_ready=ready):
+                                      on_ready=ready, on_tick=summarise):
             record = flow_record(flow, config.all_layers)
             writer.write(record)
             out.flush()
             counts[record["protocol"]] += 1
-            now = time.time()
-            if not quiet and summary_every and now - last_summary >= summary_every:
-                last_summary = now
-                _live_summary(clf, counts)
+            summarise()
     except LiveCaptureError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_USAGE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -194,3 +195,13 @@ def test_live_write_pcap_to_an_unwritable_place_is_a_clear_error(tmp_path: Path)
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{target}: cannot write the capture" in proc.stderr
+
+
+def test_live_summary_comes_while_no_flow_ends() -> None:
+    """--summary-every came only after a record was written: with flows that stay open (a flood,
+    long connections) or none at all, nothing was printed until the end."""
+    proc = subprocess.run(DPI + ["live", "-i", "lo", "--bpf", "udp port 9", "--duration", "3.5",
+                                 "--summary-every", "1", "-o", os.devnull], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    periodic = [l for l in proc.stderr.splitlines() if re.match(r"\d\d:\d\d:\d\d: \d+ packets", l)]
+    assert len(periodic) >= 2, proc.stderr
