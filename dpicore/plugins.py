@@ -43,7 +43,8 @@ class PluginError(RuntimeError):
 
 
 #: What a plugin may raise that costs the plugin (its flow, or its load), not the run: any Exception,
-#: and a ``sys.exit`` in a hook; KeyboardInterrupt still stops the run.
+#: and a ``sys.exit`` in a hook; KeyboardInterrupt still stops the run.  (At import, any BaseException
+#: but KeyboardInterrupt: a module's own kinds too.)
 PLUGIN_FAILURES = (Exception, SystemExit, GeneratorExit)
 
 
@@ -169,7 +170,9 @@ class PluginSet:
                 continue
             try:
                 obj = ep.load()
-            except PLUGIN_FAILURES as exc:  # any import-time error of a third-party plugin
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # anything a third-party module raises at import, its own kinds too
                 self._fail(ep.name, dist_name, version, f"import failed: {type(exc).__name__}: {exc}")
                 continue
             self.add(ep.name, obj, dist_name, version)

@@ -86,6 +86,7 @@ def dpi_register_protocols():
     return [42]
 """,
     "exits_at_import": "import sys\nsys.exit('libfoo missing')\n",
+    "own_base_exception": "class Boom(BaseException):\n    pass\nraise Boom('boom')\n",
     "misspelt_hook": """
 from dpicore import LayerInfo, hookimpl
 @hookimpl
@@ -122,6 +123,7 @@ REASONS = {
     "id_mismatch": "layer id 'something_else' differs from its entry-point name 'id_mismatch'",
     "bad_protocols": "dpi_register_protocols yielded int",
     "exits_at_import": "import failed: SystemExit: libfoo missing",
+    "own_base_exception": "import failed: Boom: boom",
     "misspelt_hook": "registration failed: unknown hook 'dpi_clasify'",
     "no_hooks": "registration failed: module implements no dpicore hook",
     "info_bad_priority": "LayerInfo.priority must be an int",
