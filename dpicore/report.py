@@ -153,10 +153,11 @@ def _timeline(records: list[dict[str, Any]], protocols: list[str]) -> str:
         name = r["protocol"] if r["protocol"] in series else "other"
         a = int((r["first_seen"] - start) / width)
         b = int((r["last_seen"] - start) / width)
-        a, b = min(a, bins - 1), min(b, bins - 1)
-        share = r["bytes"] / (max(b, a) - a + 1)
+        a = min(a, bins - 1)
+        b = max(min(b, bins - 1), a)
+        share = r["bytes"] / (b - a + 1)
         row = series[name]
-        for i in range(a, max(b, a) + 1):
+        for i in range(a, b + 1):
             row[i] += share
     series = {k: v for k, v in series.items() if any(v)}
     fig, ax = plt.subplots(figsize=(9, 3.6))

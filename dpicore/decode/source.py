@@ -37,8 +37,7 @@ class CaptureSource:
         return self._decoder.non_ip
 
     def __iter__(self) -> Iterator[Packet]:
-        decoder = self._decoder
-        decode = decoder.decode
+        decode = self.decode
         try:
             reader = CaptureReader(self.path)
         except CaptureError as exc:
@@ -47,16 +46,8 @@ class CaptureSource:
         try:
             for number, ts, linktype, data, wire_len in reader:
                 self.frames = number
-                try:
-                    pkt = decode(linktype, data, ts, wire_len, number)
-                except DecodeError as exc:
-                    self.note_error(linktype, number, exc)
-                    continue
-                except Exception as exc:  # a decoder bug a frame runs into costs that frame, not the run
-                    self.note_error(linktype, number, _failed(exc))
-                    continue
+                pkt = decode(linktype, data, ts, wire_len, number)
                 if pkt is not None:
-                    self.packets += 1
                     yield pkt
         except CaptureError as exc:
             self._fatal(exc)
@@ -71,7 +62,7 @@ class CaptureSource:
         except DecodeError as exc:
             self.note_error(linktype, number, exc)
             return None
-        except Exception as exc:  # as in __iter__
+        except Exception as exc:  # a decoder bug a frame runs into costs that frame, not the run
             self.note_error(linktype, number, _failed(exc))
             return None
         if pkt is not None:

@@ -30,6 +30,7 @@ from dpicore.model import Flow, Packet, transport_name
 from dpicore.protocols import canonical
 
 from .features import N_PACKETS, FlowSummary
+from .model import MAX_CLASS_NAME, is_class_name
 
 COLLECTOR_ID = "ml-collect"
 
@@ -117,8 +118,8 @@ def _expected_rules(entry: dict[str, Any]) -> list[tuple[str, int, int, str]]:
     for f in entry.get("flows", []):
         lo, hi = (f["ports"][0], f["ports"][-1]) if "ports" in f else (f["port"], f["port"])
         label = canonical(str(f["protocol"]))
-        if not 0 < len(label) <= 64 or not label.isprintable():  # a class name, in records and on terminals
-            raise ValueError(f"protocol {label!r} is not a printable name of 1-64 characters")
+        if not is_class_name(label):
+            raise ValueError(f"protocol {label!r} is not a printable name of 1-{MAX_CLASS_NAME} characters")
         rules.append((str(f["transport"]).upper(), int(lo), int(hi), label))
     return rules
 

@@ -68,6 +68,12 @@ MAX_CLASS_NAME = 64
 MAX_NODE_CLASS_CELLS = 32 << 20
 
 
+def is_class_name(name: str) -> bool:
+    """A class name a model may hold: it ends up in records and on terminals, so 1 to MAX_CLASS_NAME
+    printable characters (no escape sequence, no control character)."""
+    return 0 < len(name) <= MAX_CLASS_NAME and name.isprintable()
+
+
 class Forest:
     """A calibrated random forest ready for inference (numpy only)."""
 
@@ -245,9 +251,8 @@ def _header(p: Path, raw: np.ndarray) -> dict[str, Any]:
     classes = header.get("classes")
     if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise ModelError(f"{p}: model header lists no classes")
-    if len(classes) > MAX_CLASSES or len(set(classes)) != len(classes) or not all(
-            0 < len(c) <= MAX_CLASS_NAME and c.isprintable() for c in classes):
-        # Class names end up in records and on terminals: no escapes, no control characters.
+    known = set(classes)
+    if len(classes) > MAX_CLASSES or len(known) != len(classes) or not all(map(is_class_name, classes)):
         raise ModelError(f"{p}: model classes must be up to {MAX_CLASSES} distinct printable names of "
                          f"1-{MAX_CLASS_NAME} characters")
     trained = header.get("trained", {})
@@ -266,7 +271,6 @@ def _header(p: Path, raw: np.ndarray) -> dict[str, Any]:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise ModelError(f"{p}: threshold must be a number between 0 and 1, not {threshold!r}")
     guards = header.get("guards")
-    known = set(classes)
     if not isinstance(guards, dict) or not all(
             name in known and isinstance(rules, list) and all(
                 isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and 0 <= r[0] < N_FEATURES
