@@ -26,6 +26,11 @@ RECORD_FIELDS: tuple[str, ...] = (
 
 FORMATS = ("table", "jsonl", "csv")
 
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP's list).  Only a
+#: plugin's names can start so (protocol, source, category: traffic's own text is in the metadata
+#: column, which is JSON and starts with "{"), and a formula runs when the analyst opens the file.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
 
 #: Values JSON takes as they are (exact types: a str subclass or an IntEnum goes through _clean, and
 #: so does a float, which may be NaN).
@@ -133,6 +138,13 @@ def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
     return record
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: a leading quote before what would start a formula."""
+    if type(value) is str and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 class RecordWriter:
     """Streams records to ``out`` in one of :data:`FORMATS`.
 
@@ -160,7 +172,7 @@ class RecordWriter:
                 fields = list(RECORD_FIELDS) + (["verdicts"] if self.all_layers else [])
                 self._csv = csv.DictWriter(self.out, fieldnames=fields, extrasaction="ignore")
                 self._csv.writeheader()
-            row = dict(record)
+            row = {k: _cell(v) for k, v in record.items()}
             row["metadata"] = jsonl_line(record["metadata"])
             if "verdicts" in row:
                 row["verdicts"] = jsonl_line(record["verdicts"])

@@ -132,3 +132,24 @@ def test_the_table_shows_what_traffic_wrote_as_text() -> None:
     text = out.getvalue()
     assert "[/x][bold]b" in text and "evil\\x1b[2J\\x1b[31mRED\\x07" in text
     assert "\x1b" not in text and "\x07" not in text
+
+
+def test_csv_cells_never_start_a_formula() -> None:
+    """A third-party layer's protocol or category name that starts like a formula ("=HYPERLINK(...)")
+    would run in the spreadsheet that opens the CSV: such cells start with a quote; the metadata
+    column (JSON) and the JSONL record are as the layer wrote them."""
+    import csv
+
+    out = io.StringIO()
+    writer = RecordWriter(out, "csv")
+    names = ("=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "\tTab", "HTTP")
+    for name in names:
+        flow = _flow({"host": "=1+1"})
+        flow.verdict = Verdict(name, "@layer", 0.9, category="-cat", metadata={"host": "=1+1"})
+        writer.write(flow_record(flow))
+        assert flow_record(flow)["protocol"] == name
+    writer.close()
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [r["protocol"] for r in rows] == ["'" + n for n in names[:-1]] + ["HTTP"]
+    assert {r["source"] for r in rows} == {"'@layer"} and {r["category"] for r in rows} == {"'-cat"}
+    assert {json.loads(r["metadata"])["host"] for r in rows} == {"=1+1"}
