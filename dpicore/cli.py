@@ -476,7 +476,9 @@ def _live_summary(clf: Classifier, counts: "Counter[str]", final: bool = False) 
     src = clf.last_live
     top = ", ".join(f"{name} {n}" for name, n in counts.most_common(5)) or "none yet"
     head = "stopped" if final else time.strftime("%H:%M:%S")
-    _err(f"{head}: {src.packets if src else 0} packets, {sum(counts.values())} flows written, "
+    dropped = src.dropped if src else 0
+    lost = f", {dropped} dropped by the kernel" if dropped or (final and dropped is not None) else ""
+    _err(f"{head}: {src.packets if src else 0} packets{lost}, {sum(counts.values())} flows written, "
          f"{len(clf.engine.table)} open; top: {top}")
 
 

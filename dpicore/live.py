@@ -56,6 +56,10 @@ class LiveSource:
         self.frames = 0
         self.packets = 0
         self.undecodable = 0
+        #: Frames the kernel dropped because we read too slowly (libpcap's ps_drop + ps_ifdrop): a
+        #: capture that lost frames gives fewer and shorter flows, and the reader has to know.  Read
+        #: at each clock tick and when the capture closes; None where the interface cannot say.
+        self.dropped: int | None = 0
         try:
             self._handle = pcapy.open_live(interface, snaplen, promiscuous, 100)
         except pcapy.PcapError as exc:
@@ -73,6 +77,7 @@ class LiveSource:
             raise LiveCaptureError(f"{write_pcap}: cannot write the capture: {exc}") from None
         self._decoder = Decoder()
         self._stopped = False
+        self._closed = False
         #: Set when the capture ended on Ctrl-C.
         self.interrupted = False
 
@@ -80,6 +85,10 @@ class LiveSource:
         self._stopped = True
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._read_drops()
         self._dumper = None  # pcapy flushes and closes the dump file when the object goes
         self._handle.close()
 
@@ -121,7 +130,18 @@ class LiveSource:
                         yield pkt
             if time.time() >= next_tick:
                 next_tick = time.time() + self.tick
+                self._read_drops()
                 yield None
+
+    def _read_drops(self) -> None:
+        if self.dropped is None:
+            return
+        try:
+            _received, dropped, if_dropped = self._handle.stats()
+        except Exception:  # pcapy.PcapError: this kind of interface keeps no statistics
+            self.dropped = None
+            return
+        self.dropped = dropped + if_dropped
 
 
 def _explain(interface: str, message: str) -> str:
