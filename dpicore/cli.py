@@ -30,6 +30,8 @@ from .plugins import FAILED, LOADED, PluginError, PluginSet, discover
 EXIT_OK = 0
 EXIT_DAMAGED = 1
 EXIT_USAGE = 2
+#: As a shell reports a program ended by SIGINT.
+EXIT_INTERRUPTED = 130
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
 
@@ -97,6 +99,15 @@ COMMANDS_GROUP = "dpicore.commands"
 class PluginCommands(click.Group):
     """Built-in commands plus those plugins add through the ``dpicore.commands``
     entry-point group (e.g. ``dpi ml`` from dpi-ml), loaded only when used."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Ctrl-C is exit code 130, as the shell reports a program SIGINT ended; click's own "Aborted!"
+        # exit 1 would read as "an input was damaged" to a script.  What was written stays written.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _err("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
 
     def _entry_points(self) -> dict[str, object]:
         from importlib.metadata import entry_points
@@ -459,6 +470,10 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
     except LiveCaptureError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:  # a second Ctrl-C, while the open flows were being written
+        _err(f"interrupted: {len(clf.engine.table)} open flows not written "
+             f"({sum(counts.values())} written)")
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(EXIT_OK)

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,40 @@ def test_broken_plugin_command_is_reported_not_raised(monkeypatch: pytest.Monkey
     result = runner.invoke(cli.main, ["broken"])
     assert result.exit_code == 2, result.exception
     assert "command 'broken' is unavailable: ModuleNotFoundError" in result.output
+
+
+def test_ctrl_c_is_exit_130_with_one_line(tmp_path: Path) -> None:
+    """Ctrl-C was click's "Aborted!" and exit code 1, which a script reads as "an input was damaged".
+    The capture is a FIFO that never ends, so the run is surely still reading when SIGINT comes."""
+    import signal
+
+    fifo = tmp_path / "endless.pcap"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(DPI + ["classify", str(fifo), "-q", "-f", "jsonl"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(fifo, "wb") as writer:  # opens once the reader has: dpi is then inside the read
+        writer.write(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
+        writer.flush()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err and "Abort" not in err, err
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcap.gz", "pcapng", "pcapng.gz"])
+def test_a_capture_from_a_pipe(capture: Path, printed: dict[str, str], tmp_path: Path, kind: str) -> None:
+    """`tcpdump -w - | dpi classify /dev/stdin`: a pipe cannot seek back after the format is read
+    (it failed as "standard output: cannot write: File or stream is not seekable")."""
+    from dpicore.decode import read_frames
+    from tests.helpers.frames import gzip_bytes, pcapng_bytes
+
+    data = capture.read_bytes()
+    if kind.startswith("pcapng"):
+        data = pcapng_bytes([([(1, None)], [(0, f.ts, f.data) for f in read_frames(str(capture))])])
+    if kind.endswith(".gz"):
+        data = gzip_bytes(data)
+    proc = subprocess.run(DPI + ["classify", "/dev/stdin", "-f", "jsonl"], input=data,
+                          cwd=tmp_path, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.decode().splitlines()) == sorted(printed["jsonl"].splitlines())

@@ -237,3 +237,46 @@ def test_live_final_summary_says_what_the_kernel_dropped() -> None:
                                  "-o", os.devnull], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^stopped: \d+ packets, 0 dropped by the kernel, ", proc.stderr, re.M), proc.stderr
+
+
+def test_live_second_ctrl_c_says_what_was_not_written(tmp_path: Path) -> None:
+    """The first Ctrl-C ends the capture and writes every open flow; a second one during that (which
+    takes seconds for tens of thousands of flows) stopped with click's "Aborted!" and exit 1, not
+    saying how many flows were lost."""
+    import signal
+
+    out = tmp_path / "flows.jsonl"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        proc = subprocess.Popen(DPI + ["live", "-i", "lo", "--bpf", f"udp and src port {port}", "-o", str(out),
+                                       "--summary-every", "0.3"], stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        lines: list[str] = []
+        while not (line := proc.stderr.readline()).startswith("listening on"):  # after plugin warnings
+            assert line, "dpi live ended before it listened"
+        flows = 40_000
+        for i in range(flows):  # one flow per destination port; nobody listens
+            try:
+                s.sendto(b"q", ("127.0.0.1", 1024 + i))
+            except ConnectionRefusedError:
+                pass
+        seen, before = 0, -1
+        deadline = time.time() + 30
+        while (seen != before or seen < 10_000) and time.time() < deadline:  # until dpi has read what came
+            line = proc.stderr.readline()
+            lines.append(line)
+            m = re.match(r"\d\d:\d\d:\d\d: (\d+) packets", line)
+            if m:
+                seen, before = int(m.group(1)), seen
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        proc.wait(timeout=30)
+    assert proc.returncode == 130, lines + [rest]
+    m = re.search(r"^interrupted: (\d+) open flows not written \((\d+) written\)$", rest, re.M)
+    assert m and int(m.group(1)) > 0, rest
+    written = len(out.read_text().splitlines())
+    # One flow may be in hand, taken from the table but not yet written, when the second Ctrl-C comes.
+    assert written == int(m.group(2)) and written + int(m.group(1)) >= seen - 1, (written, m.groups(), seen)

@@ -12,10 +12,11 @@ that a capture was truncated and where.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple
+from typing import Any, BinaryIO, Iterator, NamedTuple
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -56,11 +57,50 @@ def _open(path: str) -> BinaryIO:
         raise CaptureError(path, "is a directory, not a capture file") from None
     except OSError as exc:
         raise CaptureError(path, f"cannot open: {exc.strerror or exc}") from None
-    head = fh.read(2)
-    fh.seek(0)
+    head, fh = _peek(fh, 2, path)
     if head == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=fh)  # type: ignore[return-value]
     return fh
+
+
+def _peek(fh: BinaryIO, n: int, path: str) -> tuple[bytes, BinaryIO]:
+    """The first ``n`` bytes of ``fh`` (fewer at its end), and a stream that still starts with them.
+
+    A pipe (``tcpdump -w - | dpi classify /dev/stdin``, a FIFO, ``<(zcat …)``)
+    cannot seek back, so the bytes read are put in front of the rest.
+    """
+    try:
+        head = fh.read(n)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip that is not really gzip
+        fh.close()
+        raise CaptureError(path, f"cannot read: {exc}") from None
+    if fh.seekable():
+        fh.seek(0)
+        return head, fh
+    return head, io.BufferedReader(_Unread(head, fh))  # type: ignore[return-value]
+
+
+class _Unread(io.RawIOBase):
+    """``head``, then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._stream.readinto(b)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
 
 
 class CaptureReader:
@@ -73,13 +113,7 @@ class CaptureReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._fh = _open(self.path)
-        try:
-            self._magic = self._fh.read(4)
-        except (OSError, EOFError, zlib.error) as exc:  # gzip that is not really gzip
-            self._fh.close()
-            raise CaptureError(self.path, f"cannot read: {exc}") from None
-        self._fh.seek(0)
+        self._magic, self._fh = _peek(_open(self.path), 4, self.path)
         if self._magic in PCAP_MAGICS:
             self.format = "pcap"
         elif self._magic == PCAPNG_SHB:
