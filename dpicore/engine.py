@@ -77,6 +77,11 @@ class EngineStats:
     layer_errors: int = 0
 
 
+#: Strings of verdict metadata shared across flows (see Engine._share): at most this many, and no longer
+#: ones than SHARED_LENGTH characters.
+SHARED_STRINGS = 1 << 14
+SHARED_LENGTH = 512
+
 #: Flow.notes keys of the next expected TCP sequence number per direction.
 _SEQ_NOTE = ("_seq0", "_seq1")
 
@@ -150,6 +155,8 @@ class Engine:
         self.next_expiry = float("-inf")
         # Per-flow TCP stream position per direction, kept off the Flow to keep it small.
         self._layer_rank = {layer.id: i for i, layer in enumerate(self.layers)}
+        #: One object per distinct metadata string (see _share).
+        self._strings: dict[str, str] = {}
 
     # -- packets ---------------------------------------------------------------
     def feed(self, pkt: Packet, expire: bool = True, key: FlowKey | None = None) -> list[Flow]:
@@ -377,6 +384,7 @@ class Engine:
             self._layer_failed(flow, entry.layer, "dpi_classify", TypeError(problem))
             entry.watching = 0
         elif verdict is not None and entry.verdict is not None:
+            self._share(verdict.metadata)
             entry.verdict.metadata.update(verdict.metadata)
         if entry.watching <= 0:
             self._leave(flow, entry, REASON_VERDICT)
@@ -420,12 +428,39 @@ class Engine:
             self._layer_failed(flow, layer, "dpi_classify", TypeError(problem))
             return
         verdict.protocol = self.registry.canonical(verdict.protocol)
+        if verdict.metadata:
+            self._share(verdict.metadata)
         if not verdict.source:
             verdict.source = layer.id
-        flow.verdicts.append(verdict)
+        verdicts = flow._verdicts  # the field itself: a flow's only verdict is kept without a list
+        if verdicts is None:
+            flow._verdicts = verdict
+        elif type(verdicts) is list:
+            verdicts.append(verdict)
+        else:
+            flow._verdicts = [verdicts, verdict]
         if (not self.all_layers and verdict.protocol != UNKNOWN and verdict.confidence >= self.threshold):
             flow.verdict = verdict
             self._decide(flow, keep)
+
+    def _share(self, metadata: dict[str, Any]) -> None:
+        """Make each short text value of ``metadata`` the one object kept for that text.
+
+        A verdict lives as long as its flow, and its metadata is mostly text that recurs across flows
+        (a host, a user agent, a banner, a query name, "HTTP/1.1"), each flow's its own copy, decoded
+        from its own packet: ~0.2 KB of a decided flow.  The table is bounded (cleared when full), so
+        values that never recur cost at most SHARED_STRINGS entries.
+        """
+        strings = self._strings
+        for name, value in metadata.items():
+            if type(value) is str and len(value) <= SHARED_LENGTH:
+                kept = strings.get(value)
+                if kept is None:
+                    if len(strings) >= SHARED_STRINGS:
+                        strings.clear()
+                    strings[value] = value
+                elif kept is not value:
+                    metadata[name] = kept  # an existing key: the dict does not change size while iterated
 
     def _decide(self, flow: Flow, keep: _Pending | None = None) -> None:
         """The flow is final: release every layer still looking at it (but a watching one)."""
@@ -468,8 +503,8 @@ class Engine:
                 self._leave(flow, entry, reason)
         flow.final = True
         _let_go(flow)
-        if flow.verdict is None and flow._verdicts:
-            flow.verdict = self.choose(flow._verdicts)
+        if flow.verdict is None and flow._verdicts is not None:
+            flow.verdict = self.choose(flow.verdicts)
         return flow
 
     def choose(self, verdicts: list[Verdict]) -> Verdict | None:

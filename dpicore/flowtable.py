@@ -32,6 +32,9 @@ CLOSE_AT = "close_at"  # Flow.notes key: capture time after which the closed flo
 #: Every port number as one shared int object (see FlowTable.new_flow).
 _PORTS = tuple(range(1 << 16))
 
+#: Addresses the table keeps one object of (see FlowTable.new_flow); cleared when full.
+ADDRESSES = 1 << 12
+
 
 class FlowTable:
     def __init__(self, idle_timeout: float = 120.0, active_timeout: float = 1800.0,
@@ -44,6 +47,8 @@ class FlowTable:
         self._closing: deque[tuple[float, Flow]] = deque()
         self.evicted = 0
         self.created = 0
+        #: One bytes object per address recently seen opening a flow (see new_flow).
+        self._addresses: dict[bytes, bytes] = {}
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -53,14 +58,22 @@ class FlowTable:
 
         The flow and its key hold the shared int object of each port, not the
         packet's own: a port above 256 is a 32-byte object, 64 bytes of every
-        flow a table of a million holds.
+        flow a table of a million holds.  Likewise the addresses: one object per
+        address among the last ADDRESSES ones (a server's, a busy client's), not
+        each first packet's own 48-byte copy.
         """
         ports = _PORTS
+        addresses = self._addresses
+        if len(addresses) >= ADDRESSES:
+            addresses.clear()
+        a = addresses.setdefault(key.addr_a, key.addr_a)
+        b = addresses.setdefault(key.addr_b, key.addr_b)
+        src, dst = (a, b) if pkt.src == a else (b, a)
         if pkt.proto == TCP and pkt.tcp_flags & (SYN | ACK) == SYN | ACK:
-            client, cport, server, sport = pkt.dst, ports[pkt.dport], pkt.src, ports[pkt.sport]
+            client, cport, server, sport = dst, ports[pkt.dport], src, ports[pkt.sport]
         else:
-            client, cport, server, sport = pkt.src, ports[pkt.sport], pkt.dst, ports[pkt.dport]
-        key = FlowKey(key.proto, key.vlan, key.addr_a, ports[key.port_a], key.addr_b, ports[key.port_b])
+            client, cport, server, sport = src, ports[pkt.sport], dst, ports[pkt.dport]
+        key = FlowKey(key.proto, key.vlan, a, ports[key.port_a], b, ports[key.port_b])
         self.created += 1
         return Flow(key, pkt.proto, pkt.vlan, client, cport, server, sport, pkt.ip_version, pkt.ts, pkt.ts,
                     number=pkt.number)

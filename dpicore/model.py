@@ -193,6 +193,21 @@ class _MadeOnUse(Generic[T]):
         setattr(obj, self.slot, value)
 
 
+class _OneOrMore(_MadeOnUse[list]):  # type: ignore[type-arg]
+    """:attr:`Flow.verdicts`: the slot holds a flow's only verdict itself until a second comes or the
+    list is asked for (then it becomes the list).  Most flows get one verdict, and a one-item list was
+    ~90 bytes of each (the list, and room for four items once appended to)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> list:  # type: ignore[type-arg]
+        if obj is None:
+            return self  # type: ignore[return-value]  # the class attribute: the descriptor itself
+        value = getattr(obj, self.slot)
+        if type(value) is not list:
+            value = [] if value is None else [value]
+            setattr(obj, self.slot, value)
+        return value
+
+
 @attrs.define(slots=True, eq=False)
 class Flow:
     """A bidirectional conversation; the client is whoever sent the first packet seen.
@@ -220,7 +235,8 @@ class Flow:
     # containers were ~0.3 KB of a flow's ~1 KB.  The engine reads the private fields on its hot path.
     _payloads: list[tuple[int, bytes]] | None = attrs.field(default=None, alias="payloads")
     _state: dict[str, Any] | None = attrs.field(default=None, alias="state")
-    _verdicts: list[Verdict] | None = attrs.field(default=None, alias="verdicts")
+    #: None, the only verdict, or the list of them (see _OneOrMore).
+    _verdicts: list[Verdict] | Verdict | None = attrs.field(default=None, alias="verdicts")
     verdict: Verdict | None = None
     final: bool = False
     _errors: list[str] | None = attrs.field(default=None, alias="errors")
@@ -237,7 +253,7 @@ class Flow:
         list, "First payloads per direction, in order, bounded by the flow table; empty again once no "
               "layer looks at the flow (decided, or every layer left) and after its end.")
     state = _MadeOnUse(dict, "Per-layer private state, keyed by layer id.")
-    verdicts = _MadeOnUse(list, "Every verdict accepted for the flow, in order.")
+    verdicts = _OneOrMore(list, "Every verdict accepted for the flow, in order.")
     errors = _MadeOnUse(list, "What went wrong in a layer for this flow, a line each.")
     notes = _MadeOnUse(
         dict, "Extra annotations a layer wants other layers to see (e.g. an expected FTP data port).")

@@ -127,6 +127,10 @@ class Dispatcher:
                     break
         if best is not None:
             state.decided = decided
+            # Only the deciding heuristic runs from now on (watching): the other candidates and the
+            # standing guesses are never read again, and a watched flow may live for minutes.
+            state.candidates = ()
+            state.guesses = _NO_MEMO
             return best
         state.candidates = survivors
         return MORE if survivors else None
