@@ -96,6 +96,18 @@ def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tupl
 COMMANDS_GROUP = "dpicore.commands"
 
 
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt (or the exit 130 it led to) that ``exc`` was raised while handling, if any."""
+    seen = set()
+    e = exc.__context__
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and e.code == EXIT_INTERRUPTED):
+            return e
+        e = e.__context__
+    return None
+
+
 class PluginCommands(click.Group):
     """Built-in commands plus those plugins add through the ``dpicore.commands``
     entry-point group (e.g. ``dpi ml`` from dpi-ml), loaded only when used."""
@@ -107,6 +119,17 @@ class PluginCommands(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             _err("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        except OSError as exc:
+            # Ctrl-C reaches the whole pipeline: the reader (| jq) may be gone when a finally flushes the
+            # records still buffered, and that EPIPE replaced the KeyboardInterrupt (click: exit 1).
+            cause = _interruption(exc)
+            if cause is None:
+                raise
+            with contextlib.suppress(OSError, ValueError):  # nobody reads: the rest must not fail at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if isinstance(cause, KeyboardInterrupt):  # a SystemExit(130) has said so already
+                _err("interrupted")
             sys.exit(EXIT_INTERRUPTED)
 
     def _entry_points(self) -> dict[str, object]:
@@ -460,13 +483,26 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
 
     try:
         ready = None if quiet else (lambda src: _err(f"listening on {src.interface}, link type {src.linktype}"))
-        for flow in clf.classify_live(interface, bpf=bpf, duration=duration, write_pcap=write_pcap,
-                                      on_ready=ready, on_tick=summarise):
-            record = flow_record(flow, config.all_layers)
-            writer.write(record)
-            out.flush()
-            counts[record["protocol"]] += 1
-            summarise()
+        flows = clf.classify_live(interface, bpf=bpf, duration=duration, write_pcap=write_pcap,
+                                  on_ready=ready, on_tick=summarise)
+        while True:
+            try:
+                for flow in flows:
+                    record = flow_record(flow, config.all_layers)
+                    writer.write(record)
+                    out.flush()
+                    counts[record["protocol"]] += 1
+                    summarise()
+                break
+            except KeyboardInterrupt:
+                # The first Ctrl-C can come while a record is written here (a slow reader: the
+                # write blocks), outside classify_live, which then never sees it: stop the capture
+                # the same way and go on, so the open flows are still written.
+                src = clf.last_live
+                if src is None or src.interrupted or src.closed:  # closed: the open flows are being written
+                    raise
+                src.interrupted = True
+                src.stop()
     except LiveCaptureError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
@@ -523,22 +559,42 @@ def report(paths: tuple[str, ...], output: str, title: str, layers: str | None, 
     clf: Classifier | None = None
     files = expand_paths(paths, jsonl=True)
     try:
-        for path in files:
-            with open(path, "rb") as fh:
-                head = fh.read(4)
-            if not is_capture(head):
-                records.extend(read_records(path))
-                continue
-            if clf is None:
-                config, plugins = _load(config_path, layers, all_layers)
-                _warn_failed(plugins)
-                clf = Classifier(config=config, plugins=plugins)
-            records.extend(flow_record(f, clf.config.all_layers) for f in clf.classify_pcap(path))
-            src = clf.last_source
-            if src is not None:
-                for line in src.problems:
-                    _err(line)
-                damaged |= src.damaged
+        for given in files:
+            with contextlib.ExitStack() as stack:
+                # Sniffing reads the start of the file, and it is then read again from the start: a pipe
+                # or FIFO (/dev/stdin, <(zcat ...)) cannot be, so it is read into a temporary file first.
+                path = str(given)
+                if not os.path.isfile(path):
+                    import shutil
+                    import tempfile
+
+                    spool = stack.enter_context(tempfile.NamedTemporaryFile(prefix="dpi-report-"))
+                    with open(path, "rb") as fh:
+                        shutil.copyfileobj(fh, spool)
+                    spool.flush()
+                    path = spool.name
+
+                def named(text: str) -> str:
+                    return text.replace(path, str(given)) if path != str(given) else text
+
+                with open(path, "rb") as fh:
+                    head = fh.read(4)
+                if not is_capture(head):
+                    try:
+                        records.extend(read_records(path))
+                    except ReportError as exc:
+                        raise ReportError(named(str(exc))) from None
+                    continue
+                if clf is None:
+                    config, plugins = _load(config_path, layers, all_layers)
+                    _warn_failed(plugins)
+                    clf = Classifier(config=config, plugins=plugins)
+                records.extend(flow_record(f, clf.config.all_layers) for f in clf.classify_pcap(path))
+                src = clf.last_source
+                if src is not None:
+                    for line in src.problems:
+                        _err(named(line))
+                    damaged |= src.damaged
         write_report(records, output, title, [str(p) for p in files])
     except ReportError as exc:
         _err(f"error: {exc}")

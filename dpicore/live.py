@@ -84,6 +84,11 @@ class LiveSource:
     def stop(self) -> None:
         self._stopped = True
 
+    @property
+    def closed(self) -> bool:
+        """The capture is over (its open flows are then being ended and written)."""
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return

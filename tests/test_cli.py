@@ -229,3 +229,75 @@ def test_a_capture_from_a_pipe(capture: Path, printed: dict[str, str], tmp_path:
                           cwd=tmp_path, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.decode().splitlines()) == sorted(printed["jsonl"].splitlines())
+
+
+@pytest.mark.parametrize("kind", ["capture", "jsonl"])
+def test_report_reads_a_pipe(capture: Path, tmp_path: Path, kind: str) -> None:
+    """`... | dpi report /dev/stdin`: the sniff of the first bytes consumed them, and the capture (or
+    JSONL) was then read again from a pipe that had moved on ("unknown magic", "line 1 is not JSON")."""
+    data = capture.read_bytes()
+    if kind == "jsonl":
+        data = subprocess.run(DPI + ["classify", "-q", "-f", "jsonl", str(capture)], capture_output=True,
+                              check=True).stdout
+    out = tmp_path / "r.html"
+    proc = subprocess.run(DPI + ["report", "-o", str(out), "/dev/stdin"], input=data, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and b"flows" in proc.stderr.splitlines()[-1]
+
+
+def _expiring_flows(n: int) -> bytes:
+    """A pcap of ``n`` UDP flows, then one packet 700 s later: the scan it triggers ends the ``n``
+    flows (idle timeout 600 s), so their records are written before the capture ends."""
+    recs = [(T0 + i * 0.001, eth(udp4("10.1.0.1", 20000 + i, "10.2.0.1", 9999, b"x" * 40))) for i in range(n)]
+    recs.append((T0 + 700, eth(udp4("10.1.0.2", 30000, "10.2.0.1", 9999, b"late"))))
+    return pcap_bytes(recs)
+
+
+def test_a_pipe_is_classified_as_it_arrives(tmp_path: Path) -> None:
+    """From a pipe a batch is what has arrived: the first flows' records came only once 4 MB had (a
+    slow `tcpdump -w - | dpi classify /dev/stdin` printed nothing for minutes)."""
+    fifo = tmp_path / "live.pcap"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(DPI + ["classify", str(fifo), "-q", "-f", "jsonl", "-l", "heuristics", "-o", str(out)],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        with open(fifo, "wb") as writer:
+            writer.write(_expiring_flows(100))
+            writer.flush()
+            deadline = time.time() + 20
+            while time.time() < deadline and len(out.read_bytes() if out.exists() else b"") < 8192:
+                time.sleep(0.1)  # the writer's buffer (8 KB) reaches the file while the pipe is still open
+            assert out.exists() and out.read_bytes().count(b"\n") >= 10, "records before the capture ended"
+            assert proc.poll() is None
+    finally:
+        proc.wait(timeout=20)
+    assert proc.returncode == 0 and len(out.read_text().splitlines()) == 101
+
+
+def test_ctrl_c_of_a_pipeline_whose_reader_is_gone_is_still_130(tmp_path: Path) -> None:
+    """Ctrl-C reaches a whole pipeline (dpi ... | jq): when the reader is gone first, writing the
+    records still buffered failed with EPIPE, which replaced the interruption: exit 1 ("damaged
+    input") and no message.  Standard output is block-buffered here, as it is without the
+    PYTHONUNBUFFERED that test environments may set."""
+    import signal
+
+    fifo = tmp_path / "endless.pcap"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(DPI + ["classify", str(fifo), "-q", "-f", "jsonl", "-l", "heuristics"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    with open(fifo, "wb") as writer:
+        writer.write(_expiring_flows(100))
+        writer.flush()
+        first = proc.stdout.read(100)  # records came: some are still in dpi's buffer
+        assert first.startswith(b"{")
+        time.sleep(1.0)  # every record written (the last ones to the buffer); dpi waits for more input
+        proc.stdout.close()  # the reader goes
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        err = proc.stderr.read().decode()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err

@@ -12,6 +12,7 @@ reference: a frame is either decoded here with the same result, or not at all.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from typing import Iterator
@@ -55,14 +56,16 @@ def batches(path: str, size: int = BATCH) -> Iterator[Batch]:
     reader = CaptureReader(path)  # validates the file the same way the frame path does
     try:
         if reader.format == "pcap":
-            yield from _pcap_batches(path, reader._fh, size)
+            # From a pipe (tcpdump -w - | dpi classify /dev/stdin) a batch is what has arrived, not a
+            # whole chunk: a slow capture must not wait for 4 MB before its first flow is classified.
+            yield from _pcap_batches(path, reader._fh, size, partial=not os.path.isfile(path))
         else:
             yield from _frame_batches(reader, size)
     finally:
         reader.close()
 
 
-def _pcap_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[no-untyped-def]
+def _pcap_batches(path: str, fh, size: int, partial: bool = False) -> Iterator[Batch]:  # type: ignore[no-untyped-def]
     order, unit = PCAP_MAGICS[fh.read(4)]
     rest = fh.read(20)
     if len(rest) < 20:
@@ -76,7 +79,7 @@ def _pcap_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[
     number = 0
     eof = False
     while not eof:
-        data, broken = _read(fh, CHUNK)
+        data, broken = _read(fh, CHUNK, partial)
         if not data or broken is not None:
             eof = True
         buf = buf[pos:] + data
@@ -115,8 +118,9 @@ def _pcap_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[
             raise CaptureError(path, f"capture cut short: packet has {n - pos - 16} of {cap} bytes", number + 1)
 
 
-def _read(fh, size: int) -> tuple[bytes, Exception | None]:  # type: ignore[no-untyped-def]
-    """Up to ``size`` bytes, and the error that stopped the reading early (else None).
+def _read(fh, size: int, partial: bool = False) -> tuple[bytes, Exception | None]:  # type: ignore[no-untyped-def]
+    """Up to ``size`` bytes (``partial``: what one read gives), and the error that stopped the reading
+    early (else None).
 
     A gzip file that breaks off raises from inside a read: reading piece by
     piece (``read1``) keeps what was decompressed before the break, so the
@@ -131,6 +135,8 @@ def _read(fh, size: int) -> tuple[bytes, Exception | None]:  # type: ignore[no-u
                 break
             pieces.append(piece)
             got += len(piece)
+            if partial:
+                break
     except (OSError, EOFError, zlib.error) as exc:
         return b"".join(pieces), exc
     return b"".join(pieces), None

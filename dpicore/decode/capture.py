@@ -96,7 +96,9 @@ class _Unread(io.RawIOBase):
             b[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
-        return self._stream.readinto(b)  # type: ignore[attr-defined]
+        # readinto1: what one read of the stream gives (readinto would wait for len(b) bytes, and a
+        # pipe's reader must not wait for 4 MB before it can classify what has arrived).
+        return self._stream.readinto1(b)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self._stream.close()
