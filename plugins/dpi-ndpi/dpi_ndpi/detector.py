@@ -8,8 +8,11 @@ ndpiReader answers:
   as IP-layer bytes with the capture time in milliseconds;
 * packets ndpiReader drops never reach nDPI and do not count: non-first
   IPv4/IPv6 fragments and packets cut shorter than their IP length says
-  (and, as a guard against hostile input, packets whose bytes say another
-  transport than the flow's first packet);
+  (and, as guards against hostile input, packets whose bytes say another
+  transport than the flow's first packet, and TCP/UDP packets whose header
+  is not whole within their IP length); packets over 65,000 bytes are cut
+  to that length (see :func:`ndpi_view` and :func:`_cut`: faults of nDPI
+  4.2 that fuzzing found, two segfaults and an endless loop);
 * detection is complete when nDPI names an application protocol and has no
   extra dissection left (``ndpi_extra_dissection_possible``: TLS certificates,
   DNS answers…), or when the flow has gone past its packet budget (more than
@@ -35,6 +38,8 @@ TCP_PACKETS = 80
 UDP_PACKETS = 24
 
 _MAX_IP = 0xFFFF  # nDPI takes the length as an unsigned short
+#: Longest IP packet handed to nDPI (see _cut).
+MAX_TO_NDPI = 65_000
 
 
 @attrs.define(slots=True, frozen=True)
@@ -68,37 +73,84 @@ def ndpi_view(ip: bytes, fragment: bool) -> int:
     layer can keep one flow's packets on one transport: nDPI keeps TCP and
     UDP state in a union, and a packet of the other transport fed into a
     flow crashes it.
+
+    0 also for a TCP or UDP packet whose header is not whole within the IP
+    length (an IPv4 total length below its header's, an IPv6 payload length
+    of 0, a TCP data offset past the end): nDPI 4.2 then parses it with no
+    transport header, and its extra dissection of BitTorrent and QUIC flows
+    reads through the missing one (a segfault, found by fuzzing; such a
+    packet has no payload nDPI could use).
     """
+    layout = _layout(ip, fragment)
+    return (layout[0] << 8) | layout[1] if layout is not None else 0
+
+
+def _layout(ip: bytes, fragment: bool) -> tuple[int, int, int, int] | None:
+    """(IP version, L4 protocol, where the L4 header starts, where the IP length says the packet
+    ends) as nDPI 4.2 reads ``ip``; None for what must not reach it (see :func:`ndpi_view`)."""
     n = len(ip)
     if fragment or n < 20 or n > _MAX_IP:
-        return 0
+        return None
     version = ip[0] >> 4
     if version == 4:
         ihl = (ip[0] & 0x0F) * 4
-        if ihl < 20 or ihl > n or ((ip[2] << 8) | ip[3]) > n or ((ip[6] & 0x1F) | ip[7]):
-            return 0
-        return 0x400 | ip[9]
+        end = (ip[2] << 8) | ip[3]
+        if ihl < 20 or ihl > n or end > n or ((ip[6] & 0x1F) | ip[7]):
+            return None
+        return _whole(4, ip[9], ip, ihl, end)
     if version != 6 or n < 40:
-        return 0
+        return None
     end = 40 + ((ip[4] << 8) | ip[5])
     if end > n:
-        return 0
+        return None
     nxt, pos = ip[6], 40
     while nxt in _IPV6_SKIPPED or nxt == _IPV6_NO_NEXT:
         if nxt == _IPV6_NO_NEXT:
-            return 0
+            return None
         if nxt == _IPV6_FRAGMENT:
             if end - pos < 8 or ((ip[pos + 2] << 8) | ip[pos + 3]) >> 3:
-                return 0
+                return None
             nxt, pos = ip[pos], pos + 8
             continue
         if end - pos < 2:
-            return 0
+            return None
         size = (ip[pos + 1] + 1) * 8
         if end - pos < size:
-            return 0
+            return None
         nxt, pos = ip[pos], pos + size
-    return 0x600 | nxt
+    return _whole(6, nxt, ip, pos, end)
+
+
+def _whole(version: int, proto: int, ip: bytes, pos: int, end: int) -> tuple[int, int, int, int] | None:
+    """The layout, unless a TCP or UDP header is not whole between ``pos`` and ``end``."""
+    if proto == TCP and (end - pos < 20 or (ip[pos + 12] >> 4) * 4 > end - pos):
+        return None
+    if proto == UDP and end - pos < 8:
+        return None
+    return version, proto, pos, end
+
+
+def _cut(ip: bytes) -> bytes:
+    """``ip`` cut to :data:`MAX_TO_NDPI` bytes, its IP (and UDP) length fields saying so.
+
+    nDPI 4.2's DNS dissector walks a query name with a 16-bit offset: in a
+    packet near 64 KB the offset wraps past 65,535 to the start of the
+    packet and the walk never ends (ntop/nDPI#1803, fixed after 4.2; found
+    here by fuzzing: one 65,535-byte UDP packet to port 53 hung the run).
+    What is cut is the end of a packet far longer than any header nDPI reads.
+    """
+    layout = _layout(ip, False)
+    if layout is None or layout[3] <= MAX_TO_NDPI:
+        return ip
+    version, proto, pos, _ = layout
+    out = bytearray(ip[:MAX_TO_NDPI])
+    if version == 4:
+        out[2:4] = MAX_TO_NDPI.to_bytes(2, "big")
+    else:
+        out[4:6] = (MAX_TO_NDPI - 40).to_bytes(2, "big")
+    if proto == UDP:
+        out[pos + 4:pos + 6] = (MAX_TO_NDPI - pos).to_bytes(2, "big")
+    return bytes(out)
 
 
 class Detector:
@@ -209,6 +261,8 @@ class NdpiFlow:
         det = self.detector
         abi = det.abi
         address = self.address or self._allocate()
+        if len(ip) > MAX_TO_NDPI:
+            ip = _cut(ip)
         proto = abi.process(det.module, address, ip, len(ip), ms)
         enough = self.budget is not None and self.packets > self.budget
         if not enough and proto.app_protocol == 0:

@@ -43,7 +43,8 @@ class TestNdpiView:
         hop = bytes([17, 0]) + b"\x00" * 6                      # hop-by-hop, 8 bytes, then UDP
         assert ndpi_view(ip6(0, hop), False) == 0x600 | 17
         first_fragment = bytes([6, 0, 0, 1]) + b"\x00" * 4     # offset 0, more fragments: fed
-        assert ndpi_view(ip6(44, first_fragment), False) == 0x600 | 6
+        assert ndpi_view(ip6(44, first_fragment, l4=b"\x00" * 20), False) == 0x600 | 6
+        assert ndpi_view(ip6(44, first_fragment), False) == 0   # but not with 8 bytes of a TCP header
         later_fragment = bytes([6, 0, 0, 0x11]) + b"\x00" * 4  # offset 2: dropped
         assert ndpi_view(ip6(44, later_fragment), False) == 0
         assert ndpi_view(ip6(59), False) == 0                    # no next header
@@ -58,6 +59,38 @@ class TestNdpiView:
         assert not ndpi_view(b"\x45" + b"\x00" * 10, False)             # shorter than a header
         assert not ndpi_view(b"\x44" + b"\x00" * 40, False)             # header length 16
         assert not ndpi_view(b"\x75" + b"\x00" * 40, False)             # IP version 7
+
+    def test_tcp_and_udp_without_their_whole_header_are_not_fed(self) -> None:
+        """nDPI 4.2 parses such a packet with no transport header, and the extra dissection of a
+        BitTorrent or QUIC flow then reads through the missing one (segfaults found by fuzzing)."""
+        tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
+        assert ndpi_view(ip4(tcp, proto=6), False) == 0x400 | 6
+        assert ndpi_view(ip4(tcp + b"data", proto=6), False) == 0x400 | 6
+        assert not ndpi_view(ip4(b"", proto=6), False)                  # a bare IPv4 header
+        assert not ndpi_view(ip4(tcp[:19], proto=6), False)             # TCP cut short
+        assert not ndpi_view(ip4(tcp[:12] + b"\xf0" + tcp[13:] + b"x" * 30, proto=6), False)  # data offset 60 > 50
+        assert not ndpi_view(ip4(tcp, proto=6, total=0), False)         # IPv4 total length 0 (below its header)
+        assert not ndpi_view(ip4(b"x" * 10, total=25), False)           # UDP: 5 bytes within the IP length
+        assert ndpi_view(ip4(b"", total=28), False) == 0x400 | 17       # UDP: a header and no payload
+        v6 = ip6(17, l4=struct.pack("!HHHH", 50822, 443, 16, 0) + b"\x00" * 8)
+        assert ndpi_view(v6, False) == 0x600 | 17
+        assert not ndpi_view(v6[:4] + b"\x00\x00" + v6[6:], False)      # IPv6 payload length 0 (a "jumbogram")
+
+    def test_packets_longer_than_65000_bytes_are_cut_for_ndpi(self) -> None:
+        """nDPI 4.2's DNS dissector walks a name with a 16-bit offset that wraps past 65,535 and then
+        never ends (ntop/nDPI#1803): what it is handed is cut to MAX_TO_NDPI, length fields to match."""
+        from dpi_ndpi.detector import MAX_TO_NDPI, _cut
+
+        big = ip4(b"\x3f" * (65535 - 28))
+        cut = _cut(big)
+        assert len(cut) == MAX_TO_NDPI and cut[:2] == big[:2] and cut[20:24] == big[20:24]
+        assert int.from_bytes(cut[2:4], "big") == MAX_TO_NDPI and int.from_bytes(cut[24:26], "big") == MAX_TO_NDPI - 20
+        v6 = ip6(17, l4=struct.pack("!HHHH", 1, 53, 65000, 0) + b"\x3f" * 64992)
+        cut6 = _cut(v6)
+        assert len(cut6) == MAX_TO_NDPI and int.from_bytes(cut6[4:6], "big") == MAX_TO_NDPI - 40
+        assert int.from_bytes(cut6[44:46], "big") == MAX_TO_NDPI - 40 and ndpi_view(cut6, False) == 0x600 | 17
+        small = ip4(b"x" * 100)
+        assert _cut(small) is small
         assert not ndpi_view(b"\x45\x00\x00\x14" + b"\x00" * 65532, False)  # longer than nDPI can take
 
 
