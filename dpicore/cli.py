@@ -196,8 +196,9 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
              config_path: str | None, quiet: bool, jobs: int, cluster: str | None) -> None:
     """Classify every flow of the capture files (or directories of them) in PATHS.
 
-    pcap and pcapng, optionally gzip-compressed.  Records are written as flows
-    end; each file's flows end with the file.  With -j N or --cluster the
+    pcap and pcapng, optionally gzip-compressed; a path may be a pipe
+    (tcpdump -w - | dpi classify /dev/stdin), read as it arrives.  Records
+    are written as flows end; each file's flows end with the file.  With -j N or --cluster the
     records are the same, their order is not (they are written as the
     workers send them; see docs/cluster.md).
     """
