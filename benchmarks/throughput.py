@@ -261,7 +261,7 @@ def report(b: dict[str, Any]) -> None:
         print(f"\n{label}: {packets:,} packets, {cap.stat().st_size / 1e6:.0f} MB  (best of "
               f"{len(next(iter(b['results'].values())))} rounds by wall time)")
         print(f"{'tool':22} {'wall s':>7} {'CPU s':>7} {'pkts/s':>9} {'net pkts/s':>10} {'flows':>7} "
-              f"{'flows/s':>8} {'max RSS MB':>10} {'tree RSS MB':>11}")
+              f"{'flows/s':>8} {'max RSS MiB':>11} {'tree RSS MiB':>12}")
         rate: dict[str, float] = {}
         net: dict[str, float] = {}
         cpu_rate: dict[str, float] = {}
@@ -275,7 +275,7 @@ def report(b: dict[str, Any]) -> None:
             net[name] = packets / max(1e-9, best["wall"] - setup[name])
             cpu_rate[name] = packets / cpu
             print(f"{name:22} {best['wall']:7.2f} {cpu:7.2f} {rate[name]:9,.0f} {net[name]:10,.0f} {flows:7,} "
-                  f"{flows / best['wall']:8,.0f} {best['maxrss'] / 2**20:10.0f} {best['tree_rss'] / 2**20:11.0f}")
+                  f"{flows / best['wall']:8,.0f} {best['maxrss'] / 2**20:11.0f} {best['tree_rss'] / 2**20:12.0f}")
         nf = "NFStream 6.6"
         print("ratios (wall / net of fixed cost / CPU time):")
         for name in ("dpi heuristics", "dpi heuristics+ndpi"):
@@ -432,8 +432,8 @@ def memory_report(cache: Path) -> None:
             out = subprocess.run([sys.executable, __file__, "--flow-memory", str(n), "--layers", layers,
                                   "--kind", kind], capture_output=True, text=True, check=True).stdout
             m = json.loads(out.strip().splitlines()[-1])
-            print(f"  {kind:7} layers [{layers or 'none'}]: {m['bytes'] / 2**20:,.0f} MB "
-                  f"({m['per_flow']:,.0f} bytes/flow), process peak {m['maxrss'] / 2**20:,.0f} MB")
+            print(f"  {kind:7} layers [{layers or 'none'}]: {m['bytes'] / 2**20:,.0f} MiB "
+                  f"({m['per_flow']:,.0f} bytes/flow), process peak {m['maxrss'] / 2**20:,.0f} MiB")
     inputs = make_inputs.make_all(cache)
     print("\npeak RSS of 'dpi classify -l heuristics' by input size (output streamed):")
     with tempfile.TemporaryDirectory() as scratch:
@@ -442,7 +442,7 @@ def memory_report(cache: Path) -> None:
             runs = [run_measured([DPI, "classify", str(cap), "-q", "-f", "jsonl", "-o", str(Path(scratch) / "o"),
                                   "-l", "heuristics"]) for _ in range(2)]
             print(f"  {label:18} {make_inputs.packets_in(cap):>9,} packets: max RSS "
-                  f"{statistics.median(r['maxrss'] for r in runs) / 2**20:.0f} MB")
+                  f"{statistics.median(r['maxrss'] for r in runs) / 2**20:.0f} MiB")
 
 
 def main(argv: list[str] | None = None) -> int:
