@@ -432,13 +432,7 @@ class Engine:
             self._share(verdict.metadata)
         if not verdict.source:
             verdict.source = layer.id
-        verdicts = flow._verdicts  # the field itself: a flow's only verdict is kept without a list
-        if verdicts is None:
-            flow._verdicts = verdict
-        elif type(verdicts) is list:
-            verdicts.append(verdict)
-        else:
-            flow._verdicts = [verdicts, verdict]
+        flow.add_verdict(verdict)
         if (not self.all_layers and verdict.protocol != UNKNOWN and verdict.confidence >= self.threshold):
             flow.verdict = verdict
             self._decide(flow, keep)

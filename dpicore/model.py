@@ -258,6 +258,16 @@ class Flow:
     notes = _MadeOnUse(
         dict, "Extra annotations a layer wants other layers to see (e.g. an expected FTP data port).")
 
+    def add_verdict(self, verdict: Verdict) -> None:
+        """Append to :attr:`verdicts`, a first verdict kept without a list around it (see _OneOrMore)."""
+        verdicts = self._verdicts
+        if verdicts is None:
+            self._verdicts = verdict
+        elif type(verdicts) is list:
+            verdicts.append(verdict)
+        else:
+            self._verdicts = [verdicts, verdict]
+
     @property
     def packets(self) -> int:
         return self.c2s_packets + self.s2c_packets
