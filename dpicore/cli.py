@@ -126,8 +126,7 @@ class PluginCommands(click.Group):
             cause = _interruption(exc)
             if cause is None:
                 raise
-            with contextlib.suppress(OSError, ValueError):  # nobody reads: the rest must not fail at exit
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _silence_stdout()  # nobody reads it
             if isinstance(cause, KeyboardInterrupt):  # a SystemExit(130) has said so already
                 _err("interrupted")
             sys.exit(EXIT_INTERRUPTED)
@@ -356,6 +355,13 @@ def _format(fmt: str | None, output: str | None) -> str:
     return fmt
 
 
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null once writing to it failed: what is left in its buffer must
+    not fail again (and print a traceback) when the interpreter flushes it at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 @contextlib.contextmanager
 def _writing(output: str | None) -> Iterator[None]:
     """Turn a failed write of the records (a full disk, /dev/full, a network file system gone) into
@@ -365,9 +371,8 @@ def _writing(output: str | None) -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        if not output:  # what is left in standard output's buffer must not fail again at exit
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not output:
+            _silence_stdout()
         raise InputError(f"{output or 'standard output'}: cannot write: {exc.strerror or exc}") from None
 
 
