@@ -12,7 +12,6 @@ reference: a frame is either decoded here with the same result, or not at all.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from typing import Iterator
@@ -58,7 +57,7 @@ def batches(path: str, size: int = BATCH) -> Iterator[Batch]:
         if reader.format == "pcap":
             # From a pipe (tcpdump -w - | dpi classify /dev/stdin) a batch is what has arrived, not a
             # whole chunk: a slow capture must not wait for 4 MB before its first flow is classified.
-            yield from _pcap_batches(path, reader._fh, size, partial=not os.path.isfile(path))
+            yield from _pcap_batches(path, reader._fh, size, partial=reader.pipe)
         else:
             yield from _frame_batches(reader, size)
     finally:

@@ -48,7 +48,8 @@ class Frame(NamedTuple):
     wire_len: int
 
 
-def _open(path: str) -> BinaryIO:
+def _open(path: str) -> tuple[BinaryIO, bool]:
+    """The capture's stream (decompressed if it is gzip), and whether the file is a pipe."""
     try:
         fh: BinaryIO = open(path, "rb")
     except FileNotFoundError:
@@ -57,10 +58,11 @@ def _open(path: str) -> BinaryIO:
         raise CaptureError(path, "is a directory, not a capture file") from None
     except OSError as exc:
         raise CaptureError(path, f"cannot open: {exc.strerror or exc}") from None
+    pipe = not fh.seekable()
     head, fh = _peek(fh, 2, path)
     if head == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=fh)  # type: ignore[return-value]
-    return fh
+        return gzip.GzipFile(fileobj=fh), pipe  # type: ignore[return-value]
+    return fh, pipe
 
 
 def _peek(fh: BinaryIO, n: int, path: str) -> tuple[bytes, BinaryIO]:
@@ -115,7 +117,10 @@ class CaptureReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._magic, self._fh = _peek(_open(self.path), 4, self.path)
+        fh, pipe = _open(self.path)
+        #: The capture comes through a pipe or FIFO (``/dev/stdin``): it is read as it arrives.
+        self.pipe = pipe
+        self._magic, self._fh = _peek(fh, 4, self.path)
         if self._magic in PCAP_MAGICS:
             self.format = "pcap"
         elif self._magic == PCAPNG_SHB:
