@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dpicore.output import RECORD_FIELDS
-from tests.helpers.frames import eth, pcap_bytes, tcp_session, udp4
+from tests.helpers.frames import eth, pcap_bytes, pcapng_bytes, tcp_session, udp4
 
 DPI = [sys.executable, "-m", "dpicore.cli"]
 T0 = 1_600_000_000.0
@@ -245,17 +245,21 @@ def test_report_reads_a_pipe(capture: Path, tmp_path: Path, kind: str) -> None:
     assert out.exists() and b"flows" in proc.stderr.splitlines()[-1]
 
 
-def _expiring_flows(n: int) -> bytes:
-    """A pcap of ``n`` UDP flows, then one packet 700 s later: the scan it triggers ends the ``n``
-    flows (idle timeout 600 s), so their records are written before the capture ends."""
+def _expiring_flows(n: int, pcapng: bool = False) -> bytes:
+    """A pcap (or pcapng) of ``n`` UDP flows, then one packet 700 s later: the scan it triggers ends
+    the ``n`` flows (idle timeout 600 s), so their records are written before the capture ends."""
     recs = [(T0 + i * 0.001, eth(udp4("10.1.0.1", 20000 + i, "10.2.0.1", 9999, b"x" * 40))) for i in range(n)]
     recs.append((T0 + 700, eth(udp4("10.1.0.2", 30000, "10.2.0.1", 9999, b"late"))))
+    if pcapng:
+        return pcapng_bytes([([(1, None)], [(0, ts, data) for ts, data in recs])])
     return pcap_bytes(recs)
 
 
-def test_a_pipe_is_classified_as_it_arrives(tmp_path: Path) -> None:
-    """From a pipe a batch is what has arrived: the first flows' records came only once 4 MB had (a
-    slow `tcpdump -w - | dpi classify /dev/stdin` printed nothing for minutes)."""
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_a_pipe_is_classified_as_it_arrives(tmp_path: Path, kind: str) -> None:
+    """From a pipe a batch is what has arrived: the first flows' records came only once 4 MB (pcap)
+    or 8,192 frames (pcapng, what dumpcap and tshark write) had, or at the end: a slow
+    `tcpdump -w - | dpi classify /dev/stdin` printed nothing for minutes."""
     fifo = tmp_path / "live.pcap"
     os.mkfifo(fifo)
     out = tmp_path / "out.jsonl"
@@ -263,7 +267,7 @@ def test_a_pipe_is_classified_as_it_arrives(tmp_path: Path) -> None:
                             cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         with open(fifo, "wb") as writer:
-            writer.write(_expiring_flows(100))
+            writer.write(_expiring_flows(100, pcapng=kind == "pcapng"))
             writer.flush()
             deadline = time.time() + 20
             while time.time() < deadline and len(out.read_bytes() if out.exists() else b"") < 8192:

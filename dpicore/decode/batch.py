@@ -160,7 +160,9 @@ def _emit(linktype: int, buf: bytes, records: list[np.ndarray], first: int, size
 
 
 def _frame_batches(reader: CaptureReader, size: int) -> Iterator[Batch]:
-    """pcapng (or anything CaptureReader reads): frames joined into batches per link type."""
+    """pcapng (or anything CaptureReader reads): frames joined into batches per link type.  From a
+    pipe a batch also ends where the frames that have arrived do (as in _pcap_batches)."""
+    caught_up = reader.caught_up if reader.pipe else None
     frames: list[bytes] = []
     meta: list[tuple[float, int]] = []
     linktype = -1
@@ -185,6 +187,8 @@ def _frame_batches(reader: CaptureReader, size: int) -> Iterator[Batch]:
                 linktype, first = lt, number
             frames.append(data)
             meta.append((ts, wire))
+            if caught_up is not None and caught_up():
+                yield flush()
     except CaptureError:
         if frames:
             yield flush()

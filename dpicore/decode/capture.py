@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import select
 import struct
 import zlib
 from pathlib import Path
@@ -48,59 +49,93 @@ class Frame(NamedTuple):
     wire_len: int
 
 
-def _open(path: str) -> tuple[BinaryIO, bool]:
-    """The capture's stream (decompressed if it is gzip), and whether the file is a pipe."""
+def _open(path: str) -> tuple[BinaryIO, "_Unread | None"]:
+    """The capture's stream (decompressed if it is gzip), and the pipe under it if the file is a pipe
+    or FIFO (``tcpdump -w - | dpi classify /dev/stdin``, ``<(zcat …)``)."""
     try:
-        fh: BinaryIO = open(path, "rb")
+        fh: BinaryIO = open(path, "rb", buffering=0)  # type: ignore[assignment]
     except FileNotFoundError:
         raise CaptureError(path, "no such file") from None
     except IsADirectoryError:
         raise CaptureError(path, "is a directory, not a capture file") from None
     except OSError as exc:
         raise CaptureError(path, f"cannot open: {exc.strerror or exc}") from None
-    pipe = not fh.seekable()
-    head, fh = _peek(fh, 2, path)
-    if head == GZIP_MAGIC:
+    pipe = None
+    if fh.seekable():
+        fh = io.BufferedReader(fh)  # type: ignore[arg-type]
+    else:
+        # A pipe cannot seek back after the format checks: the bytes they read (the gzip magic, then
+        # the capture's) are put in front of the rest, under the one buffer the reading goes through.
+        head = b""
+        try:
+            while len(head) < 4 and (piece := fh.read(4 - len(head))):
+                head += piece
+        except OSError as exc:
+            fh.close()
+            raise CaptureError(path, f"cannot read: {exc}") from None
+        pipe = _Unread(head, fh)
+        fh = io.BufferedReader(pipe, PIPE_BUFFER)  # type: ignore[assignment]
+    if _peek(fh, 2, path) == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=fh), pipe  # type: ignore[return-value]
     return fh, pipe
 
 
-def _peek(fh: BinaryIO, n: int, path: str) -> tuple[bytes, BinaryIO]:
-    """The first ``n`` bytes of ``fh`` (fewer at its end), and a stream that still starts with them.
+def _peek(fh: BinaryIO, n: int, path: str) -> bytes:
+    """The first ``n`` (<= 4) bytes of ``fh`` (fewer at its end), which the stream still starts with.
 
-    A pipe (``tcpdump -w - | dpi classify /dev/stdin``, a FIFO, ``<(zcat …)``)
-    cannot seek back, so the bytes read are put in front of the rest.
+    A pipe cannot seek back: its first bytes were read by :func:`_open`, and its buffer holds them.
     """
     try:
+        if not fh.seekable():
+            return fh.peek(n)[:n]  # type: ignore[attr-defined]
         head = fh.read(n)
+        fh.seek(0)
+        return head
     except (OSError, EOFError, zlib.error) as exc:  # gzip that is not really gzip
         fh.close()
         raise CaptureError(path, f"cannot read: {exc}") from None
-    if fh.seekable():
-        fh.seek(0)
-        return head, fh
-    return head, io.BufferedReader(_Unread(head, fh))  # type: ignore[return-value]
+
+
+#: A pipe's read buffer: what Linux holds in a pipe by default.
+PIPE_BUFFER = 1 << 16
 
 
 class _Unread(io.RawIOBase):
-    """``head``, then the rest of ``stream``."""
+    """``head``, then the rest of the pipe ``stream``, each read what one read of it gives (a pipe's
+    reader must not wait for 4 MB before it can classify what has arrived).
 
-    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+    :attr:`delivered` counts the bytes it gave: the reader above, which knows
+    how many it used, can tell whether its buffer still holds some
+    (:meth:`CaptureReader.caught_up`).
+    """
+
+    def __init__(self, head: bytes, stream: io.FileIO) -> None:
         self._head = head
         self._stream = stream
+        self.delivered = 0
 
     def readable(self) -> bool:
         return True
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
 
     def readinto(self, b: Any) -> int:
         if self._head:
             n = min(len(b), len(self._head))
             b[:n] = self._head[:n]
             self._head = self._head[n:]
-            return n
-        # readinto1: what one read of the stream gives (readinto would wait for len(b) bytes, and a
-        # pipe's reader must not wait for 4 MB before it can classify what has arrived).
-        return self._stream.readinto1(b)  # type: ignore[attr-defined]
+        else:
+            n = self._stream.readinto(b)
+        self.delivered += n
+        return n
+
+    def empty(self) -> bool:
+        """Whether the pipe has nothing to be read right now."""
+        try:
+            return not select.select([self._stream], [], [], 0)[0]
+        except (OSError, ValueError):  # nothing to wait on: go on reading
+            return False
 
     def close(self) -> None:
         self._stream.close()
@@ -117,10 +152,11 @@ class CaptureReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        fh, pipe = _open(self.path)
+        self._fh, self._pipe = _open(self.path)
+        self._gzip = self._fh if isinstance(self._fh, gzip.GzipFile) else None
         #: The capture comes through a pipe or FIFO (``/dev/stdin``): it is read as it arrives.
-        self.pipe = pipe
-        self._magic, self._fh = _peek(fh, 4, self.path)
+        self.pipe = self._pipe is not None
+        self._magic = _peek(self._fh, 4, self.path)
         if self._magic in PCAP_MAGICS:
             self.format = "pcap"
         elif self._magic == PCAPNG_SHB:
@@ -135,6 +171,16 @@ class CaptureReader:
 
     def close(self) -> None:
         self._fh.close()
+
+    def caught_up(self) -> bool:
+        """Whether every frame that came through the pipe so far was read: the next may be a long
+        wait away (a slow capture), so what has arrived should be classified first.  False for a
+        regular file, and for gzip through a pipe (what the decompressor holds is not known)."""
+        pipe = self._pipe
+        return pipe is not None and pipe.delivered == self._used and self._fh is not self._gzip and pipe.empty()
+
+    #: Bytes of the capture used by the frames read so far (pcapng: every byte up to the last frame's end).
+    _used = -1
 
     def __enter__(self) -> "CaptureReader":
         return self
@@ -190,6 +236,7 @@ class CaptureReader:
         order = "<"
         interfaces: list[tuple[int, float, int]] = []  # linktype, seconds per tick, offset
         number = 0
+        used = 0  # bytes of the blocks read whole (see caught_up)
         while True:
             head = read(8)
             if not head:
@@ -210,6 +257,7 @@ class CaptureReader:
                 rest = read(length - 12)
                 if len(rest) < length - 12:
                     raise CaptureError(self.path, "capture cut short inside a section header", number + 1)
+                used += length
                 interfaces = []
                 continue
             btype, length = struct.unpack(order + "II", head)
@@ -218,6 +266,8 @@ class CaptureReader:
             body = read(length - 8)
             if len(body) < length - 8:
                 raise CaptureError(self.path, "capture cut short inside a block", number + 1)
+            used += length
+            self._used = used
             if btype == 1:  # interface description
                 cls = dpkt.pcapng.InterfaceDescriptionBlockLE if order == "<" else dpkt.pcapng.InterfaceDescriptionBlock
                 try:
