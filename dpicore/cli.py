@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any, Iterator, NoReturn
+from typing import IO, TYPE_CHECKING, Any, Iterator, NoReturn
 
 import click
 
@@ -24,8 +24,10 @@ from . import __version__
 from .api import Classifier
 from .config import Config, ConfigError, load_config
 from .output import FORMATS, RecordWriter, flow_record, printable
-from .parallel import FileReport, ParallelRun, WorkerError, classify_files
 from .plugins import FAILED, LOADED, PluginError, PluginSet, discover
+
+if TYPE_CHECKING:  # imported where -j needs it: most runs are one process
+    from .parallel import FileReport, ParallelRun
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -206,6 +208,8 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
         raise InputError("--cluster and -j exclude each other (the cluster's workers are the parallelism)")
     run = None
     if jobs != 1:
+        from .parallel import classify_files
+
         run = classify_files(files, jobs, _config(config_path, layers, all_layers), on_file=_report_file,
                              jsonl=_format(fmt, output) == "jsonl")
         run.start()  # the workers start up while this process checks the configuration and the layers
@@ -283,6 +287,8 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
     if not plugins.layers:
         _warn_no_layers()
     plugins.close()
+    from .parallel import WorkerError
+
     work: Any = run
     failures: tuple[type[Exception], ...] = (WorkerError,)
     if cluster:

@@ -21,7 +21,6 @@ The file format (all keys optional)::
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +115,8 @@ def load_config(path: str | Path | None) -> Config:
     """Read a TOML configuration file; None gives the defaults."""
     if path is None:
         return Config()
+    import tomllib  # only with a file to read (its parser is a fortieth of the start-up)
+
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))

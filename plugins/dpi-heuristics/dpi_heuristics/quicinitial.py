@@ -8,14 +8,12 @@ plaintext holds CRYPTO frames, which carry the TLS ClientHello.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 
 import attrs
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+# hashlib, hmac and cryptography are imported by the functions that use them, on the first QUIC
+# Initial: they were a twentieth of every `dpi classify` start-up, traffic with QUIC or not.
 
 V1 = 0x00000001
 V2 = 0x6B3343CF
@@ -151,6 +149,9 @@ def long_header(data: bytes) -> LongHeader | None:
 
 def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
     """HKDF-Expand-Label (RFC 8446 7.1) for outputs of at most one SHA-256 block."""
+    import hashlib
+    import hmac
+
     full = b"tls13 " + label
     info = struct.pack("!HB", length, len(full)) + full + b"\x00"
     return hmac.new(secret, info + b"\x01", hashlib.sha256).digest()[:length]
@@ -165,6 +166,9 @@ class Keys:
 
 def initial_keys(version: int, dcid: bytes, server: bool = False) -> Keys | None:
     """The Initial packet keys RFC 9001 5.2 (RFC 9369 3.3.1 for v2) derives from the client's DCID."""
+    import hashlib
+    import hmac
+
     salt = _salt(version)
     if salt is None:
         return None
@@ -189,6 +193,10 @@ def decrypt_initial(data: bytes, header: LongHeader, keys: Keys) -> tuple[bytes,
     end = pn_offset + length
     if end > len(data) or length < 20:
         return None
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     sample = data[pn_offset + 4:pn_offset + 20]
     mask = Cipher(algorithms.AES(keys.hp), modes.ECB()).encryptor().update(sample)
     first = data[0] ^ (mask[0] & 0x0F)

@@ -17,7 +17,6 @@ hash, and an empty list hashes to twelve zeros.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 import attrs
@@ -87,6 +86,8 @@ class ClientHello:
                          dec(self.point_formats)))
 
     def ja3(self) -> str:
+        import hashlib  # on the first hello, not at every start-up (OpenSSL's bindings, ~3 ms)
+
         return hashlib.md5(self.ja3_string().encode(), usedforsecurity=False).hexdigest()
 
     def ja4(self, kind: str = "t") -> str:
@@ -115,6 +116,8 @@ def _hex_list(values: list[int]) -> str:
 
 
 def _hash12(text: str) -> str:
+    import hashlib
+
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
