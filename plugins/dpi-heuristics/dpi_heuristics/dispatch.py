@@ -64,21 +64,26 @@ _NO_MEMO: Any = MappingProxyType({})
 class Dispatcher:
     def __init__(self, heuristics: Iterable[Heuristic]) -> None:
         self.heuristics = sorted(heuristics, key=lambda h: (h.order, h.name))
-        # (transport, first byte) -> candidates.
+        # (transport, first byte) -> candidates, each entry made when a flow first needs it (all 512 of
+        # them at once were a seventh of the layer's start-up).
         # Tuples: a flow's FlowState.candidates starts as the shared entry itself (never mutated).
         self._table: dict[tuple[int, int], tuple[Heuristic, ...]] = {}
-        transports = {t for h in self.heuristics for t in h.transports}
-        for t in transports:
-            for byte in range(256):
-                self._table[(t, byte)] = tuple(
-                    h for h in self.heuristics
-                    if t in h.transports and (h.first_bytes is None or byte in h.first_bytes))
         self.shared: dict[str, Any] = {}
         #: Exceptions per heuristic name (a detector bug; each is also noted on its flow).
         self.errors: Counter[str] = Counter()
 
     def candidates(self, transport: int, first: int) -> list[Heuristic]:
-        return list(self._table.get((transport, first), ()))
+        return list(self._candidates(transport, first))
+
+    def _candidates(self, transport: int, first: int) -> tuple[Heuristic, ...]:
+        """The heuristics that may match a flow of ``transport`` whose first payload starts with ``first``."""
+        key = (transport, first)
+        found = self._table.get(key)
+        if found is None:
+            found = self._table[key] = tuple(
+                h for h in self.heuristics
+                if transport in h.transports and (h.first_bytes is None or first in h.first_bytes))
+        return found
 
     def classify(self, state: FlowState, ctx_args: tuple[Any, int, int, bytes]) -> Verdict | None | Any:
         """Run the candidates on one payload packet.
@@ -91,7 +96,7 @@ class Dispatcher:
         if not payload:
             return MORE if candidates is None or candidates else None
         if candidates is None:
-            candidates = self._table.get((transport, payload[0]), ())
+            candidates = self._table.get((transport, payload[0])) or self._candidates(transport, payload[0])
             state.start(candidates)
         seen = state.seen
         seen[direction] += 1
