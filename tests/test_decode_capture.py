@@ -269,3 +269,97 @@ def test_pcapng_damaged_interface_block(tmp_path: Path) -> None:
     src = CaptureSource(_write(tmp_path, "idb.pcapng", good[:shb_end] + bad_idb + good[shb_end:]))
     assert list(src) == []
     assert src.damaged and "unreadable data" in src.problems[0] and "packet 1" in src.problems[0]
+
+
+# -- captures through a pipe ------------------------------------------------------------------------
+
+def _through_fifo(tmp_path: Path, writes: list[tuple[bytes, float]]) -> tuple[list[tuple[float, int, int]], float]:
+    """Batches (seconds after the start, first frame number, frames) of what a writer thread sends
+    through a FIFO as ``writes`` (bytes, then a pause in seconds), and when the writer finished."""
+    import os
+    import threading
+    import time
+
+    from dpicore.decode.batch import batches
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    done: list[float] = []
+
+    def writer() -> None:
+        with open(fifo, "wb", buffering=0) as w:
+            for data, pause in writes:
+                w.write(data)
+                time.sleep(pause)
+            done.append(time.monotonic())
+
+    start = time.monotonic()
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    out = [(time.monotonic() - start, b.first, len(b)) for b in batches(str(fifo))]
+    thread.join(10)
+    return out, done[0] - start
+
+
+def _frames(n: int) -> list[tuple[float, bytes]]:
+    return [(T0 + i * 0.001, eth(udp4(sport=20000 + i, payload=b"y" * 30))) for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_frames_before_a_stall_inside_a_record_are_not_held_back(tmp_path: Path, kind: str) -> None:
+    """A writer whose writes do not end on a record (a stdio buffer, a relay) and then stalls: the
+    whole records that arrived are classified before the stall ends (pcapng waited for the rest of the
+    cut block, then for 8,192 frames or the end)."""
+    records = _frames(50)
+    data = pcap_bytes(records) if kind == "pcap" else pcapng_bytes([([(1, None)], [(0, t, f) for t, f in records])])
+    cut = len(data) // 2 + 7
+    batches_seen, finished = _through_fifo(tmp_path, [(data[:cut], 1.5), (data[cut:], 0.0)])
+    first_time, first, count = batches_seen[0]
+    assert first == 1 and 10 < count < 50 and first_time < 1.0, batches_seen
+    assert sum(n for _, _, n in batches_seen) == 50 and finished >= 1.5
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_a_trickle_through_a_pipe_is_batched(tmp_path: Path, kind: str) -> None:
+    """One record per write, 2 ms apart: a batch per record would cost its fixed cost (~0.4 ms of
+    numpy) per frame, a core at a few thousand frames a second; what arrives within PIPE_AGE goes
+    together, and the last batch still comes when the writer stops."""
+    records = _frames(300)
+    if kind == "pcap":
+        data = pcap_bytes(records)
+        pieces = [data[:24]] + [data[24 + i * (16 + len(f)):24 + (i + 1) * (16 + len(f))] for i, (_, f) in enumerate(records)]
+    else:  # the section and interface headers, then the packet blocks (all of one size here)
+        blocks = pcapng_bytes([([(1, None)], [(0, t, f) for t, f in records])])
+        header = len(pcapng_bytes([([(1, None)], [])]))
+        size = (len(blocks) - header) // len(records)
+        pieces = [blocks[:header]] + [blocks[header + i * size:header + (i + 1) * size] for i in range(len(records))]
+    batches_seen, _ = _through_fifo(tmp_path, [(p, 0.002) for p in pieces])
+    assert sum(n for _, _, n in batches_seen) == 300
+    # ~0.6 s of writing: ~12 batches of 50 ms (a batch per record before); loose for a loaded machine,
+    # where a pause can outlast PIPE_IDLE now and then.
+    assert len(batches_seen) < 100, batches_seen
+
+
+def test_gzip_of_less_than_a_magic_through_a_pipe(tmp_path: Path) -> None:
+    """1-3 bytes of gzip'd data from a pipe: GzipFile says it can seek, and going back to its start
+    failed on the pipe ("cannot read: File or stream is not seekable"); as from a file, it is no capture."""
+    import subprocess
+    import sys
+
+    code = "from dpicore.decode import CaptureReader, CaptureError\ntry:\n    CaptureReader('/dev/stdin')\nexcept CaptureError as exc:\n    print(exc.message)"
+    out = subprocess.run([sys.executable, "-c", code], input=gzip_bytes(b"ab"), capture_output=True, timeout=60).stdout
+    assert out.decode().strip() == "not a pcap or pcapng capture (unknown magic 6162)"
+
+
+def test_closing_a_gzip_capture_closes_its_file(tmp_path: Path) -> None:
+    """GzipFile does not close the file it was given: each reader of a .gz capture left a descriptor."""
+    import os
+
+    path = _write(tmp_path, "x.pcap.gz", gzip_bytes(pcap_bytes(list(zip([T0] * len(FRAMES), FRAMES)))))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with CaptureReader(path) as reader:
+            assert len(list(reader)) == len(FRAMES)
+    with pytest.raises(CaptureError):
+        CaptureReader(_write(tmp_path, "bad.gz", b"\x1f\x8b" + b"\x00" * 30))  # not really gzip
+    assert len(os.listdir("/proc/self/fd")) == before

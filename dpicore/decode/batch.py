@@ -13,13 +13,14 @@ reference: a frame is either decoded here with the same result, or not at all.
 from __future__ import annotations
 
 import struct
+import time
 import zlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import attrs
 import numpy as np
 
-from .capture import MAX_RECORD, PCAP_MAGICS, CaptureError, CaptureReader
+from .capture import MAX_RECORD, PCAP_MAGICS, PIPE_AGE, PIPE_IDLE, CaptureError, CaptureReader
 from .packets import (DLT_EN10MB, DLT_IPV4, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
                       DLT_RAW_OLD, DLT_RAW_OPENBSD)
 
@@ -57,14 +58,15 @@ def batches(path: str, size: int = BATCH) -> Iterator[Batch]:
         if reader.format == "pcap":
             # From a pipe (tcpdump -w - | dpi classify /dev/stdin) a batch is what has arrived, not a
             # whole chunk: a slow capture must not wait for 4 MB before its first flow is classified.
-            yield from _pcap_batches(path, reader._fh, size, partial=reader.pipe)
+            yield from _pcap_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None)
         else:
             yield from _frame_batches(reader, size)
     finally:
         reader.close()
 
 
-def _pcap_batches(path: str, fh, size: int, partial: bool = False) -> Iterator[Batch]:  # type: ignore[no-untyped-def]
+def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
+                  more: Callable[[float], bool] | None = None) -> Iterator[Batch]:
     order, unit = PCAP_MAGICS[fh.read(4)]
     rest = fh.read(20)
     if len(rest) < 20:
@@ -78,7 +80,7 @@ def _pcap_batches(path: str, fh, size: int, partial: bool = False) -> Iterator[B
     number = 0
     eof = False
     while not eof:
-        data, broken = _read(fh, CHUNK, partial)
+        data, broken = _read(fh, CHUNK, more)
         if not data or broken is not None:
             eof = True
         buf = buf[pos:] + data
@@ -117,9 +119,11 @@ def _pcap_batches(path: str, fh, size: int, partial: bool = False) -> Iterator[B
             raise CaptureError(path, f"capture cut short: packet has {n - pos - 16} of {cap} bytes", number + 1)
 
 
-def _read(fh, size: int, partial: bool = False) -> tuple[bytes, Exception | None]:  # type: ignore[no-untyped-def]
-    """Up to ``size`` bytes (``partial``: what one read gives), and the error that stopped the reading
-    early (else None).
+def _read(fh, size: int, more: Callable[[float], bool] | None = None  # type: ignore[no-untyped-def]
+          ) -> tuple[bytes, Exception | None]:
+    """Up to ``size`` bytes, and the error that stopped the reading early (else None).  From a pipe
+    (``more``: whether more arrives within so many seconds) what has arrived: a slow capture must not
+    wait for 4 MB before its first flows are classified, nor a trickle make a batch per record.
 
     A gzip file that breaks off raises from inside a read: reading piece by
     piece (``read1``) keeps what was decompressed before the break, so the
@@ -127,6 +131,7 @@ def _read(fh, size: int, partial: bool = False) -> tuple[bytes, Exception | None
     """
     pieces: list[bytes] = []
     got = 0
+    first = 0.0
     try:
         while got < size:
             piece = fh.read1(size - got)
@@ -134,8 +139,11 @@ def _read(fh, size: int, partial: bool = False) -> tuple[bytes, Exception | None
                 break
             pieces.append(piece)
             got += len(piece)
-            if partial:
-                break
+            if more is not None:  # a pipe: what arrives until it pauses (PIPE_IDLE) or PIPE_AGE has passed
+                now = time.monotonic()
+                first = first or now
+                if now - first >= PIPE_AGE or not more(min(PIPE_IDLE, PIPE_AGE - (now - first))):
+                    break
     except (OSError, EOFError, zlib.error) as exc:
         return b"".join(pieces), exc
     return b"".join(pieces), None
@@ -163,6 +171,7 @@ def _frame_batches(reader: CaptureReader, size: int) -> Iterator[Batch]:
     """pcapng (or anything CaptureReader reads): frames joined into batches per link type.  From a
     pipe a batch also ends where the frames that have arrived do (as in _pcap_batches)."""
     caught_up = reader.caught_up if reader.pipe else None
+    started = 0.0  # when the first frame of the batch arrived (pipes)
     frames: list[bytes] = []
     meta: list[tuple[float, int]] = []
     linktype = -1
@@ -187,8 +196,12 @@ def _frame_batches(reader: CaptureReader, size: int) -> Iterator[Batch]:
                 linktype, first = lt, number
             frames.append(data)
             meta.append((ts, wire))
-            if caught_up is not None and caught_up():
-                yield flush()
+            if caught_up is not None:
+                now = time.monotonic()
+                if len(frames) == 1:
+                    started = now
+                if caught_up(now - started):
+                    yield flush()
     except CaptureError:
         if frames:
             yield flush()

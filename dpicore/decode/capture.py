@@ -49,9 +49,10 @@ class Frame(NamedTuple):
     wire_len: int
 
 
-def _open(path: str) -> tuple[BinaryIO, "_Unread | None"]:
-    """The capture's stream (decompressed if it is gzip), and the pipe under it if the file is a pipe
-    or FIFO (``tcpdump -w - | dpi classify /dev/stdin``, ``<(zcat …)``)."""
+def _open(path: str) -> tuple[BinaryIO, BinaryIO, "_Unread | None"]:
+    """The capture's stream (decompressed if it is gzip), the file's own stream under it (GzipFile does
+    not close what it was given), and the pipe under both if the file is a pipe or FIFO
+    (``tcpdump -w - | dpi classify /dev/stdin``, ``<(zcat …)``)."""
     try:
         fh: BinaryIO = open(path, "rb", buffering=0)  # type: ignore[assignment]
     except FileNotFoundError:
@@ -75,9 +76,14 @@ def _open(path: str) -> tuple[BinaryIO, "_Unread | None"]:
             raise CaptureError(path, f"cannot read: {exc}") from None
         pipe = _Unread(head, fh)
         fh = io.BufferedReader(pipe, PIPE_BUFFER)  # type: ignore[assignment]
-    if _peek(fh, 2, path) == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=fh), pipe  # type: ignore[return-value]
-    return fh, pipe
+    try:
+        head = _peek(fh, 2, path)
+    except CaptureError:
+        fh.close()
+        raise
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=fh), fh, pipe  # type: ignore[return-value]
+    return fh, fh, pipe
 
 
 def _peek(fh: BinaryIO, n: int, path: str) -> bytes:
@@ -89,30 +95,40 @@ def _peek(fh: BinaryIO, n: int, path: str) -> bytes:
         if not fh.seekable():
             return fh.peek(n)[:n]  # type: ignore[attr-defined]
         head = fh.read(n)
-        fh.seek(0)
+        try:
+            fh.seek(0)
+        except io.UnsupportedOperation:  # gzip through a pipe (GzipFile says it seeks): at its end,
+            if len(head) == n:          # with fewer bytes than a magic, there is nothing to go back to
+                raise
         return head
     except (OSError, EOFError, zlib.error) as exc:  # gzip that is not really gzip
-        fh.close()
         raise CaptureError(path, f"cannot read: {exc}") from None
 
 
 #: A pipe's read buffer: what Linux holds in a pipe by default.
 PIPE_BUFFER = 1 << 16
+#: From a pipe, frames are classified once nothing more arrives for PIPE_IDLE seconds, or once the first
+#: of them has waited PIPE_AGE seconds and the pipe has nothing at that moment.
+PIPE_IDLE = 0.005
+PIPE_AGE = 0.05
 
 
 class _Unread(io.RawIOBase):
     """``head``, then the rest of the pipe ``stream``, each read what one read of it gives (a pipe's
     reader must not wait for 4 MB before it can classify what has arrived).
 
-    :attr:`delivered` counts the bytes it gave: the reader above, which knows
-    how many it used, can tell whether its buffer still holds some
-    (:meth:`CaptureReader.caught_up`).
+    :attr:`delivered` counts the bytes it gave, and it keeps a copy of the
+    last read: the reader above, which knows how many it used, can tell
+    whether its buffer still holds some, and what (:meth:`CaptureReader.caught_up`).
     """
 
     def __init__(self, head: bytes, stream: io.FileIO) -> None:
         self._head = head
         self._stream = stream
         self.delivered = 0
+        #: The bytes of the last read.  A BufferedReader reads its raw stream only once its buffer is
+        #: empty, so what it holds is always the end of them.
+        self.last = b""
 
     def readable(self) -> bool:
         return True
@@ -128,12 +144,13 @@ class _Unread(io.RawIOBase):
         else:
             n = self._stream.readinto(b)
         self.delivered += n
+        self.last = bytes(b[:n])
         return n
 
-    def empty(self) -> bool:
-        """Whether the pipe has nothing to be read right now."""
+    def idle(self, wait: float) -> bool:
+        """Whether nothing more arrives through the pipe within ``wait`` seconds."""
         try:
-            return not select.select([self._stream], [], [], 0)[0]
+            return not select.select([self._stream], [], [], wait)[0]
         except (OSError, ValueError):  # nothing to wait on: go on reading
             return False
 
@@ -152,17 +169,20 @@ class CaptureReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._fh, self._pipe = _open(self.path)
-        self._gzip = self._fh if isinstance(self._fh, gzip.GzipFile) else None
+        self._fh, self._base, self._pipe = _open(self.path)
         #: The capture comes through a pipe or FIFO (``/dev/stdin``): it is read as it arrives.
         self.pipe = self._pipe is not None
-        self._magic = _peek(self._fh, 4, self.path)
+        try:
+            self._magic = _peek(self._fh, 4, self.path)
+        except CaptureError:
+            self.close()
+            raise
         if self._magic in PCAP_MAGICS:
             self.format = "pcap"
         elif self._magic == PCAPNG_SHB:
             self.format = "pcapng"
         else:
-            self._fh.close()
+            self.close()
             if not self._magic:
                 raise CaptureError(self.path, "empty file, not a capture")
             raise CaptureError(self.path, "not a pcap or pcapng capture (unknown magic "
@@ -171,16 +191,38 @@ class CaptureReader:
 
     def close(self) -> None:
         self._fh.close()
+        self._base.close()
 
-    def caught_up(self) -> bool:
-        """Whether every frame that came through the pipe so far was read: the next may be a long
-        wait away (a slow capture), so what has arrived should be classified first.  False for a
-        regular file, and for gzip through a pipe (what the decompressor holds is not known)."""
+    def more_within(self, wait: float) -> bool:
+        """Whether more of a piped capture arrives within ``wait`` seconds (False for a regular file)."""
+        return self._pipe is not None and not self._pipe.idle(wait)
+
+    def caught_up(self, age: float) -> bool:
+        """Whether the frames read so far from a pipe should be classified before the next is read: it
+        may be a long wait away (a slow capture).  ``age``: seconds since the first frame not yet
+        classified arrived.
+
+        Every whole block that arrived was read, and nothing more arrives for
+        PIPE_IDLE seconds, or at once once the frames have waited PIPE_AGE (so
+        a steady trickle makes batches of PIPE_AGE's worth, not of one frame,
+        whose fixed cost would take a core).  False for a regular file, and
+        for gzip through a pipe (what the decompressor holds is not known).
+        """
         pipe = self._pipe
-        return pipe is not None and pipe.delivered == self._used and self._fh is not self._gzip and pipe.empty()
+        if pipe is None or self._fh is not self._base:
+            return False
+        rest = pipe.delivered - self._used  # bytes in the buffer, not yet read
+        if rest >= 8:  # the next block is all there (a writer's writes need not end on a block): read it
+            last = pipe.last
+            start = len(last) - rest
+            if start >= 0 and rest >= self._length(last, start + 4)[0]:
+                return False
+        return pipe.idle(0.0 if age >= PIPE_AGE else min(PIPE_IDLE, PIPE_AGE - age))
 
-    #: Bytes of the capture used by the frames read so far (pcapng: every byte up to the last frame's end).
+    #: Bytes of the capture used by the frames read so far (pcapng: every byte up to the last frame's end),
+    #: and how to read a block's length in the section being read.
     _used = -1
+    _length = struct.Struct("<I").unpack_from
 
     def __enter__(self) -> "CaptureReader":
         return self
@@ -252,6 +294,7 @@ class CaptureReader:
                 else:
                     raise CaptureError(self.path, "pcapng section header with unknown byte order", number + 1)
                 (length,) = struct.unpack(order + "I", head[4:8])
+                self._length = struct.Struct(order + "I").unpack_from  # of the blocks to come (caught_up)
                 if length < 28 or length > MAX_RECORD:
                     raise CaptureError(self.path, f"corrupt section header (length {length})", number + 1)
                 rest = read(length - 12)

@@ -8,12 +8,18 @@ plaintext holds CRYPTO frames, which carry the TLS ClientHello.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 
 import attrs
 
 # hashlib, hmac and cryptography are imported by the functions that use them, on the first QUIC
-# Initial: they were a twentieth of every `dpi classify` start-up, traffic with QUIC or not.
+# Initial: they were a twentieth of every `dpi classify` start-up, traffic with QUIC or not.  That
+# cryptography is installed is still checked here, when the layer loads: a missing one fails the layer
+# with this message, as its import did, instead of one error per QUIC flow.
+if importlib.util.find_spec("cryptography") is None:
+    raise ModuleNotFoundError("No module named 'cryptography' (the QUIC heuristic decrypts Initial packets "
+                              "with it: pip install cryptography)", name="cryptography")
 
 V1 = 0x00000001
 V2 = 0x6B3343CF

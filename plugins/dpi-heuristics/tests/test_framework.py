@@ -111,3 +111,18 @@ def test_more_then_nothing_is_unknown() -> None:
     def waits(ctx):  # type: ignore[no-untyped-def]
         return MORE if ctx.index < 2 else None
     assert classify([(0, b"x"), (0, b"y")], heuristics=[Heuristic("Waits", waits)]) is None
+
+
+def test_without_cryptography_the_layer_fails_to_load_and_says_why() -> None:
+    """cryptography (QUIC Initials) is imported on the first QUIC flow, not at start-up; a missing one
+    must still fail the layer when it loads, with the reason, not give one error per QUIC flow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['cryptography'] = None\n"  # what an absent package looks like
+            "from dpicore import Classifier\nfrom dpicore.config import Config\n"
+            "from dpicore.plugins import PluginError\n"
+            "try:\n    Classifier(config=Config().with_layers(['heuristics']))\n"
+            "except PluginError as exc:\n    print('FAILED', exc)\nelse:\n    print('LOADED')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.startswith("FAILED") and "cryptography" in out, out
