@@ -80,6 +80,11 @@ def feature_spec() -> dict[str, object]:
             "names": list(FEATURE_NAMES)}
 
 
+def _fact(k: int, doc: str) -> Any:
+    """A FlowSummary property: the ``k``-th of each packet's four facts, as a list."""
+    return property(lambda self: self.packets[k::4], doc=doc)
+
+
 class FlowSummary:
     """The few facts per packet the model needs, collected in the layer's per-packet hook.
 
@@ -132,21 +137,10 @@ class FlowSummary:
         return len(self.packets) >> 2
 
     # Each packet's facts as lists, and the first payloads per direction: read when the flow is predicted.
-    @property
-    def ts(self) -> list[float]:
-        return self.packets[0::4]  # type: ignore[return-value]
-
-    @property
-    def dirs(self) -> list[int]:
-        return self.packets[1::4]  # type: ignore[return-value]
-
-    @property
-    def sizes(self) -> list[int]:
-        return self.packets[2::4]  # type: ignore[return-value]
-
-    @property
-    def flags(self) -> list[int]:
-        return self.packets[3::4]  # type: ignore[return-value]
+    ts = _fact(0, "Capture time of each packet.")
+    dirs = _fact(1, "Direction of each packet (0: client to server).")
+    sizes = _fact(2, "Payload length on the wire of each packet.")
+    flags = _fact(3, "TCP flags of each packet (0 for UDP).")
 
     @property
     def first(self) -> tuple[bytes | None, bytes | None]:
