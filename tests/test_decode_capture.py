@@ -363,3 +363,26 @@ def test_closing_a_gzip_capture_closes_its_file(tmp_path: Path) -> None:
     with pytest.raises(CaptureError):
         CaptureReader(_write(tmp_path, "bad.gz", b"\x1f\x8b" + b"\x00" * 30))  # not really gzip
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("then", ["statistics block", "new section", "dribble"])
+def test_frames_before_a_stall_are_not_held_back_by_what_follows_them(tmp_path: Path, then: str) -> None:
+    """Whole frames, then something that is not a whole frame, then the writer stalls: a statistics
+    block or a new section header (whole, but no packet: reading it and then the next header waited),
+    or a few more bytes of the next block within the idle window (they reset the wait, and the
+    read then waited for the rest)."""
+    records = _frames(20)
+    data = pcapng_bytes([([(1, None)], [(0, t, f) for t, f in records])])
+    isb = struct.pack("<II", 5, 24) + struct.pack("<III", 0, 0, 0) + struct.pack("<I", 24)
+    section = pcapng_bytes([([(1, None)], [])])
+    more = pcapng_bytes([([(1, None)], [(0, T0 + 1, FRAMES[0])])])[len(section):]  # one more packet block
+    if then == "statistics block":
+        writes = [(data + isb, 1.5), (more, 0.0)]
+    elif then == "new section":
+        writes = [(data + section, 1.5), (more, 0.0)]
+    else:
+        writes = [(data + more[:30], 0.002), (more[30:40], 1.5), (more[40:], 0.0)]
+    batches_seen, finished = _through_fifo(tmp_path, writes)
+    first_time, first, count = batches_seen[0]
+    assert (first, count) == (1, 20) and first_time < 1.0, batches_seen
+    assert sum(n for _, _, n in batches_seen) == 21 and finished >= 1.5

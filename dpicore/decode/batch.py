@@ -197,10 +197,9 @@ def _frame_batches(reader: CaptureReader, size: int) -> Iterator[Batch]:
             frames.append(data)
             meta.append((ts, wire))
             if caught_up is not None:
-                now = time.monotonic()
                 if len(frames) == 1:
-                    started = now
-                if caught_up(now - started):
+                    started = time.monotonic()
+                if caught_up(started):
                     yield flush()
     except CaptureError:
         if frames:

@@ -15,6 +15,7 @@ import gzip
 import io
 import select
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, NamedTuple
@@ -107,6 +108,8 @@ def _peek(fh: BinaryIO, n: int, path: str) -> bytes:
 
 #: A pipe's read buffer: what Linux holds in a pipe by default.
 PIPE_BUFFER = 1 << 16
+#: pcapng blocks that carry a packet: enhanced, obsolete and simple packet blocks.
+_PACKET_BLOCKS = (6, 2, 3)
 #: From a pipe, frames are classified once nothing more arrives for PIPE_IDLE seconds, or once the first
 #: of them has waited PIPE_AGE seconds and the pipe has nothing at that moment.
 PIPE_IDLE = 0.005
@@ -119,7 +122,10 @@ class _Unread(io.RawIOBase):
 
     :attr:`delivered` counts the bytes it gave, and it keeps a copy of the
     last read: the reader above, which knows how many it used, can tell
-    whether its buffer still holds some, and what (:meth:`CaptureReader.caught_up`).
+    whether its buffer still holds some, and what.  :meth:`arrived` takes
+    in what has come without waiting for more (:attr:`pending`, given out
+    before the pipe's next bytes), so the reader can see whether a whole
+    frame is there before it reads (:meth:`CaptureReader.caught_up`).
     """
 
     def __init__(self, head: bytes, stream: io.FileIO) -> None:
@@ -129,6 +135,8 @@ class _Unread(io.RawIOBase):
         #: The bytes of the last read.  A BufferedReader reads its raw stream only once its buffer is
         #: empty, so what it holds is always the end of them.
         self.last = b""
+        #: Bytes taken from the pipe by :meth:`arrived`, not yet given out.
+        self.pending = bytearray()
 
     def readable(self) -> bool:
         return True
@@ -141,11 +149,26 @@ class _Unread(io.RawIOBase):
             n = min(len(b), len(self._head))
             b[:n] = self._head[:n]
             self._head = self._head[n:]
+        elif self.pending:
+            n = min(len(b), len(self.pending))
+            b[:n] = self.pending[:n]
+            del self.pending[:n]
         else:
             n = self._stream.readinto(b)
         self.delivered += n
         self.last = bytes(b[:n])
         return n
+
+    def arrived(self, wait: float) -> bool | None:
+        """Take in what arrives within ``wait`` seconds, without waiting for more: True when something
+        came, False when nothing did, None at the end of the pipe."""
+        if self.idle(wait):
+            return False
+        data = self._stream.read(PIPE_BUFFER)  # select said readable: one read does not wait
+        if not data:
+            return None
+        self.pending += data
+        return True
 
     def idle(self, wait: float) -> bool:
         """Whether nothing more arrives through the pipe within ``wait`` seconds."""
@@ -197,32 +220,52 @@ class CaptureReader:
         """Whether more of a piped capture arrives within ``wait`` seconds (False for a regular file)."""
         return self._pipe is not None and not self._pipe.idle(wait)
 
-    def caught_up(self, age: float) -> bool:
+    def caught_up(self, started: float) -> bool:
         """Whether the frames read so far from a pipe should be classified before the next is read: it
-        may be a long wait away (a slow capture).  ``age``: seconds since the first frame not yet
-        classified arrived.
+        may be a long wait away (a slow capture).  ``started``: when (time.monotonic) the first frame
+        not yet classified arrived.
 
-        Every whole block that arrived was read, and nothing more arrives for
-        PIPE_IDLE seconds, or at once once the frames have waited PIPE_AGE (so
-        a steady trickle makes batches of PIPE_AGE's worth, not of one frame,
-        whose fixed cost would take a core).  False for a regular file, and
-        for gzip through a pipe (what the decompressor holds is not known).
+        No whole packet block has arrived after them (a writer's writes need
+        not end on a block, and a statistics block or a new section can come
+        first), and none arrives within PIPE_IDLE seconds, or at once once
+        the frames have waited PIPE_AGE (so a steady trickle makes batches of
+        PIPE_AGE's worth, not of one frame, whose fixed cost would take a
+        core).  False for a regular file, and for gzip through a pipe (what
+        the decompressor holds is not known).
         """
         pipe = self._pipe
         if pipe is None or self._fh is not self._base:
             return False
-        rest = pipe.delivered - self._used  # bytes in the buffer, not yet read
-        if rest >= 8:  # the next block is all there (a writer's writes need not end on a block): read it
-            last = pipe.last
-            start = len(last) - rest
-            if start >= 0 and rest >= self._length(last, start + 4)[0]:
+        while not self._frame_ahead(pipe):
+            age = time.monotonic() - started
+            came = pipe.arrived(max(0.0, min(PIPE_IDLE, PIPE_AGE - age)))
+            if came is None:
+                return False  # the end: reading on does not wait
+            if not came or age >= PIPE_AGE:
+                return True
+        return False
+
+    def _frame_ahead(self, pipe: _Unread) -> bool:
+        """Whether a whole packet block follows what was read: in the buffer (the end of the pipe's last
+        read), then in what the pipe took in since."""
+        rest = pipe.delivered - self._used
+        last = pipe.last
+        start = len(last) - rest
+        if start < 0:
+            return False
+        if rest >= 8:
+            btype, length = self._block(last, start)
+        else:
+            head = last[start:] + pipe.pending[:8 - rest]
+            if len(head) < 8:
                 return False
-        return pipe.idle(0.0 if age >= PIPE_AGE else min(PIPE_IDLE, PIPE_AGE - age))
+            btype, length = self._block(head)
+        return btype in _PACKET_BLOCKS and rest + len(pipe.pending) >= length
 
     #: Bytes of the capture used by the frames read so far (pcapng: every byte up to the last frame's end),
-    #: and how to read a block's length in the section being read.
+    #: and how to read a block's type and length in the section being read.
     _used = -1
-    _length = struct.Struct("<I").unpack_from
+    _block = struct.Struct("<II").unpack_from
 
     def __enter__(self) -> "CaptureReader":
         return self
@@ -294,7 +337,7 @@ class CaptureReader:
                 else:
                     raise CaptureError(self.path, "pcapng section header with unknown byte order", number + 1)
                 (length,) = struct.unpack(order + "I", head[4:8])
-                self._length = struct.Struct(order + "I").unpack_from  # of the blocks to come (caught_up)
+                self._block = struct.Struct(order + "II").unpack_from  # of the blocks to come (caught_up)
                 if length < 28 or length > MAX_RECORD:
                     raise CaptureError(self.path, f"corrupt section header (length {length})", number + 1)
                 rest = read(length - 12)
