@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .config import Config
 from .decode import CaptureSource, Decoder
 from .decode.packets import DLT_RAW
+from .decode.walks import SharedWalks
 from .engine import Engine
 from .fastpath import classify_batched
 from .model import ACK, PSH, SYN, TCP, UDP, Flow, FlowKey, Packet, Verdict, parse_ip
@@ -82,13 +83,14 @@ class Classifier:
         return [layer.id for layer in self.engine.layers]
 
     def classify_pcap(self, path: str | Path, batched: bool = True,
-                      shard: tuple[int, int] | None = None) -> Iterator[Flow]:
+                      shard: tuple[int, int] | None = None, walks: SharedWalks | None = None) -> Iterator[Flow]:
         """Every flow of a capture, yielded as it ends (streamed: memory follows live flows only).
 
         ``batched`` uses the numpy batch path (:mod:`dpicore.fastpath`); False
         feeds packet by packet (the reference the batch path is tested
         against).  ``shard=(i, n)`` keeps only flows whose key hashes to i
-        modulo n, for splitting one file over n processes.  A file that cannot
+        modulo n, for splitting one file over n processes (``walks``: the
+        record walks they share, see :mod:`dpicore.decode.walks`).  A file that cannot
         be read (missing, damaged, not a capture) is not an exception: the
         flows before the damage are yielded and :attr:`last_source` says what
         happened (``problems``, ``damaged``), as ``dpi classify`` reports it.
@@ -101,7 +103,7 @@ class Classifier:
         source = CaptureSource(path)
         self.last_source = source
         if batched or shard is not None:
-            yield from classify_batched(self.engine, source, shard)
+            yield from classify_batched(self.engine, source, shard, walks)
         else:
             yield from self.engine.run(source)
 

@@ -36,20 +36,22 @@ import numpy as np
 from .decode.batch import Batch, Headers, batches, decode_headers
 from .decode.capture import CaptureError
 from .decode.source import CaptureSource
+from .decode.walks import SharedWalks
 from .engine import Engine
 from .flowtable import CLOSE_AT, CLOSING
 from .model import C2S, FIN, RST, S2C, SYN, Flow, FlowKey, Packet
 
 
-def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, int] | None = None
-                     ) -> Iterator[Flow]:
+def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, int] | None = None,
+                     walks: SharedWalks | None = None) -> Iterator[Flow]:
     """Every flow of ``source``'s capture, yielded as it ends.
 
     ``shard=(i, n)`` keeps only the flows whose key hashes to ``i`` modulo
-    ``n``, so ``n`` processes can split one file without splitting a flow.
+    ``n``, so ``n`` processes can split one file without splitting a flow;
+    ``walks`` lets them share the walk from record to record.
     """
     try:
-        for batch in batches(source.path):
+        for batch in batches(source.path, walks=walks):
             yield from _batch(engine, source, batch, shard)
     except CaptureError as exc:
         source.fail(exc)

@@ -44,7 +44,9 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -55,6 +57,7 @@ import attrs
 
 from .api import Classifier
 from .config import Config
+from .decode.walks import SharedWalks
 from .output import RecordWriter, flow_record
 
 #: Files at least this large are split over every worker by address pair (``-j N``).
@@ -75,6 +78,8 @@ class Task:
     path: str
     shard: int = 0
     shards: int = 1
+    #: Directory where the processes reading this file share their record walks (None: not shared).
+    walks: str | None = None
 
     def split(self) -> tuple[int, int] | None:
         return (self.shard, self.shards) if self.shards > 1 else None
@@ -166,7 +171,8 @@ def run_task(clf: Classifier, task: Task, emit: Callable[[dict[str, Any]], None]
     before = (engine.stats.packets, engine.stats.flows, engine.stats.evicted, engine.stats.layer_errors)
     layer_errors = {layer.id: layer.errors for layer in engine.layers}
     all_layers = clf.config.all_layers
-    for flow in clf.classify_pcap(task.path, shard=task.split()):
+    walks = SharedWalks(task.walks) if task.walks is not None else None
+    for flow in clf.classify_pcap(task.path, shard=task.split(), walks=walks):
         emit(flow_record(flow, all_layers))
     src = clf.last_source
     assert src is not None
@@ -277,6 +283,7 @@ class ParallelRun:
         self._procs: list[Any] = []
         self._todo: Any = None
         self._results: Any = None
+        self._walks: str | None = None
 
     @property
     def damaged(self) -> bool:
@@ -305,6 +312,10 @@ class ParallelRun:
         for p in self._procs:
             p.start()
         for i, task in enumerate(self.tasks):
+            if task.shards > 1:  # the file's shards share its record walks (removed at _shutdown)
+                if self._walks is None:
+                    self._walks = tempfile.mkdtemp(prefix="dpi-walks-")
+                task = attrs.evolve(task, walks=os.path.join(self._walks, str(i - task.shard)))
             self._todo.put((i, task))
         for _ in range(workers):
             self._todo.put(None)
@@ -328,6 +339,9 @@ class ParallelRun:
                 q.cancel_join_thread()
                 q.close()
         self._todo = self._results = None
+        if self._walks is not None:
+            shutil.rmtree(self._walks, ignore_errors=True)
+            self._walks = None
 
     def _run(self) -> Generator[dict[str, Any], None, None]:
         if not self.tasks:

@@ -23,6 +23,7 @@ import numpy as np
 from .capture import MAX_RECORD, PCAP_MAGICS, PIPE_AGE, PIPE_IDLE, CaptureError, CaptureReader
 from .packets import (DLT_EN10MB, DLT_IPV4, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
                       DLT_RAW_OLD, DLT_RAW_OPENBSD)
+from .walks import SharedWalks
 
 BATCH = 8192
 CHUNK = 4 << 20
@@ -50,15 +51,17 @@ class Batch:
         return self.buf[o:o + int(self.cap[i])]
 
 
-def batches(path: str, size: int = BATCH) -> Iterator[Batch]:
+def batches(path: str, size: int = BATCH, walks: SharedWalks | None = None) -> Iterator[Batch]:
     """Batches of a capture file.  Damage raises :class:`CaptureError` after every
-    complete frame before it was yielded (the same messages as CaptureReader)."""
+    complete frame before it was yielded (the same messages as CaptureReader).
+    ``walks``: record walks shared with other processes reading the same file (a pcap file, not a pipe)."""
     reader = CaptureReader(path)  # validates the file the same way the frame path does
     try:
         if reader.format == "pcap":
             # From a pipe (tcpdump -w - | dpi classify /dev/stdin) a batch is what has arrived, not a
             # whole chunk: a slow capture must not wait for 4 MB before its first flow is classified.
-            yield from _pcap_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None)
+            yield from _pcap_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None,
+                                     walks=None if reader.pipe else walks)
         else:
             yield from _frame_batches(reader, size)
     finally:
@@ -66,7 +69,7 @@ def batches(path: str, size: int = BATCH) -> Iterator[Batch]:
 
 
 def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
-                  more: Callable[[float], bool] | None = None) -> Iterator[Batch]:
+                  more: Callable[[float], bool] | None = None, walks: SharedWalks | None = None) -> Iterator[Batch]:
     order, unit = PCAP_MAGICS[fh.read(4)]
     rest = fh.read(20)
     if len(rest) < 20:
@@ -78,38 +81,37 @@ def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
     buf = b""
     pos = 0
     number = 0
+    chunk = 0
     eof = False
     while not eof:
         data, broken = _read(fh, CHUNK, more)
         if not data or broken is not None:
             eof = True
         buf = buf[pos:] + data
-        pos = 0
         n = len(buf)
-        # Only the walk from record to record is a Python loop (it reads one length per record);
-        # numpy reads the record headers found.  The loop does not test each length against
-        # MAX_RECORD (that test was a third of its time): a corrupt length that still fits in the
-        # buffer walks on through garbage, so the lengths found are tested at once afterwards and
-        # nothing from the first corrupt record on is emitted.
-        starts: list[int] = []
-        found = starts.append
         limit = n - 16
-        while pos <= limit:
-            end = pos + 16 + caplen(buf, pos + 8)[0]
-            if end > n:
-                break
-            found(pos)
-            pos = end
-        records = _records(buf, starts, header, unit)
+        # The walk is a function of buf alone, and every process reading the file makes the same bufs:
+        # another's walk of this chunk is used if it is the walk of these bytes.
+        shared = walks.take(chunk) if walks is not None else None
+        found = checked_walk(buf, shared, header, unit, caplen) if shared is not None else None
+        if found is None:
+            starts, pos = _walk(buf, caplen)
+            if walks is not None:
+                walks.give(chunk, starts)
+            records = _records(buf, starts, header, unit)
+        else:
+            records, pos = found
+        chunk += 1
+        count = len(records[0])
         bad = np.flatnonzero(records[1] > MAX_RECORD)
         stopped = caplen(buf, pos + 8)[0] if pos <= limit else 0  # the length the walk stopped at
         if len(bad) or stopped > MAX_RECORD:
-            k = int(bad[0]) if len(bad) else len(starts)
+            k = int(bad[0]) if len(bad) else count
             cap = int(records[1][k]) if len(bad) else stopped
             yield from _emit(linktype, buf, [a[:k] for a in records], number + 1, size)
             raise CaptureError(path, f"corrupt record (captured length {cap})", number + k + 1)
         yield from _emit(linktype, buf, records, number + 1, size)
-        number += len(starts)
+        number += count
         if broken is not None:  # after every record complete before the break
             raise CaptureError(path, f"unreadable data: {broken}", number + 1)
         if eof and pos < n:
@@ -117,6 +119,51 @@ def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
                 raise CaptureError(path, "capture cut short inside a record header", number + 1)
             cap = unpack(buf, pos)[2]
             raise CaptureError(path, f"capture cut short: packet has {n - pos - 16} of {cap} bytes", number + 1)
+
+
+def _walk(buf: bytes, caplen: Callable[[bytes, int], tuple[int]]) -> tuple[list[int], int]:
+    """(the start of every record that lies whole in ``buf``, from its start; where the walk stopped).
+
+    Only the walk from record to record is a Python loop (it reads one length per record); numpy
+    reads the record headers found.  The loop does not test each length against MAX_RECORD (that
+    test was a third of its time): a corrupt length that still fits in the buffer walks on through
+    garbage, so the lengths found are tested at once afterwards and nothing from the first corrupt
+    record on is emitted.
+    """
+    starts: list[int] = []
+    found = starts.append
+    n = len(buf)
+    limit = n - 16
+    pos = 0
+    while pos <= limit:
+        end = pos + 16 + caplen(buf, pos + 8)[0]
+        if end > n:
+            break
+        found(pos)
+        pos = end
+    return starts, pos
+
+
+def checked_walk(buf: bytes, starts: np.ndarray, header: np.dtype, unit: float,
+                 caplen: Callable[[bytes, int], tuple[int]]) -> tuple[list[np.ndarray], int] | None:
+    """(:func:`_records` of ``starts``, where the walk stopped) if ``starts`` is what :func:`_walk`
+    finds in ``buf``, else None: the check, in numpy, of a walk another process left (SharedWalks)."""
+    n = len(buf)
+    if not len(starts):
+        pos, records = 0, _records(buf, starts, header, unit)
+    else:
+        if starts[0] != 0 or starts[-1] > n - 16 or not (starts[1:] > starts[:-1]).all():
+            return None
+        records = _records(buf, starts, header, unit)  # every header lies in buf
+        cap = records[1]
+        if not (starts[1:] == starts[:-1] + 16 + cap[:-1]).all():
+            return None
+        pos = int(starts[-1]) + 16 + int(cap[-1])
+        if pos > n:
+            return None
+    if pos <= n - 16 and pos + 16 + caplen(buf, pos + 8)[0] <= n:  # the walk would have gone on
+        return None
+    return records, pos
 
 
 def _read(fh, size: int, more: Callable[[float], bool] | None = None  # type: ignore[no-untyped-def]
@@ -149,10 +196,10 @@ def _read(fh, size: int, more: Callable[[float], bool] | None = None  # type: ig
     return b"".join(pieces), None
 
 
-def _records(buf: bytes, starts: list[int], header: np.dtype, unit: float) -> list[np.ndarray]:
+def _records(buf: bytes, starts: list[int] | np.ndarray, header: np.dtype, unit: float) -> list[np.ndarray]:
     """[frame offsets, captured lengths, original lengths, times] of the records whose 16-byte headers
     start at ``starts`` in ``buf`` (the lengths as the file says, before any check)."""
-    pos = np.array(starts, dtype=np.int64)
+    pos = np.asarray(starts, dtype=np.int64)
     fields = np.frombuffer(buf, dtype=np.uint8)[pos[:, None] + np.arange(16)].view(header).astype(np.int64)
     cap = fields[:, 2]
     ts = fields[:, 0].astype(np.float64) + fields[:, 1].astype(np.float64) * unit
