@@ -311,10 +311,13 @@ class ParallelRun:
         # must not copy a process with a second thread (one may hold a lock the child then needs).
         for p in self._procs:
             p.start()
+        if any(task.shards > 1 for task in self.tasks):
+            try:  # a split file's shards share its record walks (removed at _shutdown)
+                self._walks = tempfile.mkdtemp(prefix="dpi-walks-")
+            except OSError:  # no writable temporary directory: every worker walks for itself
+                self._walks = None
         for i, task in enumerate(self.tasks):
-            if task.shards > 1:  # the file's shards share its record walks (removed at _shutdown)
-                if self._walks is None:
-                    self._walks = tempfile.mkdtemp(prefix="dpi-walks-")
+            if task.shards > 1 and self._walks is not None:
                 task = attrs.evolve(task, walks=os.path.join(self._walks, str(i - task.shard)))
             self._todo.put((i, task))
         for _ in range(workers):

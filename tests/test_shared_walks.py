@@ -101,3 +101,15 @@ def test_a_split_run_shares_walks_and_leaves_no_directory(tmp_path: Path, monkey
     records = sorted(json_line for json_line in map(repr, run))
     assert len(records) == 2000 and not run.damaged
     assert not [p for p in os.listdir(tmp_path) if p.startswith("dpi-walks-")]
+
+
+def test_without_a_writable_temporary_directory_each_worker_walks(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sharing is an optimisation: a temporary directory that cannot be made must not stop -j."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing" / "dir"))
+    frames = [(T0 + i * 0.01, eth(udp4(src=f"10.0.{i % 50}.1", sport=1000 + i, payload=b"z" * 40)))
+              for i in range(500)]
+    path = tmp_path / "big.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    run = classify_files([path], jobs=2, config=Config().with_layers(["heuristics"]), split_bytes=0)
+    assert len(list(run)) == 500 and not run.damaged
