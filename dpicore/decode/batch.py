@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import attrs
 import numpy as np
 
-from .capture import MAX_RECORD, PCAP_MAGICS, PIPE_AGE, PIPE_IDLE, CaptureError, CaptureReader
+from .capture import MAX_RECORD, PCAP_MAGICS, CaptureError, CaptureReader, pipe_wait
 from .packets import (DLT_EN10MB, DLT_IPV4, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
                       DLT_RAW_OLD, DLT_RAW_OPENBSD)
 from .walks import SharedWalks
@@ -186,10 +186,11 @@ def _read(fh, size: int, more: Callable[[float], bool] | None = None  # type: ig
                 break
             pieces.append(piece)
             got += len(piece)
-            if more is not None:  # a pipe: what arrives until it pauses (PIPE_IDLE) or PIPE_AGE has passed
+            if more is not None:  # a pipe: what arrives until it pauses or the first piece is old (pipe_wait)
                 now = time.monotonic()
                 first = first or now
-                if now - first >= PIPE_AGE or not more(min(PIPE_IDLE, PIPE_AGE - (now - first))):
+                wait = pipe_wait(now - first)
+                if not wait or not more(wait):
                     break
     except (OSError, EOFError, zlib.error) as exc:
         return b"".join(pieces), exc

@@ -116,6 +116,12 @@ PIPE_IDLE = 0.005
 PIPE_AGE = 0.05
 
 
+def pipe_wait(age: float) -> float:
+    """How long to wait for more of a piped capture before classifying frames that arrived ``age``
+    seconds ago: PIPE_IDLE, less near PIPE_AGE, 0 past it."""
+    return max(0.0, min(PIPE_IDLE, PIPE_AGE - age))
+
+
 class _Unread(io.RawIOBase):
     """``head``, then the rest of the pipe ``stream``, each read what one read of it gives (a pipe's
     reader must not wait for 4 MB before it can classify what has arrived).
@@ -238,7 +244,7 @@ class CaptureReader:
             return False
         while not self._frame_ahead(pipe):
             age = time.monotonic() - started
-            came = pipe.arrived(max(0.0, min(PIPE_IDLE, PIPE_AGE - age)))
+            came = pipe.arrived(pipe_wait(age))
             if came is None:
                 return False  # the end: reading on does not wait
             if not came or age >= PIPE_AGE:

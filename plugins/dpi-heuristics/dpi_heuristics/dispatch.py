@@ -96,7 +96,7 @@ class Dispatcher:
         if not payload:
             return MORE if candidates is None or candidates else None
         if candidates is None:
-            candidates = self._table.get((transport, payload[0])) or self._candidates(transport, payload[0])
+            candidates = self._candidates(transport, payload[0])
             state.start(candidates)
         seen = state.seen
         seen[direction] += 1
