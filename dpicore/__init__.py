@@ -4,22 +4,52 @@ The public surface is re-exported here; implementation modules stay small and
 private-ish.  Plugins are discovered when a :class:`Classifier` (or
 :func:`dpicore.plugins.discover`) is created, not at import, so importing the
 core stays cheap.
+
+The re-exports are resolved on first use (PEP 562): importing a submodule
+(``dpicore.hookspecs`` from a plugin, ``dpicore.cli`` from the ``dpi``
+command) then runs this file without importing numpy, so the command can
+still set numpy's threading before numpy loads (see :mod:`dpicore.cli`).
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .api import Classifier, flow_from_packet, synthetic_packets
-from .config import Config, ConfigError, load_config
-from .engine import Engine
-from .hookspecs import hookimpl
-from .model import Flow, FlowKey, Packet, Verdict
-from .plugins import LayerInfo, PluginError, PluginSet, discover
-from .protocols import UNKNOWN, ProtocolSpec, canonical, registry
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    "Classifier": "api", "flow_from_packet": "api", "synthetic_packets": "api",
+    "Config": "config", "ConfigError": "config", "load_config": "config",
+    "Engine": "engine",
+    "hookimpl": "hookspecs",
+    "Flow": "model", "FlowKey": "model", "Packet": "model", "Verdict": "model",
+    "LayerInfo": "plugins", "PluginError": "plugins", "PluginSet": "plugins", "discover": "plugins",
+    "UNKNOWN": "protocols", "ProtocolSpec": "protocols", "canonical": "protocols", "registry": "protocols",
+}
 
-__all__ = [
-    "Classifier", "Config", "ConfigError", "Engine", "Flow", "FlowKey", "LayerInfo", "Packet", "PluginError",
-    "PluginSet", "ProtocolSpec", "UNKNOWN", "Verdict", "__version__", "canonical", "discover",
-    "flow_from_packet", "hookimpl", "load_config", "registry", "synthetic_packets",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:
+    from .api import Classifier, flow_from_packet, synthetic_packets
+    from .config import Config, ConfigError, load_config
+    from .engine import Engine
+    from .hookspecs import hookimpl
+    from .model import Flow, FlowKey, Packet, Verdict
+    from .plugins import LayerInfo, PluginError, PluginSet, discover
+    from .protocols import UNKNOWN, ProtocolSpec, canonical, registry

@@ -20,11 +20,16 @@ from typing import IO, TYPE_CHECKING, Any, Iterator, NoReturn
 
 import click
 
-from . import __version__
-from .api import Classifier
-from .config import Config, ConfigError, load_config
-from .output import FORMATS, RecordWriter, flow_record, printable
-from .plugins import FAILED, LOADED, PluginError, PluginSet, discover
+# numpy's OpenBLAS starts a thread for every other core when numpy is imported (by .api, below): ~0.08 s of CPU
+# per `dpi` run, on the core a `-j` worker wants, and nothing here multiplies matrices big enough to
+# use it.  One thread, unless the user asked otherwise.  Set before numpy loads, so before .api.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from . import __version__  # noqa: E402
+from .api import Classifier  # noqa: E402
+from .config import Config, ConfigError, load_config  # noqa: E402
+from .output import FORMATS, RecordWriter, flow_record, printable  # noqa: E402
+from .plugins import FAILED, LOADED, PluginError, PluginSet, discover  # noqa: E402
 
 if TYPE_CHECKING:  # imported where -j needs it: most runs are one process
     from .parallel import FileReport, ParallelRun
