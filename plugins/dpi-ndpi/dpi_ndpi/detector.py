@@ -82,7 +82,15 @@ def ndpi_view(ip: bytes, fragment: bool) -> int:
     packet has no payload nDPI could use).
     """
     layout = _layout(ip, fragment)
-    return (layout[0] << 8) | layout[1] if layout is not None else 0
+    if layout is None:
+        return 0
+    view = (layout[0] << 8) | layout[1]
+    return _VIEWS.setdefault(view, view)
+
+
+#: Each value ndpi_view returned, one object per value (at most 512): an NdpiFlow keeps its flow's view,
+#: and an int above 256 is a new 32-byte object each time it is computed.
+_VIEWS: dict[int, int] = {}
 
 
 def _layout(ip: bytes, fragment: bool) -> tuple[int, int, int, int] | None:
@@ -223,7 +231,7 @@ class NdpiFlow:
     flow's end, if at all), then never cost one while they live.
     """
 
-    __slots__ = ("detector", "address", "budget", "packets", "last_ms", "done", "view", "released")
+    __slots__ = ("detector", "address", "budget", "packets", "last_ts", "done", "view", "released")
 
     def __init__(self, detector: Detector, budget: int | None) -> None:
         self.detector = detector
@@ -231,7 +239,7 @@ class NdpiFlow:
         self.address = 0
         self.budget = budget
         self.packets = 0
-        self.last_ms = 0
+        self.last_ts = 0.0
         self.done = False
         #: :func:`ndpi_view` of the first packet fed: every later one must match it.
         self.view = 0
@@ -254,10 +262,13 @@ class NdpiFlow:
             return None  # dropped by ndpiReader, or another IP version/transport than the flow's
         self.view = view
         self.packets += 1
-        ms = int(round(packet.ts * 1e6)) // 1000
-        if ms < self.last_ms:  # never backwards (ndpiReader clamps its capture clock the same way)
-            ms = self.last_ms
-        self.last_ms = ms
+        ts = packet.ts
+        if ts < self.last_ts:  # never backwards (ndpiReader clamps its capture clock the same way)
+            ts = self.last_ts
+        # The packet's own float (the flow's last_seen holds it too), not the milliseconds: an int
+        # of that size would be another 32-byte object per flow.
+        self.last_ts = ts
+        ms = int(round(ts * 1e6)) // 1000
         det = self.detector
         abi = det.abi
         address = self.address or self._allocate()

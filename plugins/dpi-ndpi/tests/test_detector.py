@@ -196,3 +196,31 @@ def test_two_classifiers_have_their_own_modules() -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_ndpi_gets_a_capture_clock_that_never_goes_back(detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ndpiReader clamps its clock: a packet stamped before the flow's last one is handed to nDPI at
+    the last one's time (in ms).  The real nDPI runs; the wrapper only records what it was given."""
+    given: list[int] = []
+    process = detector.abi.process
+
+    def recording(module: Any, address: int, ip: bytes, length: int, ms: int) -> Any:
+        given.append(ms)
+        return process(module, address, ip, length, ms)
+
+    monkeypatch.setattr(detector.abi, "process", recording)
+    flow = detector.new_flow(UDP)
+    for ts in (5.0, 3.0, 5.0004, 7.25, -1.0):
+        flow.feed(packet(ip4(bytes(range(7, 127)), dport=9999), ts=ts))
+    flow.release()
+    assert given == [5000, 5000, 5000, 7250, 7250]
+
+
+def test_flows_share_one_object_per_view(detector: Detector) -> None:
+    """Each flow keeps the view of its first packet: one shared int per value, not 32 bytes per flow."""
+    flows = [detector.new_flow(UDP) for _ in range(2)]
+    for flow in flows:
+        flow.feed(packet(ip4(bytes(range(7, 127)), dport=9999)))
+    assert flows[0].view == 0x400 | 17 and flows[0].view is flows[1].view
+    for flow in flows:
+        flow.release()
