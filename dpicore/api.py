@@ -126,12 +126,12 @@ class Classifier:
         self._check_open()
         source = LiveSource(interface, bpf=bpf, duration=duration, write_pcap=write_pcap)
         self.last_live = source
-        if on_ready is not None:
-            on_ready(source)
         engine = self.engine
         engine.table.close_timeout = close_timeout
         feed, tick = engine.feed, engine.tick
         try:
+            if on_ready is not None:  # inside the try: a callback that raises still closes the capture
+                on_ready(source)
             for pkt in source:
                 if pkt is None:
                     ended = tick(time.time())

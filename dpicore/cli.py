@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -37,8 +38,9 @@ if TYPE_CHECKING:  # imported where -j needs it: most runs are one process
 EXIT_OK = 0
 EXIT_DAMAGED = 1
 EXIT_USAGE = 2
-#: As a shell reports a program ended by SIGINT.
+#: As a shell reports a program ended by SIGINT / by SIGTERM.
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
 
@@ -103,13 +105,29 @@ def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tupl
 COMMANDS_GROUP = "dpicore.commands"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``kill``, systemd, ``docker stop``), raised as Ctrl-C is: every command stops
+    the way it stops on Ctrl-C (``dpi live`` still writes its open flows and completes its pcap; temporary
+    files are removed), but the exit code is 143."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _stopped(exc: BaseException) -> tuple[str, int]:
+    """(message, exit code) for an interruption."""
+    return ("terminated", EXIT_TERMINATED) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+
+
 def _interruption(exc: BaseException) -> BaseException | None:
-    """The KeyboardInterrupt (or the exit 130 it led to) that ``exc`` was raised while handling, if any."""
+    """The KeyboardInterrupt (or the exit 130/143 it led to) that ``exc`` was raised while handling, if any."""
     seen = set()
     e = exc.__context__
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and e.code == EXIT_INTERRUPTED):
+        if isinstance(e, KeyboardInterrupt) or (
+                isinstance(e, SystemExit) and e.code in (EXIT_INTERRUPTED, EXIT_TERMINATED)):
             return e
         e = e.__context__
     return None
@@ -124,9 +142,10 @@ class PluginCommands(click.Group):
         # exit 1 would read as "an input was damaged" to a script.  What was written stays written.
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            _err("interrupted")
-            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            message, code = _stopped(exc)
+            _err(message)
+            sys.exit(code)
         except OSError as exc:
             # Ctrl-C reaches the whole pipeline: the reader (| jq) may be gone when a finally flushes the
             # records still buffered, and that EPIPE replaced the KeyboardInterrupt (click: exit 1).
@@ -134,9 +153,12 @@ class PluginCommands(click.Group):
             if cause is None:
                 raise
             _silence_stdout()  # nobody reads it
-            if isinstance(cause, KeyboardInterrupt):  # a SystemExit(130) has said so already
-                _err("interrupted")
-            sys.exit(EXIT_INTERRUPTED)
+            if isinstance(cause, KeyboardInterrupt):  # a SystemExit(130/143) has said so already
+                message, code = _stopped(cause)
+                _err(message)
+                sys.exit(code)
+            assert isinstance(cause, SystemExit)
+            sys.exit(cause.code)
 
     def _entry_points(self) -> dict[str, object]:
         from importlib.metadata import entry_points
@@ -177,6 +199,7 @@ def main() -> None:
     dpicore.commands), such as 'dpi ml' from dpi-ml.
     """
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 @main.command()
@@ -483,9 +506,10 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
     config, plugins = _load(config_path, layers, all_layers)
     _warn_failed(plugins)
     clf = Classifier(config=config, plugins=plugins)
-    out, writer = _open_writer(output, fmt, config.all_layers)
-    if writer.fmt == "table":
-        writer = RecordWriter(out, "jsonl", config.all_layers)  # a table cannot stream; live output must
+    # The output is opened once the interface is (on_ready): a usage error (no such interface, a bad
+    # filter, an unwritable --write-pcap) must not have emptied an existing -o file first.
+    out: IO[str] | None = None
+    writer: RecordWriter | None = None
     counts: Counter[str] = Counter()
     last_summary = time.time()
 
@@ -498,13 +522,21 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
             last_summary = now
             _live_summary(clf, counts)
 
+    def ready(src: Any) -> None:
+        nonlocal out, writer
+        out, writer = _open_writer(output, fmt, config.all_layers)
+        if writer.fmt == "table":
+            writer = RecordWriter(out, "jsonl", config.all_layers)  # a table cannot stream; live output must
+        if not quiet:
+            _err(f"listening on {src.interface}, link type {src.linktype}")
+
     try:
-        ready = None if quiet else (lambda src: _err(f"listening on {src.interface}, link type {src.linktype}"))
         flows = clf.classify_live(interface, bpf=bpf, duration=duration, write_pcap=write_pcap,
                                   on_ready=ready, on_tick=summarise)
         while True:
             try:
                 for flow in flows:
+                    assert out is not None and writer is not None  # ready() came first
                     record = flow_record(flow, config.all_layers)
                     writer.write(record)
                     out.flush()
@@ -523,16 +555,18 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
     except LiveCaptureError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
-    except KeyboardInterrupt:  # a second Ctrl-C, while the open flows were being written
-        _err(f"interrupted: {len(clf.engine.table)} open flows not written "
+    except KeyboardInterrupt as exc:  # a second Ctrl-C (or SIGTERM), while the open flows were being written
+        message, code = _stopped(exc)
+        _err(f"{message}: {len(clf.engine.table)} open flows not written "
              f"({sum(counts.values())} written)")
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(EXIT_OK)
     finally:
-        writer.close()
-        if output:
+        if writer is not None:
+            writer.close()
+        if output and out is not None:
             out.close()
         clf.close()
     if not quiet:

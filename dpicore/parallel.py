@@ -432,8 +432,10 @@ def _worker(config: Config, todo: Any, results: Any, number: int, log_level: int
     """A worker process: one Classifier, tasks from ``todo`` until the sentinel, records to ``results``."""
     # The parent's logging level: a plugin that fails to load was reported there already.
     logging.basicConfig(level=log_level, format="%(levelname)s: %(message)s")
-    # Ctrl-C reaches the whole process group; the parent alone handles it and terminates us.
+    # Ctrl-C reaches the whole process group; the parent alone handles it and terminates us.  SIGTERM
+    # (the parent's terminate()) ends us at once, whatever handler `dpi` gave the process we forked from.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     parent = os.getppid()
 
     def put(item: tuple[str, int, Any]) -> None:

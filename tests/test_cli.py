@@ -335,3 +335,25 @@ def test_dpi_sets_one_blas_thread_before_numpy_loads(tmp_path: Path, asked: str 
     assert f"at numpy import: {asked or '1'}" in proc.stdout.splitlines()
     if asked is None:
         assert "threads: 1" in proc.stdout.splitlines()
+
+
+def test_sigterm_stops_classify_as_ctrl_c_does_with_143(tmp_path: Path) -> None:
+    """SIGTERM (timeout, kill, systemd) ends `dpi classify` as Ctrl-C does: the records written so
+    far are whole lines, one line says so, and the exit code is 143, what a shell reports for it."""
+    import signal
+
+    fifo = tmp_path / "endless.pcap"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(DPI + ["classify", str(fifo), "-q", "-f", "jsonl", "-l", "heuristics"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    with open(fifo, "wb") as writer:
+        writer.write(_expiring_flows(100))
+        writer.flush()
+        first = proc.stdout.readline()  # records came; dpi waits for more input
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, err
+    assert err.decode().strip().splitlines()[-1] == "terminated", err
+    lines = (first + out).decode().splitlines()
+    assert lines and all(json.loads(line)["transport"] for line in lines)

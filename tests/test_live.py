@@ -320,3 +320,45 @@ def test_live_first_ctrl_c_while_a_record_is_written_still_writes_the_open_flows
     # Every connection's record, the held ones too; the one being written when the signal came may be
     # cut (CPython drops a flush's text that a signal interrupts).
     assert len({f"/{i}" for i in range(400)} - paths) <= 1, sorted({f"/{i}" for i in range(400)} - paths)[:5]
+
+
+def test_live_sigterm_writes_the_open_flows_and_completes_the_pcap(http_server: int, tmp_path: Path) -> None:
+    """SIGTERM (timeout, kill, systemd, docker stop) stops `dpi live` as Ctrl-C does.  It used to end
+    the process at once: exit 143, no record of the open connection, and a 0-byte --write-pcap file
+    (libpcap's buffer never flushed)."""
+    import signal
+
+    pcap = tmp_path / "kept.pcap"
+    proc = subprocess.Popen(DPI + ["live", "-i", "lo", "--bpf", f"tcp port {http_server}", "-f", "jsonl",
+                                   "--summary-every", "0", "--write-pcap", str(pcap)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    while not (line := proc.stderr.readline()).startswith("listening on"):
+        assert line, "dpi live ended before it listened"
+    with socket.create_connection(("127.0.0.1", http_server)) as s:  # stays open until dpi has stopped
+        s.sendall(b"GET /open HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(65536)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["metadata"].get("path") for r in records] == ["/open"], records
+    assert re.search(r"^stopped: ", err, re.M), err
+    offline = subprocess.run(DPI + ["classify", "-q", "-f", "jsonl", str(pcap)], capture_output=True, text=True,
+                             timeout=60)
+    assert offline.returncode == 0, offline.stderr
+    assert [json.loads(line)["protocol"] for line in offline.stdout.splitlines()] == ["HTTP"]
+
+
+@pytest.mark.parametrize("args", [["-i", "nope0"], ["-i", "lo", "--bpf", "tcp port"],
+                                  ["-i", "lo", "--write-pcap", "/nonexistent-dir/x.pcap"]])
+def test_a_live_usage_error_leaves_an_existing_output_file_alone(tmp_path: Path, args: list[str]) -> None:
+    """The -o file was opened (emptied) before the interface: a mistyped interface or filter erased
+    the records of an earlier run."""
+    out = tmp_path / "earlier.jsonl"
+    out.write_text('{"earlier": "records"}\n')
+    proc = subprocess.run(DPI + ["live", *args, "--duration", "1", "-o", str(out)], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert out.read_text() == '{"earlier": "records"}\n'
