@@ -584,6 +584,10 @@ def _live_summary(clf: Classifier, counts: "Counter[str]", final: bool = False) 
          f"{len(clf.engine.table)} open; top: {top}")
 
 
+#: Lines of a JSONL file that `dpi report` skipped, named one by one; past that only counted.
+SKIPPED_NAMED = 5
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="report.html",
@@ -630,11 +634,21 @@ def report(paths: tuple[str, ...], output: str, title: str, layers: str | None, 
 
                 with open(path, "rb") as fh:
                     head = fh.read(4)
+                if not head:
+                    _err(f"{given}: empty file, not a capture")
+                    damaged = True
+                    continue
                 if not is_capture(head):
+                    skipped: list[str] = []
                     try:
-                        records.extend(read_records(path))
+                        records.extend(read_records(path, skipped))
                     except ReportError as exc:
                         raise ReportError(named(str(exc))) from None
+                    for line in skipped[:SKIPPED_NAMED]:
+                        _err(named(line) + ": skipped")
+                    if len(skipped) > SKIPPED_NAMED:
+                        _err(f"{given}: {len(skipped) - SKIPPED_NAMED} more lines skipped")
+                    damaged |= bool(skipped)
                     continue
                 if clf is None:
                     config, plugins = _load(config_path, layers, all_layers)
@@ -646,7 +660,10 @@ def report(paths: tuple[str, ...], output: str, title: str, layers: str | None, 
                     for line in src.problems:
                         _err(named(line))
                     damaged |= src.damaged
-        write_report(records, output, title, [str(p) for p in files])
+        try:
+            write_report(records, output, title, [str(p) for p in files])
+        except OSError as exc:
+            raise InputError(f"{output}: cannot write: {exc.strerror or exc}") from None
     except ReportError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_DAMAGED if records or damaged else EXIT_USAGE)

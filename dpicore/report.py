@@ -43,22 +43,46 @@ def _pyplot() -> Any:
     return plt
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records from a JSONL file written by ``dpi classify --format jsonl``."""
+def read_records(path: str | Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Records from a JSONL file written by ``dpi classify --format jsonl``.
+
+    A line that is not such a record (not UTF-8, not JSON, a field the report reads missing or odd)
+    raises ReportError naming it; with ``skipped`` it is skipped and a line naming it is appended
+    there instead, as `dpi classify` reports a damaged packet and goes on (the last line of a file
+    whose writer was killed is cut short).  A file none of whose lines is a record raises either way:
+    it is not a record file.
+    """
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
+    bad: list[str] = []
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            problem = None
             try:
+                line = raw.decode("utf-8").strip()
+                if not line:
+                    continue
                 record = json.loads(line)
+            except UnicodeDecodeError:
+                problem = "is not UTF-8 text"
             except json.JSONDecodeError as exc:
-                raise ReportError(f"{path}: line {number} is not JSON: {exc.msg}") from None
-            problem = _unfit(record)
-            if problem is not None:
-                raise ReportError(f"{path}: line {number} is not a dpicore flow record ({problem})")
-            out.append(record)
+                problem = f"is not JSON: {exc.msg}"
+            except (ValueError, RecursionError) as exc:  # a number of 4,300+ digits; nesting too deep
+                problem = f"is not JSON a record can be: {type(exc).__name__}"
+            else:
+                unfit = _unfit(record)
+                if unfit is not None:
+                    problem = f"is not a dpicore flow record ({unfit})"
+            if problem is None:
+                out.append(record)
+                continue
+            message = f"{path}: line {number} {problem}"
+            if skipped is None:
+                raise ReportError(message)
+            bad.append(message)
+    if bad and not out:
+        raise ReportError(bad[0] if len(bad) == 1 else f"{bad[0]} (and {len(bad) - 1} more lines; no record)")
+    if skipped is not None:
+        skipped.extend(bad)
     return out
 
 
@@ -67,14 +91,19 @@ def _unfit(record: Any) -> str | None:
     `dpi classify` writes, times finite and in order."""
     if not isinstance(record, dict):
         return "not an object"
-    for key, kinds in (("protocol", (str,)), ("src_ip", (str,)), ("dst_ip", (str,)), ("bytes", (int,)),
-                       ("packets", (int,)), ("first_seen", (int, float)), ("last_seen", (int, float))):
+    for key, kinds in (("protocol", (str,)), ("transport", (str,)), ("src_ip", (str,)), ("dst_ip", (str,)),
+                       ("bytes", (int,)), ("packets", (int,)), ("first_seen", (int, float)),
+                       ("last_seen", (int, float))):
         value = record.get(key)
         if not isinstance(value, kinds) or isinstance(value, bool):
-            return f"{key} is {value!r}"
-    if record["bytes"] < 0 or not all(math.isfinite(record[k]) and abs(record[k]) < 1e12
-                                      for k in ("first_seen", "last_seen")):
-        return "bytes or times out of range"
+            return f"{key} is {_short(value)}"
+    for key in ("src_port", "dst_port"):
+        value = record.get(key, ())
+        if not (value is None or type(value) is int):  # None: ICMP and other portless transports
+            return f"{key} is {_short(value)}"
+    if not all(0 <= record[k] < 2 ** 63 for k in ("bytes", "packets")) or not all(
+            math.isfinite(record[k]) and abs(record[k]) < 1e12 for k in ("first_seen", "last_seen")):
+        return "bytes, packets or times out of range"
     if record["last_seen"] < record["first_seen"]:
         return "last_seen before first_seen"
     if not isinstance(record.get("source"), (str, type(None))):
@@ -85,6 +114,12 @@ def _unfit(record: Any) -> str | None:
             for v in verdicts):
         return "verdicts is not a list of verdicts (source and protocol text)"
     return None
+
+
+def _short(value: Any) -> str:
+    """A field's value for a message: a 10**400 or a megabyte of text is not repeated whole."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "a number too large"
+    return printable(text[:60] + ("..." if len(text) > 60 else ""))
 
 
 def _utc(ts: float) -> str:

@@ -131,3 +131,49 @@ def test_names_and_times_that_charts_and_calendars_cannot_hold_are_drawn_as_text
                dict(_BASE, first_seen=2.0 ** 63, last_seen=2.0 ** 63, src_port=1003)]
     page = render(records)
     assert "s after 1970-01-01" in page and "a$b$c" in page
+
+
+@pytest.mark.parametrize("line, problem", [
+    (b"\xff\xfe{}", "not UTF-8"), (b"[" * 100_000, "RecursionError"),
+    (json.dumps({k: v for k, v in _BASE.items() if k != "transport"}).encode(), "transport is None"),
+    (json.dumps(dict(_BASE, bytes=10 ** 400)).encode(), "out of range"),
+    (json.dumps(dict(_BASE, src_port="80")).encode(), "src_port is '80'"),
+], ids=["latin", "deep", "no-transport", "huge-bytes", "str-port"])
+def test_lines_that_were_tracebacks_name_their_line(tmp_path: Path, line: bytes, problem: str) -> None:
+    """Each was a traceback (UnicodeDecodeError, RecursionError, KeyError, OverflowError) found by a
+    review helper."""
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(json.dumps(_BASE).encode() + b"\n" + line + b"\n")
+    with pytest.raises(ReportError, match=f"line 2 .*{re.escape(problem)}"):
+        read_records(path)
+    skipped: list[str] = []
+    assert len(read_records(path, skipped)) == 1 and len(skipped) == 1 and problem in skipped[0]
+
+
+def test_a_cut_last_line_costs_that_line_not_the_report(tmp_path: Path) -> None:
+    """A killed `dpi classify` leaves its last line cut: the report skipped nothing and was not written
+    (exit 1 with another file, 2 alone).  Now the line is named and skipped, the report written, exit
+    1 as for a damaged capture; an empty file is damaged input too (it was silently ignored)."""
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(dict(_BASE, src_port=1000 + i)) + "\n" for i in range(3)))
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(good.read_text()[:-40])
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    out = tmp_path / "r.html"
+    proc = subprocess.run(DPI + ["report", str(good), str(cut), str(empty), "-o", str(out)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{cut}: line 3 is not JSON" in proc.stderr and f"{empty}: empty file" in proc.stderr
+    assert "wrote" in proc.stderr and "5 flows" in proc.stderr and out.exists()
+
+
+@pytest.mark.parametrize("target", ["/dev/full", "no-such-dir/r.html"])
+def test_a_report_that_cannot_be_written_is_one_line(tmp_path: Path, target: str) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(_BASE) + "\n")
+    proc = subprocess.run(DPI + ["report", str(good), "-o", target], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "No space left on device" if target == "/dev/full" else "No such file or directory")
