@@ -99,7 +99,18 @@ def _load(config_path: str | None, layers: str | None, all_layers: bool) -> tupl
         plugins = discover(config)
     except PluginError as exc:
         raise InputError(f"{exc}. Run 'dpi plugins' to see what is installed.") from None
+    _warn_unknown_layers(config, plugins)
     return config, plugins
+
+
+def _warn_unknown_layers(config: Config, plugins: PluginSet) -> None:
+    """A layer id the configuration names that no installed plugin has: a typo (`heuristcs`) otherwise
+    only showed as layers that did not run.  A warning, not an error: one configuration may serve
+    machines with different plugins installed (`require` is for the layers a run cannot do without)."""
+    named = {*(config.enable or ()), *config.block, *config.layer_settings}
+    for layer_id in sorted(named - set(plugins.statuses)):
+        _err(f"warning: the configuration names layer {layer_id!r}, which is not installed "
+             f"(installed: {', '.join(sorted(plugins.statuses)) or 'none'})")
 
 
 COMMANDS_GROUP = "dpicore.commands"

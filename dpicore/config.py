@@ -17,6 +17,10 @@ The file format (all keys optional)::
 
     [layers.ndpi]                    # passed to that layer's dpi_configure
     priority = 20
+
+Other tables and keys are errors: a misspelt ``[engine]`` would otherwise run
+on the defaults unnoticed.  A layer id is checked against the installed
+plugins by the command (a warning: one file may serve several machines).
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ def _string_list(value: Any, key: str) -> list[str]:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config()
+    for key in data:
+        if key not in ("engine", "layers"):  # a misspelt [engine] was silently the defaults
+            raise ConfigError(f"unknown {'table [' + key + ']' if isinstance(data[key], dict) else 'key ' + key}"
+                              " (known: [engine], [layers] and [layers.<id>])")
     engine = data.get("engine", {})
     if not isinstance(engine, dict):
         raise ConfigError("[engine] must be a table")

@@ -208,6 +208,9 @@ def test_good_capture_exits_zero(tmp_path: Path) -> None:
     ("[engine]\nmax_payloads = 0\n", "engine.max_payloads and the timeouts must be positive"),
     ("[engine]\nmax_flows = 2.7\n", "engine.max_flows must be an integer"),    # once read as 2
     ("[layers.heuristics]\npriority = true\n", "layers.heuristics.priority must be an integer"),
+    ("[engnie]\nmax_flows = 10\n", "unknown table [engnie]"),             # once silently the defaults
+    ("[layer]\nenable = ['ml']\n", "unknown table [layer]"),              # once every layer ran
+    ("max_flows = 10\n", "unknown key max_flows"),
 ])
 def test_bad_config_file(tmp_path: Path, content: str, message: str) -> None:
     (tmp_path / "good.pcap").write_bytes(pcap_bytes(flows(1)))
@@ -317,3 +320,15 @@ def test_a_file_name_s_control_characters_do_not_reach_the_terminal(tmp_path: Pa
         assert "\x1b" not in p.stderr and "\x07" not in p.stderr
         assert "bad\\x1b]0;PWNED\\x07.pcap" in p.stderr
     assert proc.returncode == 1 and missing.returncode == 2
+
+
+@pytest.mark.parametrize("content", ["[layers]\nenable = ['heuristcs', 'heuristics']\n",
+                                     "[layers.heuristcs]\npriority = 99\n",
+                                     "[layers]\nblock = ['heuristcs']\n"])
+def test_a_misspelt_layer_id_in_the_config_is_named(tmp_path: Path, content: str) -> None:
+    """A layer id no installed plugin has was silently ignored (or showed only as every flow Unknown)."""
+    (tmp_path / "good.pcap").write_bytes(pcap_bytes(flows(1)))
+    (tmp_path / "dpi.toml").write_text(content)
+    proc = dpi("classify", "good.pcap", "--config", "dpi.toml", "-f", "jsonl", cwd=tmp_path)
+    assert proc.returncode == 0 and len(records(proc)) == 1
+    assert "layer 'heuristcs', which is not installed (installed: " in proc.stderr
