@@ -245,6 +245,11 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
     files = expand_paths(paths)
     if cluster and jobs != 1:
         raise InputError("--cluster and -j exclude each other (the cluster's workers are the parallelism)")
+    if cluster:
+        for f in files:
+            if not f.is_file():  # a worker would open its own /dev/stdin, or a FIFO nobody writes
+                raise InputError(f"{f}: --cluster needs regular files the workers can open; this is a "
+                                 "pipe or device (save it to a file on shared storage, or run without --cluster)")
     run = None
     if jobs != 1:
         from .parallel import classify_files
@@ -339,6 +344,9 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
         except ClusterError as exc:
             raise InputError(str(exc)) from None
         failures = (ClusterError,)
+        if not work.workers():  # the tasks would wait, silently, until one joins
+            _err(f"warning: the scheduler at {cluster} has no workers yet; the tasks wait for one "
+                 "(start 'dask worker' on a host that sees the captures; Ctrl-C stops)")
     try:
         out, writer = _open_writer(output, fmt, config.all_layers)
     except BaseException:

@@ -84,6 +84,13 @@ class ClusterRun:
                     get_address_host_port(address)
                 except (ValueError, NotImplementedError) as exc:
                     raise ClusterError(f"not a Dask scheduler address: {address} ({exc})") from None
+                if address.startswith("tls://"):  # without certificates the Client fails as above
+                    from distributed.security import Security
+
+                    if Security().get_connection_args("client").get("ssl_context") is None:
+                        raise ClusterError(f"{address}: a tls:// scheduler needs Dask's TLS settings "
+                                           "(distributed.comm.tls.ca-file, .client.cert and .client.key "
+                                           "in the Dask configuration); none are set")
             try:
                 self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
             except (OSError, TimeoutError, ValueError) as exc:
@@ -94,6 +101,10 @@ class ClusterRun:
     @property
     def damaged(self) -> bool:
         return self.tally.damaged
+
+    def workers(self) -> int:
+        """How many workers the scheduler has now (0: the tasks will wait for the first)."""
+        return len(self.client.scheduler_info().get("workers", {}))
 
     def __iter__(self) -> Iterator[Any]:
         if self._used:

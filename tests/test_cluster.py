@@ -105,3 +105,39 @@ def test_unreachable_scheduler(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setattr(dpicore.cluster, "CONNECT_TIMEOUT", 0.5)
     with pytest.raises(ClusterError, match="cannot connect to the Dask scheduler at tcp://127.0.0.1:9"):
         classify_on_cluster([tmp_path], "tcp://127.0.0.1:9")
+
+
+def test_a_tls_address_without_tls_settings_is_one_error(tmp_path: Path) -> None:
+    """Dask's Client raised a TypeError for tls:// without certificates, and its half-built object
+    then waited 20 s and printed a second traceback."""
+    with pytest.raises(ClusterError, match="needs Dask's TLS settings"):
+        classify_on_cluster([tmp_path], "tls://127.0.0.1:9")
+
+
+def test_cluster_refuses_a_pipe_it_cannot_hand_to_workers(tmp_path: Path) -> None:
+    """A worker opened its own /dev/stdin: "empty file, not a capture", exit 1, the piped capture
+    ignored.  Refused before any connection is tried."""
+    data = pcap_bytes([(1.0, eth(udp4("10.0.0.1", 1000, "10.0.0.2", 53, b"\x00" * 12)))])
+    proc = subprocess.run(DPI + ["classify", "--cluster", "tcp://127.0.0.1:9", "/dev/stdin", "-f", "jsonl"],
+                          input=data, capture_output=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert b"/dev/stdin: --cluster needs regular files" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_a_scheduler_without_workers_is_named_not_waited_on_silently(tmp_path: Path) -> None:
+    """The tasks wait for a worker to join; the run used to wait with nothing said."""
+    (tmp_path / "x.pcap").write_bytes(pcap_bytes([(1.0, eth(udp4("10.0.0.1", 1000, "10.0.0.2", 53, b"\x00" * 12)))]))
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None) as empty:
+        proc = subprocess.Popen(DPI + ["classify", "--cluster", empty.scheduler_address, "x.pcap", "-f", "jsonl"],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        try:
+            for line in proc.stderr:  # the warning comes, or the loop ends with the process
+                if "has no workers yet" in line:
+                    break
+            else:
+                pytest.fail("no warning before dpi ended")
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 143
