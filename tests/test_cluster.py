@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -131,13 +133,14 @@ def test_a_scheduler_without_workers_is_named_not_waited_on_silently(tmp_path: P
         proc = subprocess.Popen(DPI + ["classify", "--cluster", empty.scheduler_address, "x.pcap", "-f", "jsonl"],
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
-        try:
-            for line in proc.stderr:  # the warning comes, or the loop ends with the process
-                if "has no workers yet" in line:
-                    break
-            else:
-                pytest.fail("no warning before dpi ended")
-        finally:
-            proc.terminate()
-            proc.communicate(timeout=30)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        deadline = time.monotonic() + 30
+        while not any("has no workers yet" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.terminate()
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+    assert any("has no workers yet" in line for line in lines), lines
     assert proc.returncode == 143
