@@ -369,6 +369,11 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
             writer.close()
             if output:
                 out.close()
+    for layer_id, reason in sorted(work.tally.unavailable.items()):  # as _warn_failed, quiet or not
+        if layer_id in plugins.statuses and plugins.statuses[layer_id].status == FAILED:
+            continue  # unavailable here too: said already
+        _err(f"warning: plugin {layer_id} unavailable {reason}; its verdicts are missing from that "
+             "worker's flows")
     if not quiet:
         t = work.tally
         _warn_totals(t.layer_errors, t.last_errors, t.evicted, config.max_flows)

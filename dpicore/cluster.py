@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .api import Classifier
 from .config import Config
 from .parallel import Batch, FileReport, Tally, Task, TaskSummary, plan, run_task
+from .plugins import FAILED
 
 #: A file gets one shard (task) per this many bytes.
 SHARD_BYTES = 50 << 20
@@ -190,5 +191,12 @@ def _cluster_task(config: Config, task: Task, jsonl: bool = False
                 "from the same path as the client: use a shared filesystem)")
         return Batch(jsonl, config.all_layers).take(), TaskSummary([line], True, 0, False, 0, 0, 0, 0, {})
     batch = Batch(jsonl, config.all_layers)
-    summary = run_task(_classifier(config), task, batch.add)
+    clf = _classifier(config)
+    summary = run_task(clf, task, batch.add)
+    failed = [st for st in clf.plugins.statuses.values() if st.status == FAILED]
+    if failed:  # the client loaded these layers; without a word their verdicts would just be missing
+        import socket
+
+        host = socket.gethostname()
+        summary.unavailable = {st.id: f"on worker {host}: {st.reason}" for st in failed}
     return batch.take(), summary

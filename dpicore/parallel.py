@@ -101,6 +101,9 @@ class TaskSummary:
     layer_errors: int
     #: Last error message per layer that raised during this task.
     last_errors: dict[str, str]
+    #: Layers that failed to load where the task ran, with why (a Dask worker without a library the
+    #: client has); -j workers load what the parent checked.
+    unavailable: dict[str, str] = attrs.field(factory=dict)
 
 
 def jobs_count(jobs: int) -> int:
@@ -233,6 +236,7 @@ class Tally:
         self.evicted = 0
         self.layer_errors = 0
         self.last_errors: dict[str, str] = {}
+        self.unavailable: dict[str, str] = {}
 
     def add(self, task: Task, s: TaskSummary) -> FileReport | None:
         """Account one finished task; returns the file's report when it was the file's last task."""
@@ -248,6 +252,7 @@ class Tally:
         self.evicted += s.evicted
         self.layer_errors += s.layer_errors
         self.last_errors.update(s.last_errors)
+        self.unavailable.update(s.unavailable)
         return rep if rep.complete else None
 
     @property
