@@ -207,6 +207,7 @@ class Engine:
             flow.s2c_bytes += pkt.wire_len
         if ts > flow.last_seen:  # captures whose clock jumps back keep first <= last
             flow.last_seen = ts
+        table.moved(flow)
         if pkt.proto == TCP and pkt.tcp_flags & (FIN | RST):
             table.note_tcp_flags(flow, pkt.tcp_flags, direction, ts)
         if flow.pending and flow.pending is not opened:

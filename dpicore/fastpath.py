@@ -19,11 +19,14 @@ The records equal the packet-by-packet path's; the order in which ended
 flows are reported can differ (flows are fed flow by flow within an
 interval), so compare outputs as sorted lines.  Where the order across
 flows decides a record, a batch that may reach the flow cap
-(``engine.max_flows``: which flow is evicted) runs packet by packet.  One
-case is left: a capture whose clock goes back by more than the time to the
-next scan, where an idle flow can be ended by a scan in one path and joined
-by the late packet in the other (the flow table is in last-seen order only
-up to the order of flows within an interval).
+(``engine.max_flows``: which flow is evicted) runs packet by packet.  The
+idle scans end the same flows in both paths, also when the capture's clock
+goes back (the flow table queues flows moved behind the latest, see
+:class:`~dpicore.flowtable.FlowTable`).  One case is left: a capture whose
+clock goes back inside an interval, where a flow that depends on another's
+state (an FTP data connection announced on its control connection) can be
+run before the packet that announces it in one path and after it in the
+other.
 """
 
 from __future__ import annotations
@@ -174,6 +177,7 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
                 flow.last_seen = last
             summed += n
             move(key)
+            table.moved(flow)
             continue
         s = g.start[r]
         yield from _group(engine, source, cols, key, positions[s:s + g.packets[r]], decoded)
@@ -485,3 +489,4 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
         source.packets += summed
         if flow is not None:
             table.flows.move_to_end(key)
+            table.moved(flow)

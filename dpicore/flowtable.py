@@ -2,7 +2,13 @@
 
 Flows live in an ``OrderedDict`` kept in last-seen order (each packet moves
 its flow to the end), so the idle flows are always at the front: expiring
-them and evicting under the live-flow cap never scans the table.
+them and evicting under the live-flow cap never scans the table.  A capture
+whose clock jumps back breaks that order: a flow moved to the end with a
+last-seen time well before another's sits behind a flow that is not idle,
+and the scan, which stops at the first flow that is not idle, would keep it
+past its timeout (and -j 2, whose workers hold other flows in front of it,
+would not).  Such flows are also kept in a heap by last-seen time, which the
+scan drains as well (:meth:`FlowTable.moved`).
 
 TCP: a FIN from both sides or a RST puts the flow into a short *closing*
 state; the trailing ACKs still count on it, and a new SYN on the same
@@ -12,7 +18,9 @@ flow instead of merging two connections.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import heapq
+from collections import OrderedDict
+from itertools import count
 from typing import Iterator
 
 from .model import ACK, FIN, RST, SYN, TCP, Flow, FlowKey, Packet
@@ -35,6 +43,11 @@ _PORTS = tuple(range(1 << 16))
 #: Addresses the table keeps one object of (see FlowTable.new_flow); cleared when full.
 ADDRESSES = 1 << 12
 
+#: Seconds of capture time between two expiry scans (Engine.feed scans at the first packet a second
+#: past the last scan).  A flow moved to the end less than this behind the latest one is caught by
+#: the next scan at the latest, as a batch's flows, run flow by flow, always were.
+SCAN_EVERY = 1.0
+
 
 class FlowTable:
     def __init__(self, idle_timeout: float = 120.0, active_timeout: float = 1800.0,
@@ -44,7 +57,15 @@ class FlowTable:
         self.max_flows = max_flows
         self.close_timeout = close_timeout
         self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
-        self._closing: deque[tuple[float, Flow]] = deque()
+        #: Closed flows by the time they go: a heap, as a capture's clock may go back.
+        self._closing: list[tuple[float, int, Flow]] = []
+        #: The latest last-seen time of a flow moved to the end (see moved).
+        self.horizon = float("-inf")
+        #: Flows moved to the end more than SCAN_EVERY behind the horizon, by last-seen time then
+        #: arrival; each flow is in it once (``_queued``), its entry's time no later than its last_seen.
+        self._behind: list[tuple[float, int, Flow]] = []
+        self._queued: set[Flow] = set()
+        self._order = count()
         self.evicted = 0
         self.created = 0
         #: One bytes object per address recently seen opening a flow (see new_flow).
@@ -81,6 +102,16 @@ class FlowTable:
     def insert(self, flow: Flow) -> None:
         self.flows[flow.key] = flow
 
+    def moved(self, flow: Flow) -> None:
+        """``flow`` went to the end of the table, its last_seen updated.  One well before the latest (the
+        capture's clock went back) is queued where expire finds it."""
+        last = flow.last_seen
+        if last >= self.horizon:
+            self.horizon = last
+        elif last + SCAN_EVERY < self.horizon and flow not in self._queued:
+            self._queued.add(flow)
+            heapq.heappush(self._behind, (last, next(self._order), flow))
+
     def remove(self, flow: Flow, reason: str) -> Flow:
         if self.flows.get(flow.key) is flow:
             del self.flows[flow.key]
@@ -116,13 +147,13 @@ class FlowTable:
             return
         flow.fin_mask |= CLOSING
         flow.notes[CLOSE_AT] = ts + self.close_timeout
-        self._closing.append((ts + self.close_timeout, flow))
+        heapq.heappush(self._closing, (ts + self.close_timeout, next(self._order), flow))
 
     def expire(self, now: float) -> Iterator[Flow]:
         """Remove and yield the flows that ended by ``now`` (closing and idle ones)."""
         closing = self._closing
         while closing and closing[0][0] < now:  # a straggler at exactly the close time still joins (must_restart)
-            _, flow = closing.popleft()
+            flow = heapq.heappop(closing)[2]
             if self.flows.get(flow.key) is flow:
                 yield self.remove(flow, flow.end_reason)
         flows = self.flows
@@ -133,9 +164,18 @@ class FlowTable:
             if flow.last_seen >= limit:
                 break
             del flows[key]
-            if not flow.end_reason or not flow.fin_mask & CLOSING:
-                flow.end_reason = END_IDLE
-            yield flow
+            yield _idle(flow)
+        behind = self._behind
+        while behind and behind[0][0] < limit:
+            flow = heapq.heappop(behind)[2]
+            self._queued.discard(flow)
+            if flows.get(flow.key) is not flow:
+                continue  # ended meanwhile
+            if flow.last_seen < limit:
+                del flows[flow.key]
+                yield _idle(flow)
+            else:
+                self.moved(flow)  # seen again since it was queued: queued again if still behind
 
     def evict_for_new(self) -> Flow | None:
         """Make room for a new flow when the cap is reached: the least recently seen goes."""
@@ -155,3 +195,11 @@ class FlowTable:
                 flow.end_reason = END_EOF
             yield flow
         self._closing.clear()
+        self._behind.clear()
+        self._queued.clear()
+
+
+def _idle(flow: Flow) -> Flow:
+    if not flow.end_reason or not flow.fin_mask & CLOSING:
+        flow.end_reason = END_IDLE
+    return flow

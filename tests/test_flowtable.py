@@ -178,3 +178,40 @@ def test_flows_hold_shared_port_objects() -> None:
     assert (a.client_port, a.server_port, b.client_port) == (40000, 9999, 40001)
     assert a.server_port is b.server_port is a.key.port_b is b.key.port_b
     assert a.key == FlowKey.of(first) and b.key == FlowKey.of(second)
+
+
+def test_a_flow_behind_a_clock_jump_still_times_out() -> None:
+    """The scan stops at the first flow that is not idle.  When the capture's clock goes back, a flow
+    moved to the end can be older than one in front of it: B (t=100000) shielded A (t=1000) from the
+    scan at 100500, A then took a packet at 1001, and -j 2, whose worker held A without B, split A in
+    two.  Found by differential fuzzing (-j 1 against -j 2 on concatenated corpus captures)."""
+    b = packet(100000.0, "10.0.0.3", 4000, "10.0.1.1", 4001, proto="udp", payload=b"b")
+    a = packet(1000.0, "10.0.0.1", 5000, "10.0.0.2", 5001, proto="udp", payload=b"a")
+    b2 = packet(100500.0, "10.0.0.3", 4000, "10.0.1.1", 4001, proto="udp", payload=b"b")
+    a2 = packet(1001.0, "10.0.0.1", 5000, "10.0.0.2", 5001, proto="udp", payload=b"a")
+    flows = run([b, a, b2, a2], idle_timeout=600.0)
+    a_flows = sorted((f.first_seen, f.packets, f.end_reason) for f in flows if f.client_port == 5000)
+    assert a_flows == [(1000.0, 1, "idle"), (1001.0, 1, "eof")]
+    # as one process without B gives it: the shard of a -j 2 worker
+    alone = sorted((f.first_seen, f.packets, f.end_reason) for f in run([a, b2, a2], idle_timeout=600.0)
+                   if f.client_port == 5000)
+    assert alone == a_flows
+
+
+def test_a_closed_flow_behind_a_clock_jump_goes_at_its_close_time() -> None:
+    """The closed flows waited in a queue in the order they closed: one that closed at an earlier
+    capture time than the one in front of it waited for that one's time, and a later straggler joined it."""
+    x = [packet(100000.0, "10.0.0.3", 4000, "10.0.1.1", 80, flags=SYN),
+         packet(100000.1, "10.0.0.3", 4000, "10.0.1.1", 80, flags=FIN | ACK),
+         packet(100000.2, "10.0.1.1", 80, "10.0.0.3", 4000, flags=FIN | ACK)]
+    y = [packet(1000.0, "10.0.0.1", 5000, "10.0.0.2", 80, flags=SYN),
+         packet(1000.1, "10.0.0.1", 5000, "10.0.0.2", 80, flags=FIN | ACK),
+         packet(1000.2, "10.0.0.2", 80, "10.0.0.1", 5000, flags=FIN | ACK)]
+    later = packet(1010.0, "10.0.0.1", 5000, "10.0.0.2", 80, flags=ACK)  # close time 1005.2 has passed
+    e = engine()
+    for p in x + y:
+        e.feed(p)
+    ended = e.tick(1008.0)
+    assert [(f.client_port, f.end_reason) for f in ended] == [(5000, "fin")]
+    e.feed(later)
+    assert [f.packets for f in e.flush() if f.client_port == 5000] == [1]

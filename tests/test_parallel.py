@@ -228,3 +228,31 @@ def test_workers_forked_alone_and_from_a_forkserver_beside_threads() -> None:
         one = [flow_record(f) for p in captures for f in clf.classify_pcap(p)]
     assert len(one) > 60
     assert multiset(served) == multiset(one)
+
+
+def test_a_capture_whose_clock_jumps_back_splits_as_one_process_reads_it(tmp_path: Path) -> None:
+    """Flow B at t=100000, then the clock goes back: flow A at t=1000, B at 100500 (an idle scan), A
+    at 1001.  One process kept A past the scan (B, in front of it in the table, stopped the scan) and
+    A's second packet joined it; the worker holding A without B ended A at the scan.  A's two packets
+    were one record with -j 1, two with -j 2 (as on corpus captures concatenated in shuffled order,
+    where 1,207 records became 1,234; found by differential fuzzing)."""
+    from dpicore.fastpath import shard_of
+    from dpicore.model import FlowKey
+    from tests.helpers.frames import packet
+
+    def shard(src: str, dst: str) -> int:
+        return shard_of(FlowKey.of(packet(1.0, src, 1, dst, 2, proto="udp")), 2)
+
+    b_dst = next(f"10.0.1.{i}" for i in range(1, 255) if shard("10.0.0.3", f"10.0.1.{i}") != shard("10.0.0.1", "10.0.0.2"))
+    b = eth(udp4("10.0.0.3", 40000, b_dst, 40001, b"b" * 20))
+    a = eth(udp4("10.0.0.1", 50000, "10.0.0.2", 50001, b"a" * 20))
+    capture = tmp_path / "clock_back.pcap"
+    capture.write_bytes(pcap_bytes([(100000.0, b), (1000.0, a), (100500.0, b), (1001.0, a)]))
+    config = Config(enable=["heuristics"])
+    with Classifier(config=config) as clf:
+        one = [flow_record(f) for f in clf.classify_pcap(capture)]
+    assert sorted(r["packets"] for r in one if r["src_port"] == 50000) == [1, 1]  # A idle at the scan
+    run = classify_files([capture], jobs=2, config=config, split_bytes=0)
+    split = list(run)
+    assert next(iter(run.tally.files.values())).shards == 2
+    assert multiset(split) == multiset(one)
