@@ -386,3 +386,28 @@ def test_frames_before_a_stall_are_not_held_back_by_what_follows_them(tmp_path: 
     first_time, first, count = batches_seen[0]
     assert (first, count) == (1, 20) and first_time < 1.0, batches_seen
     assert sum(n for _, _, n in batches_seen) == 21 and finished >= 1.5
+
+
+def test_nanosecond_pcapng_times_equal_the_nanosecond_pcap_ones(tmp_path: Path) -> None:
+    """One packet at 1679647550.087772420 s, as a nanosecond pcap and as a pcapng with if_tsresol 9: the
+    pcapng reader multiplied the whole tick count by the inexact 1e-9 and landed a float that records
+    round to .087773 (5 of the 12 nanosecond pcapng files of the corpus were a microsecond off when
+    converted to pcap; found by differential fuzzing)."""
+    ticks = 1679647550087772420
+    frame = eth(udp4(payload=b"x" * 20))
+    sec, ns = divmod(ticks, 10**9)
+    pcap = tmp_path / "ns.pcap"
+    pcap.write_bytes(b"\x4d\x3c\xb2\xa1" + struct.pack("<HHiIII", 2, 4, 0, 0, 65535, 1)
+                     + struct.pack("<IIII", sec, ns, len(frame), len(frame)) + frame)
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    pcapng = tmp_path / "ns.pcapng"
+    pcapng.write_bytes(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+                       + block(1, struct.pack("<HHI", 1, 0, 65535) + struct.pack("<HHB3x", 9, 1, 9) + b"\0" * 4)
+                       + block(6, struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame))
+                               + frame))
+    (a,), (b,) = list(read_frames(str(pcap))), list(read_frames(str(pcapng)))
+    assert a.ts == b.ts and f"{b.ts:.6f}" == "1679647550.087772"

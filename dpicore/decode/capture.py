@@ -325,7 +325,8 @@ class CaptureReader:
 
         read = self._fh.read
         order = "<"
-        interfaces: list[tuple[int, float, int]] = []  # linktype, seconds per tick, offset
+        # linktype, ticks per second (0: a binary resolution), seconds per tick, offset
+        interfaces: list[tuple[int, int, float, int]] = []
         number = 0
         used = 0  # bytes of the blocks read whole (see caught_up)
         while True:
@@ -366,14 +367,17 @@ class CaptureReader:
                     idb = cls(head + body)
                 except dpkt.Error as exc:
                     raise CaptureError(self.path, f"unreadable data: {exc}", number + 1) from None
-                tick, offset = 1e-6, 0
+                per_second, tick, offset = 10 ** 6, 1e-6, 0
                 for opt in idb.opts:
                     if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL and opt.data:
                         v = opt.data[0]
-                        tick = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -(v & 0x7F)
+                        if v & 0x80:
+                            per_second, tick = 0, 2.0 ** -(v & 0x7F)
+                        else:
+                            per_second, tick = 10 ** (v & 0x7F), 10.0 ** -(v & 0x7F)
                     elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) >= 8:
                         offset = struct.unpack(order + "q", opt.data[:8])[0]
-                interfaces.append((idb.linktype & 0xFFFF, tick, offset))
+                interfaces.append((idb.linktype & 0xFFFF, per_second, tick, offset))
                 self.linktypes.append(idb.linktype & 0xFFFF)
             elif btype in (6, 2):  # enhanced packet / obsolete packet block
                 number += 1
@@ -389,9 +393,14 @@ class CaptureReader:
                                        number)
                 if 20 + caplen > len(body):
                     raise CaptureError(self.path, f"corrupt packet block (captured length {caplen})", number)
-                linktype, tick, offset = interfaces[iface]
-                yield Frame(number, ((hi << 32) | lo) * tick + offset, linktype,
-                            body[20:20 + caplen], max(wire, caplen))
+                linktype, per_second, tick, offset = interfaces[iface]
+                ticks = (hi << 32) | lo
+                if per_second:  # seconds and fraction apart, as a pcap's: the whole count times an inexact
+                    sec, frac = divmod(ticks, per_second)  # 1e-9 could land a microsecond off
+                    ts = sec + frac * tick + offset
+                else:
+                    ts = ticks * tick + offset
+                yield Frame(number, ts, linktype, body[20:20 + caplen], max(wire, caplen))
             elif btype == 3:  # simple packet block: no timestamp
                 number += 1
                 self._number = number
