@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import attrs
 
 from .config import Config
 from .decode import CaptureSource, Decoder
@@ -63,7 +64,7 @@ class Classifier:
         if layers is not None:
             config = config.with_layers(list(layers))
         if all_layers is not None:
-            config.all_layers = all_layers
+            config = attrs.evolve(config, all_layers=all_layers)  # the caller's Config stays as it was
         self.config = config
         self.plugins = plugins or discover(config, extra=extra_plugins)
         self.engine = Engine(self.plugins, config)
@@ -72,6 +73,8 @@ class Classifier:
         #: The last live source opened by :meth:`classify_live` (for its counters).
         self.last_live: Any = None
         self._closed = False
+        #: A capture or packet stream is being read (its flows share the engine's table).
+        self._streaming = False
 
     def _check_open(self) -> None:
         if self._closed:
@@ -81,6 +84,39 @@ class Classifier:
     @property
     def layers(self) -> list[str]:
         return [layer.id for layer in self.engine.layers]
+
+    def _stream(self, flows: Iterator[Flow]) -> Iterator[Flow]:
+        """``flows`` of one capture or packet stream, on the engine's flow table.
+
+        One at a time: two captures read in turns would share the table, each one's flows ending the
+        other's.  A stream left before its end (``break``; the generator closed or collected) must not
+        leave its live flows for the next call to report: they are ended there, unreported (their
+        layers release what they hold).  And a Classifier closed meanwhile has no layers left: the
+        stream stops instead of yielding flows without verdicts.
+        """
+        self._check_open()
+        if self._streaming:
+            raise RuntimeError("this Classifier is already reading a capture or packet stream: finish or "
+                               "close that iteration first, or use another Classifier")
+        self._discard_leftovers()  # of a stream an exception ended (Ctrl-C: the caller counted them)
+        self._streaming = True
+        try:
+            for flow in flows:
+                yield flow
+                if self._closed:
+                    raise RuntimeError("this Classifier was closed while its flows were being read")
+        except GeneratorExit:  # left before its end
+            if hasattr(flows, "close"):
+                flows.close()
+            self._discard_leftovers()
+            raise
+        finally:
+            self._streaming = False
+
+    def _discard_leftovers(self) -> None:
+        if len(self.engine.table) and not self._closed:
+            for _ in self.engine.drained():
+                pass
 
     def classify_pcap(self, path: str | Path, batched: bool = True,
                       shard: tuple[int, int] | None = None, walks: SharedWalks | None = None) -> Iterator[Flow]:
@@ -103,9 +139,9 @@ class Classifier:
         source = CaptureSource(path)
         self.last_source = source
         if batched or shard is not None:
-            yield from classify_batched(self.engine, source, shard, walks)
+            yield from self._stream(classify_batched(self.engine, source, shard, walks))
         else:
-            yield from self.engine.run(source)
+            yield from self._stream(self.engine.run(source))
 
     def classify_live(self, interface: str, bpf: str | None = None, duration: float | None = None,
                       write_pcap: str | None = None, close_timeout: float = 0.5,
@@ -124,10 +160,21 @@ class Classifier:
         from .live import LiveSource
 
         self._check_open()
+        if self._streaming:  # before the interface is opened
+            raise RuntimeError("this Classifier is already reading a capture or packet stream: finish or "
+                               "close that iteration first, or use another Classifier")
         source = LiveSource(interface, bpf=bpf, duration=duration, write_pcap=write_pcap)
         self.last_live = source
+        table = self.engine.table
+        kept, table.close_timeout = table.close_timeout, close_timeout  # the capture files' own comes back
+        try:
+            yield from self._stream(self._live(source, on_ready, on_tick))
+        finally:
+            table.close_timeout = kept
+
+    def _live(self, source: Any, on_ready: Callable[[Any], None] | None,
+              on_tick: Callable[[], None] | None) -> Iterator[Flow]:
         engine = self.engine
-        engine.table.close_timeout = close_timeout
         feed, tick = engine.feed, engine.tick
         try:
             if on_ready is not None:  # inside the try: a callback that raises still closes the capture
@@ -148,13 +195,14 @@ class Classifier:
         yield from engine.drained()
 
     def classify_packets(self, packets: Iterable[Packet]) -> Iterator[Flow]:
-        self._check_open()
-        yield from self.engine.run(packets)
+        yield from self._stream(self.engine.run(packets))
 
     def classify_flow(self, packets: Iterable[Packet]) -> Flow:
-        """Classify packets that form one flow; returns that flow with its verdict(s)."""
+        """Classify packets that form one flow; returns that flow with its verdict(s).  Runs on a flow
+        table of its own, so it may be called while a capture's flows are being read."""
         self._check_open()
-        flows = list(self.engine.run(packets))
+        with self.engine.apart():
+            flows = list(self.engine.run(packets))
         if len(flows) != 1:
             raise ValueError(f"the packets form {len(flows)} flows, not one")
         return flows[0]
@@ -171,8 +219,11 @@ class Classifier:
         proto = _TRANSPORTS.get(transport.lower()) if isinstance(transport, str) else None
         if proto is None:
             raise ValueError(f"transport must be 'tcp' or 'udp', not {transport!r}")
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        if type(payload) is not bytes:
+            try:  # any buffer (bytearray, memoryview of any format, array, mmap) by its bytes, not its items
+                payload = memoryview(payload).tobytes()
+            except TypeError:
+                raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}") from None
         room = MAX_PAYLOAD[proto]
         if len(payload) > room:
             raise ValueError(f"a {transport.upper()} payload in one IPv4 packet holds at most {room} bytes, "

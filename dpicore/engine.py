@@ -10,6 +10,7 @@ and a layer that keeps failing is switched off for new flows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 from typing import Any, Iterable, Iterator
@@ -235,6 +236,19 @@ class Engine:
         self.next_expiry = float("-inf")
         for flow in self.table.drain():
             yield self._finish(flow)
+
+    @contextlib.contextmanager
+    def apart(self) -> Iterator[None]:
+        """Run what the block feeds on a flow table of its own: a flow or payload classified while a
+        capture's flows are being read (the table holds that capture's live flows) neither sees them
+        nor ends them.  The capture's table and scan time come back afterwards."""
+        table, due = self.table, self.next_expiry
+        self.table = FlowTable(self.config.idle_timeout, self.config.active_timeout, self.config.max_flows)
+        self.next_expiry = float("-inf")
+        try:
+            yield
+        finally:
+            self.table, self.next_expiry = table, due
 
     def run(self, packets: Iterable[Packet]) -> Iterator[Flow]:
         """Classify a stream of packets; yield every flow once it has ended."""

@@ -76,3 +76,80 @@ def test_capture_paths_as_text_bytes_or_path_and_nothing_else(clf: Classifier) -
         list(clf.classify_pcap(42))  # type: ignore[arg-type]
     assert list(clf.classify_pcap(SAMPLE.with_name("absent.pcap"))) == []
     assert clf.last_source is not None and clf.last_source.damaged, "a missing file is reported, not raised"
+
+
+REALCLIENTS = Path(__file__).resolve().parent / "captures" / "realclients"
+HTTP_HEAD = b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n"
+
+
+def _keys(flows: list) -> list[tuple]:
+    return sorted((str(f.key), f.packets) for f in flows)
+
+
+def test_a_capture_left_midway_leaves_nothing_for_the_next_call() -> None:
+    """A loop that stops early (break) left its live flows in the Classifier's table: the next
+    classify_pcap reported them as its own, and classify_payload said "the packets form 18 flows"."""
+    other = REALCLIENTS / "dns_udp_tcp.pcap"
+    with Classifier(layers="heuristics") as alone:
+        expected = _keys(list(alone.classify_pcap(other)))
+    with Classifier(layers="heuristics") as dpi:
+        for _ in dpi.classify_pcap(SAMPLE):  # 25 flows, most still live at the first one's end
+            break
+        assert dpi.classify_payload(HTTP_HEAD).protocol == "HTTP"
+        for _ in dpi.classify_pcap(SAMPLE):
+            break
+        assert _keys(list(dpi.classify_pcap(other))) == expected
+
+
+def test_payloads_classified_while_a_capture_is_read_touch_neither() -> None:
+    """classify_payload inside a classify_pcap loop raised, and ended (lost) most of the capture's flows."""
+    with Classifier(layers="heuristics") as alone:
+        expected = _keys(list(alone.classify_pcap(SAMPLE)))
+    with Classifier(layers="heuristics") as dpi:
+        flows = []
+        for flow in dpi.classify_pcap(SAMPLE):
+            flows.append(flow)
+            assert dpi.classify_payload(HTTP_HEAD).protocol == "HTTP"
+        assert _keys(flows) == expected
+
+
+def test_two_captures_at_once_on_one_classifier_are_refused() -> None:
+    with Classifier(layers="heuristics") as dpi:
+        first = dpi.classify_pcap(SAMPLE)
+        next(first)
+        with pytest.raises(RuntimeError, match="already reading"):
+            next(dpi.classify_pcap(SAMPLE))
+        assert len(list(first)) > 0  # the first goes on
+
+
+def test_a_capture_read_on_after_close_stops() -> None:
+    """Its flows kept coming, without verdicts (the layers were released)."""
+    dpi = Classifier(layers="heuristics")
+    flows = dpi.classify_pcap(SAMPLE)
+    next(flows)
+    dpi.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        next(flows)
+
+
+def test_all_layers_leaves_the_callers_config_alone() -> None:
+    from dpicore.config import Config
+
+    config = Config()
+    Classifier(config=config, all_layers=True).close()
+    assert config.all_layers is False
+
+
+def test_a_payload_is_its_bytes_whatever_the_buffer() -> None:
+    """A memoryview of 8-byte items was measured in items: 4 "bytes" of HTTP answered Unknown, and a
+    160,000-byte view passed the size check and failed inside dpkt; array.array was refused."""
+    import array
+
+    with Classifier(layers="heuristics") as dpi:
+        padded = HTTP_HEAD + b" " * (-len(HTTP_HEAD) % 8)
+        assert dpi.classify_payload(memoryview(padded).cast("Q")).protocol == "HTTP"
+        assert dpi.classify_payload(array.array("B", HTTP_HEAD)).protocol == "HTTP"
+        with pytest.raises(ValueError, match="at most 65495 bytes, not 160000"):
+            dpi.classify_payload(memoryview(bytes(160_000)).cast("Q"))
+        with pytest.raises(TypeError, match="bytes-like"):
+            dpi.classify_payload("GET / HTTP/1.1")  # type: ignore[arg-type]

@@ -362,3 +362,14 @@ def test_a_live_usage_error_leaves_an_existing_output_file_alone(tmp_path: Path,
                           timeout=30)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert out.read_text() == '{"earlier": "records"}\n'
+
+
+def test_classify_live_leaves_the_capture_files_close_timeout_alone() -> None:
+    """Its 0.5 s close timeout stayed on the Classifier's flow table: a capture classified afterwards
+    split differently (webex.pcap: 63 flows instead of 57)."""
+    from dpicore import Classifier
+
+    with Classifier(layers="heuristics") as dpi:
+        before = dpi.engine.table.close_timeout
+        list(dpi.classify_live("lo", bpf="udp port 9", duration=0.2))
+        assert dpi.engine.table.close_timeout == before
