@@ -19,7 +19,7 @@ flow instead of merging two connections.
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from itertools import count
 from typing import Iterator
 
@@ -57,8 +57,7 @@ class FlowTable:
         self.max_flows = max_flows
         self.close_timeout = close_timeout
         self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
-        #: Closed flows by the time they go: a heap, as a capture's clock may go back.
-        self._closing: list[tuple[float, int, Flow]] = []
+        self._closing: deque[tuple[float, Flow]] = deque()
         #: The latest last-seen time of a flow moved to the end (see moved).
         self.horizon = float("-inf")
         #: Flows moved to the end more than SCAN_EVERY behind the horizon, by last-seen time then
@@ -147,13 +146,13 @@ class FlowTable:
             return
         flow.fin_mask |= CLOSING
         flow.notes[CLOSE_AT] = ts + self.close_timeout
-        heapq.heappush(self._closing, (ts + self.close_timeout, next(self._order), flow))
+        self._closing.append((ts + self.close_timeout, flow))
 
     def expire(self, now: float) -> Iterator[Flow]:
         """Remove and yield the flows that ended by ``now`` (closing and idle ones)."""
         closing = self._closing
         while closing and closing[0][0] < now:  # a straggler at exactly the close time still joins (must_restart)
-            flow = heapq.heappop(closing)[2]
+            _, flow = closing.popleft()
             if self.flows.get(flow.key) is flow:
                 yield self.remove(flow, flow.end_reason)
         flows = self.flows
@@ -197,6 +196,7 @@ class FlowTable:
         self._closing.clear()
         self._behind.clear()
         self._queued.clear()
+        self.horizon = float("-inf")  # the next input (the next file of a directory) may be older
 
 
 def _idle(flow: Flow) -> Flow:

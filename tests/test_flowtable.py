@@ -197,21 +197,3 @@ def test_a_flow_behind_a_clock_jump_still_times_out() -> None:
                    if f.client_port == 5000)
     assert alone == a_flows
 
-
-def test_a_closed_flow_behind_a_clock_jump_goes_at_its_close_time() -> None:
-    """The closed flows waited in a queue in the order they closed: one that closed at an earlier
-    capture time than the one in front of it waited for that one's time, and a later straggler joined it."""
-    x = [packet(100000.0, "10.0.0.3", 4000, "10.0.1.1", 80, flags=SYN),
-         packet(100000.1, "10.0.0.3", 4000, "10.0.1.1", 80, flags=FIN | ACK),
-         packet(100000.2, "10.0.1.1", 80, "10.0.0.3", 4000, flags=FIN | ACK)]
-    y = [packet(1000.0, "10.0.0.1", 5000, "10.0.0.2", 80, flags=SYN),
-         packet(1000.1, "10.0.0.1", 5000, "10.0.0.2", 80, flags=FIN | ACK),
-         packet(1000.2, "10.0.0.2", 80, "10.0.0.1", 5000, flags=FIN | ACK)]
-    later = packet(1010.0, "10.0.0.1", 5000, "10.0.0.2", 80, flags=ACK)  # close time 1005.2 has passed
-    e = engine()
-    for p in x + y:
-        e.feed(p)
-    ended = e.tick(1008.0)
-    assert [(f.client_port, f.end_reason) for f in ended] == [(5000, "fin")]
-    e.feed(later)
-    assert [f.packets for f in e.flush() if f.client_port == 5000] == [1]
