@@ -66,17 +66,30 @@ def expand_paths(paths: tuple[str, ...], jsonl: bool = False) -> list[Path]:
     """Files as given; directories become the capture (and, if asked, JSONL) files inside them, sorted."""
     suffixes = CAPTURE_SUFFIXES + ((".jsonl",) if jsonl else ())
     out: list[Path] = []
+    seen: set[str] = set()
+
+    def add(f: Path) -> None:
+        # A file named twice (a directory and a file in it; a glob and the same name) is read once: its
+        # flows counted twice would be records the capture does not hold (and dpi-ml's training data).
+        if f.is_file():
+            real = os.path.realpath(f)
+            if real in seen:
+                return
+            seen.add(real)
+        out.append(f)
+
     for text in paths:
         p = Path(text)
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(suffixes))
             if not found:
                 raise InputError(f"{p}: directory holds no capture files ({', '.join(CAPTURE_SUFFIXES)})")
-            out.extend(found)
+            for f in found:
+                add(f)
         elif not p.exists():
             raise InputError(f"{p}: no such file or directory")
         else:
-            out.append(p)
+            add(p)
     return out
 
 

@@ -357,3 +357,10 @@ def test_sigterm_stops_classify_as_ctrl_c_does_with_143(tmp_path: Path) -> None:
     assert err.decode().strip().splitlines()[-1] == "terminated", err
     lines = (first + out).decode().splitlines()
     assert lines and all(json.loads(line)["transport"] for line in lines)
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    """Its records came twice, and with -j its damage lines once where one process printed them twice."""
+    (tmp_path / "a.pcap").write_bytes(pcap_bytes([(T0, eth(udp4(payload=b"\x00" * 12)))]))
+    proc = dpi("classify", "a.pcap", str(tmp_path / "a.pcap"), ".", "-q", "-f", "jsonl", cwd=tmp_path)
+    assert len(proc.stdout.splitlines()) == 1

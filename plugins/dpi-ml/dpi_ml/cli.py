@@ -79,8 +79,9 @@ _train_options = [
     click.option("--trees", default=100, show_default=True, type=click.IntRange(1, 5000)),
     click.option("--min-flows", default=3, show_default=True, type=click.IntRange(1),
                  help="Leave out protocols with fewer labelled flows."),
-    click.option("--seed", default=0, show_default=True, type=int),
-    click.option("--jobs", "-j", default=-1, show_default=True, type=int, help="CPU cores for training (-1: all)."),
+    click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1)),
+    click.option("--jobs", "-j", default=-1, show_default=True, type=click.IntRange(min=-1),
+                 help="CPU cores for training (0 or -1: all)."),
     click.option("--quiet", "-q", is_flag=True, help="No per-file progress on standard error."),
 ]
 
@@ -94,7 +95,7 @@ def _with_train_options(fn: Any) -> Any:
 def _params(trees: int, min_flows: int, seed: int, jobs: int) -> Any:
     from .train import TrainParams
 
-    return TrainParams(trees=trees, min_flows=min_flows, seed=seed, jobs=jobs)
+    return TrainParams(trees=trees, min_flows=min_flows, seed=seed, jobs=jobs or -1)  # 0: all, as dpi classify -j 0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -182,6 +183,8 @@ def evaluate(paths: tuple[str, ...], model_path: str | None, folds: int | None, 
         raise click.UsageError("--cv trains its own models; give --cv or --model, not both")
     if (train_also or repeats > 1) and folds is None:
         raise click.UsageError("--train-also and --repeats only make sense with --cv")
+    if Path(plot_path).suffix.lower() != ".png":  # refused now, not after the whole evaluation
+        raise click.UsageError(f"--plot {plot_path}: the plot is a PNG file (name it .png)")
     start = time.monotonic()
     samples, damage = _samples(paths, labels_from, config_path, quiet)
     if folds is not None:
@@ -189,6 +192,10 @@ def evaluate(paths: tuple[str, ...], model_path: str | None, folds: int | None, 
         if train_also:
             extra, more_damage = _samples(train_also, labels_from, config_path, quiet)
             damage.damaged |= more_damage.damaged
+            both = {s.capture for s in extra} & {s.capture for s in samples}
+            if both:  # their flows would be in every training fold and scored: the figures a leak
+                raise click.UsageError(f"--train-also names {len(both)} of the scored captures (e.g. "
+                                       f"{sorted(both)[0]}); a capture is scored or trained on, not both")
         try:
             runs = cross_validate(samples, _params(trees, min_flows, seed, jobs), folds=folds, extra=extra,
                                   repeats=repeats,
@@ -198,7 +205,8 @@ def evaluate(paths: tuple[str, ...], model_path: str | None, folds: int | None, 
         truth, names, conf = runs[0].truth, runs[0].predicted, runs[0].probability
         th = DEFAULT_THRESHOLD if threshold is None else threshold
         repeat_reports = [score(r.truth, r.predicted, r.probability, th, min_support) for r in runs]
-        what = f"{folds}-fold cross-validation grouped by capture file" + (
+        used = min(folds, len({s.capture for s in samples}))  # as cross_validate: no more folds than files
+        what = f"{used}-fold cross-validation grouped by capture file" + (
             f" (+{len(extra)} flows always in training)" if extra else "")
     else:
         from .plugin import DEFAULT_MODEL

@@ -82,7 +82,15 @@ def _corpus_labels(pcap: Path) -> list[LabelledFlow] | None:
     path = pcap.parent.parent / "labels" / f"{pcap.name}.json"
     if not path.is_file():
         return None
-    return load_labels(path)[1]
+    try:
+        flows = load_labels(path)[1]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LabelError(f"{path}: not an ndpiReader label file ({type(exc).__name__}: {exc})") from None
+    for lf in flows:  # as expected.json's: a model with such a class could not be loaded again
+        if not is_class_name(lf.protocol):
+            raise LabelError(f"{path}: protocol {lf.protocol[:80]!r} is not a printable name of "
+                             f"1-{MAX_CLASS_NAME} characters")
+    return flows
 
 
 def _expected_entry(pcap: Path) -> dict[str, Any] | None:
@@ -186,7 +194,9 @@ def collect(pcaps: Iterable[Path], labels_from: str | None = None, config: Confi
                 assert expected is not None
                 pairs = _label_expected(flows, expected, collector.summaries)
             before = len(samples)
-            for flow, label in pairs:
+            # In the order the flows began, not the order they ended: when a flow ends (timeouts, a
+            # capture whose clock goes back) must not change the training set's order, and so the model.
+            for flow, label in sorted(pairs, key=lambda pair: pair[0].number):
                 summary = collector.summaries.get(flow)
                 if summary is not None:
                     samples.append(Sample(pcap.name, flow, summary, label))

@@ -16,6 +16,7 @@ Two views of the same predictions:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -60,14 +61,14 @@ class Report:
 
     def summary(self) -> dict[str, Any]:
         """The headline figures (one line per cross-validation repeat)."""
-        return {"macro_f1": round(self.macro_f1, 4), "macro_f1_at_threshold": round(self.macro_f1_at, 4),
+        return {"macro_f1": _figure(self.macro_f1), "macro_f1_at_threshold": _figure(self.macro_f1_at),
                 "answered": self.answered, "answered_wrong": self.answered_wrong,
                 "wrong_rate": round(self.wrong_rate, 4)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "flows": self.flows, "min_support": self.min_support, "macro_f1": round(self.macro_f1, 4),
-            "macro_f1_at_threshold": round(self.macro_f1_at, 4),
+            "flows": self.flows, "min_support": self.min_support, "macro_f1": _figure(self.macro_f1),
+            "macro_f1_at_threshold": _figure(self.macro_f1_at),
             "macro_protocols": self.macro_protocols, "threshold": self.threshold, "answered": self.answered,
             "answered_right": self.answered_right, "answered_wrong": self.answered_wrong,
             "wrong_rate": round(self.wrong_rate, 4),
@@ -75,6 +76,12 @@ class Report:
                           for r in self.rows],
             "confusion": {"labels": self.labels, "matrix": self.confusion.tolist()},
         }
+
+
+def _figure(x: float) -> float | None:
+    """A figure for the JSON report: NaN (no protocol reached min_support, so no macro-F1) is null,
+    which JSON has; NaN it has not (json.dumps writes it, and other readers reject the file)."""
+    return None if math.isnan(x) else round(x, 4)
 
 
 def score(truth: Sequence[str], predicted: Sequence[str], confidence: np.ndarray, threshold: float,

@@ -63,6 +63,10 @@ def _load(path: Path) -> Forest:
     return forest
 
 
+#: What ``[layers.ml]`` may set (priority is read by the core).
+SETTINGS = ("model", "threshold", "priority")
+
+
 def threshold_setting(config: dict[str, Any], model: Forest) -> float:
     threshold = config.get("threshold", model.threshold_default)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
@@ -90,6 +94,9 @@ class MlLayer:
 
     @hookimpl
     def dpi_configure(self, config: dict[str, Any]) -> None:
+        unknown = sorted(set(config) - set(SETTINGS))
+        if unknown:  # a misspelt "model" ran the shipped model in silence
+            raise ValueError(f"layers.ml: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
         path = Path(str(config.get("model", DEFAULT_MODEL))).expanduser()
         model = _load(path)
         self.threshold = threshold_setting(config, model)

@@ -117,3 +117,14 @@ def test_bad_threshold_fails_the_layer(value: Any) -> None:
         assert "layers.ml.threshold" in plugins.statuses["ml"].reason
     finally:
         plugins.close()
+
+
+@pytest.mark.parametrize("setting", ["modle", "threshhold"])
+def test_a_misspelt_setting_fails_the_layer(setting: str) -> None:
+    """`modle = ...` ran the shipped model in silence; ndpi and lpi refuse unknown settings the same way."""
+    plugins = discover(ml_config(**{setting: "x"}))
+    try:
+        assert plugins.statuses["ml"].status == FAILED
+        assert f"layers.ml: unknown setting(s) {setting}" in plugins.statuses["ml"].reason
+    finally:
+        plugins.close()
