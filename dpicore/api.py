@@ -136,6 +136,9 @@ class Classifier:
             path = os.fsdecode(path)
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or a path, not {type(path).__name__}")
+        if shard is not None and not (isinstance(shard, tuple) and len(shard) == 2
+                                      and all(type(x) is int for x in shard) and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"shard must be (i, n) with ints 0 <= i < n, not {shard!r}")
         source = CaptureSource(path)
         self.last_source = source
         if batched or shard is not None:
@@ -219,20 +222,8 @@ class Classifier:
         proto = _TRANSPORTS.get(transport.lower()) if isinstance(transport, str) else None
         if proto is None:
             raise ValueError(f"transport must be 'tcp' or 'udp', not {transport!r}")
-        if type(payload) is not bytes:
-            try:  # any buffer (bytearray, memoryview of any format, array, mmap) by its bytes, not its items
-                payload = memoryview(payload).tobytes()
-            except TypeError:
-                raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}") from None
-        room = MAX_PAYLOAD[proto]
-        if len(payload) > room:
-            raise ValueError(f"a {transport.upper()} payload in one IPv4 packet holds at most {room} bytes, "
-                             f"not {len(payload)}")
         sport = DEFAULT_CLIENT_PORT if src_port is None else src_port
         dport = DEFAULT_SERVER_PORT if dst_port is None else dst_port
-        for name, port in (("src_port", sport), ("dst_port", dport)):
-            if type(port) is not int or not 0 <= port <= 0xFFFF:
-                raise ValueError(f"{name} must be an int in 0..65535, not {port!r}")
         packets = synthetic_packets(payload, proto, sport, dport, from_server)
         flow = self.classify_flow(packets)
         return flow.verdict or Verdict(UNKNOWN, source="", confidence=0.0)
@@ -251,8 +242,24 @@ class Classifier:
 
 def synthetic_packets(payload: bytes, proto: int, sport: int, dport: int, from_server: bool) -> list[Packet]:
     """Real IPv4 packets around one payload: a TCP handshake first, so layers that
-    track TCP state (nDPI) see what they would on the wire."""
+    track TCP state (nDPI) see what they would on the wire.  ``proto`` is TCP (6) or UDP
+    (17); the payload any bytes-like object that fits one packet; ports ints in 0..65535."""
     import dpkt  # here, not at the top: importing it is a sixth of every `dpi` start, and only this needs it
+
+    if proto not in MAX_PAYLOAD or type(proto) is bool:  # "tcp" or 132 built a UDP packet
+        raise ValueError(f"proto must be TCP ({TCP}) or UDP ({UDP}), not {proto!r}")
+    if type(payload) is not bytes:
+        try:  # any buffer (bytearray, memoryview of any format, array, mmap) by its bytes, not its items
+            payload = memoryview(payload).tobytes()
+        except TypeError:
+            raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}") from None
+    room = MAX_PAYLOAD[proto]
+    if len(payload) > room:
+        raise ValueError(f"a {'TCP' if proto == TCP else 'UDP'} payload in one IPv4 packet holds at most {room} "
+                         f"bytes, not {len(payload)}")
+    for name, port in (("src_port", sport), ("dst_port", dport)):
+        if type(port) is not int or not 0 <= port <= 0xFFFF:
+            raise ValueError(f"{name} must be an int in 0..65535, not {port!r}")
 
     client, server = bytes(parse_ip(CLIENT_IP)), bytes(parse_ip(SERVER_IP))
     decoder = Decoder()

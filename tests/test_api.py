@@ -153,3 +153,22 @@ def test_a_payload_is_its_bytes_whatever_the_buffer() -> None:
             dpi.classify_payload(memoryview(bytes(160_000)).cast("Q"))
         with pytest.raises(TypeError, match="bytes-like"):
             dpi.classify_payload("GET / HTTP/1.1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("args, error", [
+    ((b"x", "tcp", 1, 2, False), ValueError), ((b"x", 132, 1, 2, False), ValueError),
+    ((b"x", TCP, 70000, 2, False), ValueError), (("x", TCP, 1, 2, False), TypeError),
+])
+def test_synthetic_packets_says_what_is_wrong(args: tuple, error: type) -> None:
+    """"tcp" and 132 built a UDP packet; port 70000 and a str payload failed inside dpkt."""
+    from dpicore import synthetic_packets
+
+    with pytest.raises(error, match="proto must be|src_port must be|bytes-like"):
+        synthetic_packets(*args)
+
+
+@pytest.mark.parametrize("shard", [(0, 0), (2, 2), (-1, 2), ("a", 2), (0,)])
+def test_a_shard_that_is_no_shard_is_refused(shard: tuple) -> None:
+    """(0, 0) returned every flow with a numpy warning, (2, 2) none, (0,) an IndexError from inside."""
+    with Classifier(layers="heuristics") as dpi, pytest.raises(ValueError, match="shard must be"):
+        next(dpi.classify_pcap(SAMPLE, shard=shard))
