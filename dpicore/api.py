@@ -44,9 +44,10 @@ MAX_PAYLOAD = {TCP: 0xFFFF - 40, UDP: 0xFFFF - 28}
 
 
 def flow_from_packet(pkt: Packet) -> Flow:
-    """A new flow whose first packet is ``pkt`` (the sender is the client), as go-dpi's GetPacketFlow."""
+    """A new flow holding ``pkt`` as its first packet (the sender is the client), as go-dpi's GetPacketFlow
+    makes one: its counters count that packet."""
     return Flow(FlowKey.of(pkt), pkt.proto, pkt.vlan, pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.ip_version,
-                pkt.ts, pkt.ts, number=pkt.number)
+                pkt.ts, pkt.ts, c2s_packets=1, c2s_bytes=pkt.wire_len, number=pkt.number)
 
 
 class Classifier:
@@ -61,6 +62,10 @@ class Classifier:
         config = config or Config()
         if isinstance(layers, str):  # "ndpi" or "heuristics,ndpi", as -l takes them; not its letters
             layers = [x.strip() for x in layers.split(",") if x.strip()]
+        if layers is not None:
+            layers = list(layers)
+            if not all(isinstance(x, str) for x in layers):  # b"ndpi" named layers 110, 100, …
+                raise TypeError(f"layers must be layer ids (str), not {layers!r}")
         if layers is not None:
             config = config.with_layers(list(layers))
         if all_layers is not None:

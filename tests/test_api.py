@@ -172,3 +172,17 @@ def test_a_shard_that_is_no_shard_is_refused(shard: tuple) -> None:
     """(0, 0) returned every flow with a numpy warning, (2, 2) none, (0,) an IndexError from inside."""
     with Classifier(layers="heuristics") as dpi, pytest.raises(ValueError, match="shard must be"):
         next(dpi.classify_pcap(SAMPLE, shard=shard))
+
+
+def test_flow_from_packet_holds_its_packet() -> None:
+    """As go-dpi's GetPacketFlow: the new flow counts the packet it was made from (it counted none)."""
+    from dpicore import flow_from_packet, synthetic_packets
+
+    pkt = synthetic_packets(b"x", UDP, 1000, 53, False)[0]
+    flow = flow_from_packet(pkt)
+    assert (flow.packets, flow.bytes, flow.c2s_packets) == (1, pkt.wire_len, 1)
+
+
+def test_layers_as_bytes_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="layer ids"):
+        Classifier(layers=b"ndpi")  # type: ignore[arg-type]
