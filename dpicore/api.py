@@ -119,7 +119,8 @@ class Classifier:
             self._streaming = False
 
     def _discard_leftovers(self) -> None:
-        if len(self.engine.table) and not self._closed:
+        # Even with no flow left: the table's clock (its horizon, closed flows waiting) must start again.
+        if not self._closed:
             for _ in self.engine.drained():
                 pass
 

@@ -22,11 +22,13 @@ flows decides a record, a batch that may reach the flow cap
 (``engine.max_flows``: which flow is evicted) runs packet by packet.  The
 idle scans end the same flows in both paths, also when the capture's clock
 goes back (the flow table queues flows moved behind the latest, see
-:class:`~dpicore.flowtable.FlowTable`).  One case is left: a capture whose
-clock goes back inside an interval, where a flow that depends on another's
-state (an FTP data connection announced on its control connection) can be
-run before the packet that announces it in one path and after it in the
-other.
+:class:`~dpicore.flowtable.FlowTable`).  Two cases are left, both in
+captures whose clock goes back: a flow that depends on another's state (an
+FTP data connection announced on its control connection) can be run before
+the packet that announces it in one path and after it in the other; and a
+frame that is no IP packet (ARP, EAPOL) starts a scan in the batch path,
+whose scan points come from every frame so that every -j shard scans at the
+same times, but not in the packet-by-packet one.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Flows live in an ``OrderedDict`` kept in last-seen order (each packet moves
 its flow to the end), so the idle flows are always at the front: expiring
 them and evicting under the live-flow cap never scans the table.  A capture
 whose clock jumps back breaks that order: a flow moved to the end with a
-last-seen time well before another's sits behind a flow that is not idle,
+last-seen time before another's sits behind a flow that is not idle,
 and the scan, which stops at the first flow that is not idle, would keep it
 past its timeout (and -j 2, whose workers hold other flows in front of it,
 would not).  Such flows are also kept in a heap by last-seen time, which the
@@ -19,7 +19,7 @@ flow instead of merging two connections.
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from itertools import count
 from typing import Iterator
 
@@ -43,11 +43,6 @@ _PORTS = tuple(range(1 << 16))
 #: Addresses the table keeps one object of (see FlowTable.new_flow); cleared when full.
 ADDRESSES = 1 << 12
 
-#: Seconds of capture time between two expiry scans (Engine.feed scans at the first packet a second
-#: past the last scan).  A flow moved to the end less than this behind the latest one is caught by
-#: the next scan at the latest, as a batch's flows, run flow by flow, always were.
-SCAN_EVERY = 1.0
-
 
 class FlowTable:
     def __init__(self, idle_timeout: float = 120.0, active_timeout: float = 1800.0,
@@ -57,11 +52,13 @@ class FlowTable:
         self.max_flows = max_flows
         self.close_timeout = close_timeout
         self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
-        self._closing: deque[tuple[float, Flow]] = deque()
+        #: Closed flows by the time they go: a heap, as a capture's clock may go back (a queue kept a flow
+        #: closed before a jump behind one closed after it, past its close time).
+        self._closing: list[tuple[float, int, Flow]] = []
         #: The latest last-seen time of a flow moved to the end (see moved).
         self.horizon = float("-inf")
-        #: Flows moved to the end more than SCAN_EVERY behind the horizon, by last-seen time then
-        #: arrival; each flow is in it once (``_queued``), its entry's time no later than its last_seen.
+        #: Flows moved to the end behind the horizon, by last-seen time then arrival; each flow is in it
+        #: once (``_queued``), its entry's time no later than its last_seen.
         self._behind: list[tuple[float, int, Flow]] = []
         self._queued: set[Flow] = set()
         self._order = count()
@@ -102,14 +99,24 @@ class FlowTable:
         self.flows[flow.key] = flow
 
     def moved(self, flow: Flow) -> None:
-        """``flow`` went to the end of the table, its last_seen updated.  One well before the latest (the
-        capture's clock went back) is queued where expire finds it."""
+        """``flow`` went to the end of the table, its last_seen updated.  One behind the latest (the capture's
+        clock went back, or a batch ran its flows one after the other) is queued where expire finds it."""
         last = flow.last_seen
         if last >= self.horizon:
             self.horizon = last
-        elif last + SCAN_EVERY < self.horizon and flow not in self._queued:
+        elif last < self.horizon and flow not in self._queued:
             self._queued.add(flow)
             heapq.heappush(self._behind, (last, next(self._order), flow))
+            if len(self._behind) > 2 * len(self.flows) + 4096:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Drop the queue's flows that ended meanwhile (FIN, eviction): they stay in it until their time
+        comes, and after a jump back every new flow is queued, so it outgrew the table it serves."""
+        flows = self.flows
+        self._behind = [e for e in self._behind if flows.get(e[2].key) is e[2]]
+        heapq.heapify(self._behind)
+        self._queued = {e[2] for e in self._behind}
 
     def remove(self, flow: Flow, reason: str) -> Flow:
         if self.flows.get(flow.key) is flow:
@@ -146,13 +153,13 @@ class FlowTable:
             return
         flow.fin_mask |= CLOSING
         flow.notes[CLOSE_AT] = ts + self.close_timeout
-        self._closing.append((ts + self.close_timeout, flow))
+        heapq.heappush(self._closing, (ts + self.close_timeout, next(self._order), flow))
 
     def expire(self, now: float) -> Iterator[Flow]:
         """Remove and yield the flows that ended by ``now`` (closing and idle ones)."""
         closing = self._closing
         while closing and closing[0][0] < now:  # a straggler at exactly the close time still joins (must_restart)
-            _, flow = closing.popleft()
+            flow = heapq.heappop(closing)[2]
             if self.flows.get(flow.key) is flow:
                 yield self.remove(flow, flow.end_reason)
         flows = self.flows

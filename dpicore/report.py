@@ -325,7 +325,8 @@ def render(records: list[dict[str, Any]], title: str = "dpicore report", sources
 
 def write_report(records: list[dict[str, Any]], out: str | Path, title: str = "dpicore report",
                  sources: Iterable[str] = ()) -> None:
-    Path(out).write_text(render(records, title, sources), encoding="utf-8")
+    # A lone surrogate (JSON's "\ud800", a title's undecodable byte) has no UTF-8: written as "?".
+    Path(out).write_text(render(records, title, sources), encoding="utf-8", errors="replace")
 
 
 __all__ = ["ReportError", "read_records", "render", "write_report"]

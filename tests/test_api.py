@@ -186,3 +186,25 @@ def test_flow_from_packet_holds_its_packet() -> None:
 def test_layers_as_bytes_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="layer ids"):
         Classifier(layers=b"ndpi")  # type: ignore[arg-type]
+
+
+def test_a_loop_left_at_its_last_flow_leaves_no_clock_behind(tmp_path: Path) -> None:
+    """Left while the table was already empty, the table kept its close queue and its clock (horizon):
+    an older capture read next on the same Classifier split differently (regression fuzzing)."""
+    from dpicore.model import ACK, FIN, RST, SYN
+    from tests.helpers.frames import pcap_bytes, tcp4
+
+    c, s = "10.0.0.1", "10.0.1.9"
+    newer, older = tmp_path / "newer.pcap", tmp_path / "older.pcap"
+    newer.write_bytes(pcap_bytes([(1000.0, tcp4(c, 5000, s, 80, SYN)), (1000.01, tcp4(s, 80, c, 5000, SYN | ACK)),
+                                  (1000.03, tcp4(c, 5000, s, 80, FIN | ACK)),
+                                  (1000.04, tcp4(s, 80, c, 5000, FIN | ACK))], linktype=101))
+    older.write_bytes(pcap_bytes([(50.0, tcp4(c, 6000, s, 80, SYN)), (50.01, tcp4(s, 80, c, 6000, SYN | ACK)),
+                                  (50.02, tcp4(c, 6000, s, 80, RST)), (60.0, tcp4(c, 7000, s, 81, SYN)),
+                                  (53.0, tcp4(c, 6000, s, 80, ACK))], linktype=101))
+    with Classifier(layers="heuristics") as fresh:
+        expected = _keys(list(fresh.classify_pcap(older)))
+    with Classifier(layers="heuristics") as dpi:
+        for _ in dpi.classify_pcap(newer):
+            break  # its only flow: the table is empty now, its clock and close queue are not
+        assert _keys(list(dpi.classify_pcap(older))) == expected

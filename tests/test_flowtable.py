@@ -197,3 +197,47 @@ def test_a_flow_behind_a_clock_jump_still_times_out() -> None:
                    if f.client_port == 5000)
     assert alone == a_flows
 
+
+
+def _ports(flows: list[Flow], *ports: int) -> list[tuple[int, int]]:
+    return sorted((f.client_port, f.packets) for f in flows if f.client_port in ports)
+
+
+def test_a_closed_flow_behind_a_clock_jump_goes_at_its_close_time() -> None:
+    """X closes at t=100 (gone at 105), the clock goes back, Y closes at t=50 (gone at 55); a packet at
+    101.5 scans; Y's late ACK comes at t=53.  A queue in closing order kept Y behind X past its close
+    time, so the ACK joined Y; a -j 2 worker without X ended Y at the scan (regression fuzzing)."""
+    def conn(t: float, server: str, port: int) -> list[Packet]:
+        c = "10.0.0.1"
+        return [packet(t, c, port, server, 80, flags=SYN), packet(t + .01, server, 80, c, port, flags=SYN | ACK),
+                packet(t + .02, c, port, server, 80), packet(t + .03, c, port, server, 80, flags=FIN | ACK),
+                packet(t + .04, server, 80, c, port, flags=FIN | ACK)]
+
+    x, y = conn(100.0, "10.0.3.9", 5000), conn(50.0, "10.0.1.9", 6000)
+    rest = [packet(101.5, "10.0.0.1", 7000, "10.0.1.9", 81, flags=SYN), packet(53.0, "10.0.0.1", 6000, "10.0.1.9", 80)]
+    assert _ports(run(x + y + rest), 6000, 7000) == _ports(run(y + rest), 6000, 7000) == [(6000, 1), (6000, 5), (7000, 1)]
+
+
+def test_a_flow_just_behind_another_is_not_shielded_by_it() -> None:
+    """X moved to the end 0.53 s behind W was trusted to the next scan (a second later at most), but
+    its late packet came before that: with W in the table X took it, without W (a -j 2 worker) it
+    started a new flow (regression fuzzing)."""
+    w = [packet(33.51, "10.0.0.3", 4000, "10.0.1.1", 4001, proto="udp", payload=b"w")]
+    x = [packet(32.98, "10.0.0.1", 5000, "10.0.0.2", 5001, proto="udp", payload=b"x")]
+    rest = [packet(63.5, "10.0.0.5", 6000, "10.0.0.6", 6001, proto="udp", payload=b"s"),
+            packet(30.79, "10.0.0.1", 5000, "10.0.0.2", 5001, proto="udp", payload=b"x")]
+    assert _ports(run(w + x + rest, idle_timeout=30.0), 5000) == _ports(run(x + rest, idle_timeout=30.0), 5000) \
+        == [(5000, 1), (5000, 1)]
+
+
+def test_the_queue_behind_a_clock_jump_follows_the_table_not_the_capture() -> None:
+    """After a jump back every new flow is queued; ended and evicted ones stayed queued until their idle
+    time, so 200,000 flows under a cap of 1,000 held 199,500 entries (regression fuzzing)."""
+    e = engine(max_flows=100)
+    e.feed(packet(1e6, "10.9.0.1", 1, "10.9.0.2", 2, proto="udp", payload=b"j"))
+    most = 0
+    for i in range(20_000):
+        src = f"10.1.{i // 250}.{i % 250 + 1}"
+        e.feed(packet(1.0 + i * 1e-5, src, 1000, "10.2.0.1", 53, proto="udp", payload=b"q"))
+        most = max(most, len(e.table._behind))
+    assert most <= 2 * 100 + 4096 + 1

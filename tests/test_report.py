@@ -177,3 +177,14 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path: Path, target: str
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].endswith(
         "No space left on device" if target == "/dev/full" else "No such file or directory")
+
+
+def test_text_with_no_utf_8_is_written_not_a_traceback(tmp_path: Path) -> None:
+    """A lone surrogate (the valid JSON escape \\ud800 in an address, an undecodable byte in --title)
+    ended the report with a UnicodeEncodeError and left -o emptied (regression fuzzing)."""
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps(dict(_BASE, src_ip="\ud800")) + "\n")
+    out = tmp_path / "r.html"
+    proc = subprocess.run(DPI + ["report", str(path), "-o", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    out.read_text(encoding="utf-8")  # valid UTF-8, the surrogate written as "?"
