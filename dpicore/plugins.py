@@ -302,6 +302,15 @@ class PluginSet:
         self._configured.clear()
 
 
+def check_settings(layer_id: str, config: dict[str, Any], known: Iterable[str]) -> None:
+    """Refuse a ``[layers.<id>]`` setting the layer does not know (for its ``dpi_configure``): a misspelt
+    one (``modle``, ``threshhold``) would otherwise leave the default in force with nothing said."""
+    known = tuple(known)
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise ValueError(f"layers.{layer_id}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+
+
 def _one_line(exc: BaseException) -> str:
     """An exception's message on one line (pluggy's validation errors take several)."""
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from dpicore import LayerInfo, ProtocolSpec, Verdict, hookimpl
 from dpicore.engine import REASON_DECIDED, REASON_ERROR, REASON_VERDICT
+from dpicore.plugins import check_settings
 
 from . import runtime
 from .binding import Library, LpiError
@@ -35,9 +36,7 @@ SETTINGS = ("library", "max_packets", "priority")
 
 
 def _settings(config: dict[str, Any]) -> int:
-    unknown = sorted(set(config) - set(SETTINGS))
-    if unknown:
-        raise ValueError(f"layers.lpi: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    check_settings(LAYER_ID, config, SETTINGS)
     value = config.get("max_packets", DEFAULT_MAX_PACKETS)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"layers.lpi.max_packets must be a positive integer, not {value!r}")

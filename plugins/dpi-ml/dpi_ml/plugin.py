@@ -28,6 +28,7 @@ from typing import Any
 
 from dpicore import UNKNOWN, LayerInfo, Verdict, hookimpl
 from dpicore.model import Flow, Packet
+from dpicore.plugins import check_settings
 
 from .dataset import observe
 from .features import N_PACKETS, FlowSummary
@@ -94,9 +95,7 @@ class MlLayer:
 
     @hookimpl
     def dpi_configure(self, config: dict[str, Any]) -> None:
-        unknown = sorted(set(config) - set(SETTINGS))
-        if unknown:  # a misspelt "model" ran the shipped model in silence
-            raise ValueError(f"layers.ml: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+        check_settings(LAYER_ID, config, SETTINGS)  # a misspelt "model" ran the shipped model in silence
         path = Path(str(config.get("model", DEFAULT_MODEL))).expanduser()
         model = _load(path)
         self.threshold = threshold_setting(config, model)

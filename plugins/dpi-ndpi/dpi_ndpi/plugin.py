@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from dpicore import LayerInfo, ProtocolSpec, Verdict, hookimpl
 from dpicore.engine import REASON_DECIDED, REASON_ERROR, REASON_VERDICT
+from dpicore.plugins import check_settings
 
 from . import library
 from .detector import TCP_PACKETS, UDP_PACKETS, Detector, NdpiFlow
@@ -41,9 +42,7 @@ def _positive(config: dict[str, Any], key: str, default: int) -> int:
 
 
 def _settings(config: dict[str, Any]) -> tuple[int, int, bool, int]:
-    unknown = sorted(set(config) - set(SETTINGS))
-    if unknown:
-        raise ValueError(f"layers.ndpi: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    check_settings(LAYER_ID, config, SETTINGS)
     guess = config.get("guess", True)
     if not isinstance(guess, bool):
         raise ValueError(f"layers.ndpi.guess must be true or false, not {guess!r}")
