@@ -66,8 +66,7 @@ class Classifier:
             layers = list(layers)
             if not all(isinstance(x, str) for x in layers):  # b"ndpi" named layers 110, 100, …
                 raise TypeError(f"layers must be layer ids (str), not {layers!r}")
-        if layers is not None:
-            config = config.with_layers(list(layers))
+            config = config.with_layers(layers)
         if all_layers is not None:
             config = attrs.evolve(config, all_layers=all_layers)  # the caller's Config stays as it was
         self.config = config
@@ -90,6 +89,11 @@ class Classifier:
     def layers(self) -> list[str]:
         return [layer.id for layer in self.engine.layers]
 
+    def _check_free(self) -> None:
+        if self._streaming:
+            raise RuntimeError("this Classifier is already reading a capture or packet stream: finish or "
+                               "close that iteration first, or use another Classifier")
+
     def _stream(self, flows: Iterator[Flow]) -> Iterator[Flow]:
         """``flows`` of one capture or packet stream, on the engine's flow table.
 
@@ -100,9 +104,7 @@ class Classifier:
         stream stops instead of yielding flows without verdicts.
         """
         self._check_open()
-        if self._streaming:
-            raise RuntimeError("this Classifier is already reading a capture or packet stream: finish or "
-                               "close that iteration first, or use another Classifier")
+        self._check_free()
         self._discard_leftovers()  # of a stream an exception ended (Ctrl-C: the caller counted them)
         self._streaming = True
         try:
@@ -169,9 +171,7 @@ class Classifier:
         from .live import LiveSource
 
         self._check_open()
-        if self._streaming:  # before the interface is opened
-            raise RuntimeError("this Classifier is already reading a capture or packet stream: finish or "
-                               "close that iteration first, or use another Classifier")
+        self._check_free()  # before the interface is opened
         source = LiveSource(interface, bpf=bpf, duration=duration, write_pcap=write_pcap)
         self.last_live = source
         table = self.engine.table

@@ -697,10 +697,8 @@ def report(paths: tuple[str, ...], output: str, title: str, layers: str | None, 
                     for line in src.problems:
                         _err(named(line))
                     damaged |= src.damaged
-        try:
+        with _writing(output):
             write_report(records, output, title, [str(p) for p in files])
-        except OSError as exc:
-            raise InputError(f"{output}: cannot write: {exc.strerror or exc}") from None
     except ReportError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_DAMAGED if records or damaged else EXIT_USAGE)

@@ -26,6 +26,7 @@ must be installed there.  See docs/cluster.md.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -185,8 +186,6 @@ def _cluster_task(config: Config, task: Task, jsonl: bool = False
     if not os.path.exists(task.path):
         # Reported like a local missing file, but naming the worker: the usual cause is a path
         # that exists on the client only.
-        import socket
-
         line = (f"{task.path}: no such file on worker {socket.gethostname()} (workers read captures "
                 "from the same path as the client: use a shared filesystem)")
         return Batch(jsonl, config.all_layers).take(), TaskSummary([line], True, 0, False, 0, 0, 0, 0, {})
@@ -195,8 +194,6 @@ def _cluster_task(config: Config, task: Task, jsonl: bool = False
     summary = run_task(clf, task, batch.add)
     failed = [st for st in clf.plugins.statuses.values() if st.status == FAILED]
     if failed:  # the client loaded these layers; without a word their verdicts would just be missing
-        import socket
-
         host = socket.gethostname()
         summary.unavailable = {st.id: f"on worker {host}: {st.reason}" for st in failed}
     return batch.take(), summary

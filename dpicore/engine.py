@@ -150,7 +150,7 @@ class Engine:
         #: packets on arrival, or when none wants them (keeping the packet would then cost more than
         #: the layers' state: a SYN flow with the heuristics layer alone, 896 bytes instead of 963).
         self.defer = min(holds) if holds and all(holds) else 0
-        self.table = FlowTable(self.config.idle_timeout, self.config.active_timeout, self.config.max_flows)
+        self.table = self._new_table()
         self.stats = EngineStats()
         #: Capture time at which the next idle-expiry scan is due (one per second of capture time).
         self.next_expiry = float("-inf")
@@ -237,13 +237,16 @@ class Engine:
         for flow in self.table.drain():
             yield self._finish(flow)
 
+    def _new_table(self) -> FlowTable:
+        return FlowTable(self.config.idle_timeout, self.config.active_timeout, self.config.max_flows)
+
     @contextlib.contextmanager
     def apart(self) -> Iterator[None]:
         """Run what the block feeds on a flow table of its own: a flow or payload classified while a
         capture's flows are being read (the table holds that capture's live flows) neither sees them
         nor ends them.  The capture's table and scan time come back afterwards."""
         table, due = self.table, self.next_expiry
-        self.table = FlowTable(self.config.idle_timeout, self.config.active_timeout, self.config.max_flows)
+        self.table = self._new_table()
         self.next_expiry = float("-inf")
         try:
             yield

@@ -104,7 +104,7 @@ class FlowTable:
         last = flow.last_seen
         if last >= self.horizon:
             self.horizon = last
-        elif last < self.horizon and flow not in self._queued:
+        elif flow not in self._queued:
             self._queued.add(flow)
             heapq.heappush(self._behind, (last, next(self._order), flow))
             if len(self._behind) > 2 * len(self.flows) + 4096:
