@@ -114,6 +114,19 @@ def unusable(verdict: Any) -> str | None:
     return None
 
 
+#: ``Flow._payloads`` of a flow no layer still looking at reads (``LayerInfo.reads_payloads``): its
+#: payloads are not kept.  ``Flow.payloads`` reads it as empty; _let_go puts None back at the end.
+_UNREAD: tuple[tuple[int, bytes], ...] = ()
+
+
+def _reader_in(pending: list[_Pending]) -> bool:
+    """Whether a layer in ``pending`` reads ``Flow.payloads``."""
+    for entry in pending:
+        if entry.layer.info.reads_payloads:
+            return True
+    return False
+
+
 def _let_go(flow: Flow) -> None:
     """Drop what only the layers read (payloads, the sequence numbers that spot retransmissions) once
     no layer looks at ``flow``: a decided flow can live for minutes, and its first payloads (hellos,
@@ -275,9 +288,11 @@ class Engine:
                     self._layer_failed(flow, layer, "dpi_flow_new", exc)
                     continue
             pending.append(_Pending(layer, state))
-        flow.pending = pending or None
+        flow.pending = pending[:] or None  # its exact size: the appends left room for more layers
         if not pending:
             flow.final = True
+        elif not _reader_in(pending):
+            flow._payloads = _UNREAD
 
     def _begin(self, flow: Flow) -> None:
         """Start the layers of a flow that kept its first packets (_Held) and hand those over, in order."""
@@ -306,7 +321,7 @@ class Engine:
             payloads = flow._payloads  # the field itself: Flow.payloads would make a list per read
             if payloads is None:
                 flow._payloads = [(direction, payload)]
-            elif len(payloads) < self.max_payloads:
+            elif len(payloads) < self.max_payloads and payloads is not _UNREAD:
                 payloads.append((direction, payload))
         pending = flow.pending
         assert pending is not None
@@ -426,9 +441,11 @@ class Engine:
         """Take ``entry``'s layer off the flow, giving it its ``dpi_flow_end`` call."""
         entry.held = None
         pending = flow.pending
+        layer = entry.layer
+        unread = False
         if pending is not None and entry in pending:
             pending.remove(entry)
-        layer = entry.layer
+            unread = layer.info.reads_payloads and not _reader_in(pending)
         if layer.flow_end is not None:
             try:
                 last = layer.flow_end(flow, entry.state, reason)
@@ -437,6 +454,8 @@ class Engine:
                 last = None
             if verdict is None:
                 verdict = last
+        if unread:  # only now: the layer may read them in dpi_flow_end
+            flow._payloads = _UNREAD
         if verdict is not None and not flow.final:
             self._accept(flow, layer, verdict)
 

@@ -233,7 +233,8 @@ class Flow:
     # payloads, state, verdicts, errors and notes (the _MadeOnUse attributes below) are made on first
     # use: most flows alive at any moment never touch most of them (a SYN scan's none), and five empty
     # containers were ~0.3 KB of a flow's ~1 KB.  The engine reads the private fields on its hot path.
-    _payloads: list[tuple[int, bytes]] | None = attrs.field(default=None, alias="payloads")
+    #: () while no layer looking at the flow reads its payloads (the engine keeps none then).
+    _payloads: list[tuple[int, bytes]] | tuple[()] | None = attrs.field(default=None, alias="payloads")
     _state: dict[str, Any] | None = attrs.field(default=None, alias="state")
     #: None, the only verdict, or the list of them (see _OneOrMore).
     _verdicts: list[Verdict] | Verdict | None = attrs.field(default=None, alias="verdicts")
@@ -250,8 +251,9 @@ class Flow:
     _notes: dict[str, Any] | None = attrs.field(default=None, alias="notes")
 
     payloads = _MadeOnUse(
-        list, "First payloads per direction, in order, bounded by the flow table; empty again once no "
-              "layer looks at the flow (decided, or every layer left) and after its end.")
+        list, "First payloads per direction, in order, bounded by the flow table; empty (kept by "
+              "nobody) while no layer looking at the flow reads them (LayerInfo.reads_payloads), once "
+              "no layer looks at the flow (decided, or every layer left) and after its end.")
     state = _MadeOnUse(dict, "Per-layer private state, keyed by layer id.")
     verdicts = _OneOrMore(list, "Every verdict accepted for the flow, in order.")
     errors = _MadeOnUse(list, "What went wrong in a layer for this flow, a line each.")

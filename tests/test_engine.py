@@ -26,10 +26,10 @@ class Recorder:
 
     def __init__(self, layer_id: str, priority: int = 50, answers: dict[int, Any] | None = None,
                  max_packets: int = 10, wants_empty: bool = False, log: list | None = None,
-                 raises: Exception | None = None, hold_empty: int = 0) -> None:
+                 raises: Exception | None = None, hold_empty: int = 0, reads_payloads: bool = True) -> None:
         self.id = layer_id
         self.info = LayerInfo(id=layer_id, priority=priority, max_packets=max_packets, wants_empty=wants_empty,
-                              hold_empty=hold_empty)
+                              hold_empty=hold_empty, reads_payloads=reads_payloads)
         self.answers = answers or {}
         self.log = log if log is not None else []
         self.raises = raises
@@ -432,6 +432,30 @@ def test_payloads_kept_are_bounded() -> None:
     (flow,) = build(Peek("peek", 10, max_packets=100), max_payloads=3).run(data_packets(6))
     assert seen == [1, 2, 3, 3, 3, 3]
     assert flow.payloads == [], "payloads are released when the flow ends"
+
+
+@pytest.mark.parametrize("first_reads", [True, False])
+def test_payloads_are_kept_only_while_a_layer_that_reads_them_looks(first_reads: bool) -> None:
+    """LayerInfo.reads_payloads=False (nDPI, ML, libprotoident: they keep what they need from each
+    packet): once no layer still looking at a flow reads Flow.payloads, the engine keeps none.  A flow
+    nDPI went on inspecting after the heuristics layer left kept them for nobody."""
+    seen: dict[str, list[int]] = {"first": [], "second": []}
+
+    class Peek(Recorder):
+        @hookimpl
+        def dpi_classify(self, flow: Flow) -> None:
+            seen[self.id].append(len(flow.payloads))
+
+    first = Peek("first", 10, max_packets=2, reads_payloads=first_reads)
+    second = Peek("second", 20, max_packets=100, reads_payloads=not first_reads)
+    (flow,) = build(first, second).run(data_packets(5))
+    if first_reads:  # the reader leaves on its budget with packet 2, before the other layer gets it
+        assert seen == {"first": [1, 2], "second": [1, 0, 0, 0, 0]}
+    else:  # the reader stays: every payload is kept for it
+        assert seen == {"first": [1, 2], "second": [1, 2, 3, 4, 5]}
+    assert flow.payloads == []
+    (alone,) = build(Peek("first", 10, reads_payloads=False)).run(data_packets(3))
+    assert seen["first"][2:] == [0, 0, 0], "a flow only non-readers look at keeps none from the start"
 
 
 @pytest.mark.parametrize("how", ["verdict", "all left", "watched"])

@@ -109,6 +109,12 @@ from dpicore import LayerInfo, hookimpl
 def dpi_layer_info():
     return LayerInfo(id="info_bad_budget", max_packets=None)
 """,
+    "info_bad_flag": """
+from dpicore import LayerInfo, hookimpl
+@hookimpl
+def dpi_layer_info():
+    return LayerInfo(id="info_bad_flag", reads_payloads="no")
+""",
 }
 
 REASONS = {
@@ -128,6 +134,7 @@ REASONS = {
     "no_hooks": "registration failed: module implements no dpicore hook",
     "info_bad_priority": "LayerInfo.priority must be an int",
     "info_bad_budget": "LayerInfo.max_packets must be an int >= 1, not None",
+    "info_bad_flag": "LayerInfo.reads_payloads must be a bool, not 'no'",
 }
 
 

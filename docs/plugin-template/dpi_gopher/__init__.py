@@ -41,7 +41,7 @@ class GopherLayer:
 
     @hookimpl
     def dpi_layer_info(self) -> LayerInfo:
-        return LayerInfo(id=LAYER, priority=15, protocols=("Gopher",), max_packets=2,
+        return LayerInfo(id=LAYER, priority=15, protocols=("Gopher",), max_packets=2, reads_payloads=False,
                          description="Gopher selector lines (example plugin)")
 
     @hookimpl

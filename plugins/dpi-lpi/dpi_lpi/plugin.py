@@ -80,7 +80,7 @@ class LpiLayer:
         where = self._library.path if self._library is not None else "not loaded"
         return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY,
                          protocols=tuple(spec.name for spec in LPI_PROTOCOLS),
-                         max_packets=self.max_packets, wants_empty=True,
+                         max_packets=self.max_packets, wants_empty=True, reads_payloads=False,
                          description=f"libprotoident 2.0.15 ({where})")
 
     @hookimpl

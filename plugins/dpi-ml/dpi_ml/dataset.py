@@ -52,7 +52,7 @@ class Collector:
 
     @hookimpl
     def dpi_layer_info(self) -> LayerInfo:
-        return LayerInfo(id=COLLECTOR_ID, priority=1000, max_packets=N_PACKETS, wants_empty=True,
+        return LayerInfo(id=COLLECTOR_ID, priority=1000, max_packets=N_PACKETS, wants_empty=True, reads_payloads=False,
                          description="dpi-ml feature collector (training only)")
 
     @hookimpl

@@ -110,6 +110,7 @@ class MlLayer:
         return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY,
                          protocols=tuple(c for c in self.model.classes if c != UNKNOWN),
                          max_packets=N_PACKETS, wants_empty=True, hold_empty=N_PACKETS - 1,
+                         reads_payloads=False,
                          description=f"trained flow classifier (first {N_PACKETS} packets' shape and first bytes)")
 
     @hookimpl

@@ -101,6 +101,7 @@ class NdpiLayer:
     def dpi_layer_info(self) -> LayerInfo:
         return LayerInfo(id=LAYER_ID, priority=DEFAULT_PRIORITY, protocols=tuple(self._names()[1:]),
                          max_packets=self.max_packets, wants_empty=True, hold_empty=self.hold_empty,
+                         reads_payloads=False,
                          description=f"nDPI deep packet inspection: {self.where}")
 
     @hookimpl
