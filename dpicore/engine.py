@@ -157,6 +157,11 @@ class Engine:
         self.max_payloads = self.config.max_payloads
         #: Some layer wants packets without payload (then those cannot be skipped in bulk).
         self.wants_empty = any(layer.info.wants_empty for layer in self.layers)
+        #: Whether no layer, or not every layer, reads Flow.payloads (see _UNREAD): a flow's layers are
+        #: some of these, so a flow keeps none from its start in the first case, and can stop keeping
+        #: them in the second only.
+        self._none_read = not any(layer.info.reads_payloads for layer in self.layers)
+        self._some_unread = not all(layer.info.reads_payloads for layer in self.layers)
         holds = [layer.info.hold_empty for layer in self.layers if layer.info.wants_empty]
         #: Payload-less packets a new flow may keep before its layers start (see _Held): as many as every
         #: layer that wants them holds.  0: the layers start with the first packet, when one wants such
@@ -291,7 +296,7 @@ class Engine:
         flow.pending = pending[:] or None  # its exact size: the appends left room for more layers
         if not pending:
             flow.final = True
-        elif not _reader_in(pending):
+        elif self._none_read:
             flow._payloads = _UNREAD
 
     def _begin(self, flow: Flow) -> None:
@@ -445,7 +450,7 @@ class Engine:
         unread = False
         if pending is not None and entry in pending:
             pending.remove(entry)
-            unread = layer.info.reads_payloads and not _reader_in(pending)
+            unread = self._some_unread and layer.info.reads_payloads and not _reader_in(pending)
         if layer.flow_end is not None:
             try:
                 last = layer.flow_end(flow, entry.state, reason)
