@@ -24,7 +24,7 @@ _EXPORTS = {
     "Config": "config", "ConfigError": "config", "load_config": "config",
     "Engine": "engine",
     "hookimpl": "hookspecs",
-    "Flow": "model", "FlowKey": "model", "Packet": "model", "Verdict": "model",
+    "Flow": "model", "FlowKey": "model", "Packet": "model", "SharedVerdict": "model", "Verdict": "model",
     "LayerInfo": "plugins", "PluginError": "plugins", "PluginSet": "plugins", "discover": "plugins",
     "UNKNOWN": "protocols", "ProtocolSpec": "protocols", "canonical": "protocols", "registry": "protocols",
 }
@@ -50,6 +50,6 @@ if TYPE_CHECKING:
     from .config import Config, ConfigError, load_config
     from .engine import Engine
     from .hookspecs import hookimpl
-    from .model import Flow, FlowKey, Packet, Verdict
+    from .model import Flow, FlowKey, Packet, SharedVerdict, Verdict
     from .plugins import LayerInfo, PluginError, PluginSet, discover
     from .protocols import UNKNOWN, ProtocolSpec, canonical, registry

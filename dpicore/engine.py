@@ -19,7 +19,7 @@ import attrs
 
 from .config import Config
 from .flowtable import END_EOF, FlowTable
-from .model import C2S, FIN, RST, TCP, Flow, FlowKey, Packet, Verdict
+from .model import C2S, FIN, RST, TCP, Flow, FlowKey, Packet, SharedVerdict, Verdict, shared_verdict
 from .plugins import PLUGIN_FAILURES, Layer, PluginSet
 from .protocols import UNKNOWN, ProtocolRegistry
 
@@ -78,6 +78,8 @@ class EngineStats:
     layer_errors: int = 0
 
 
+#: Bare Unknown verdicts shared across flows (see Engine._bare): at most this many layer and confidence pairs.
+SHARED_BARE = 256
 #: Strings of verdict metadata shared across flows (see Engine._share): at most this many, and no longer
 #: ones than SHARED_LENGTH characters.
 SHARED_STRINGS = 1 << 14
@@ -174,6 +176,8 @@ class Engine:
         self.next_expiry = float("-inf")
         # Per-flow TCP stream position per direction, kept off the Flow to keep it small.
         self._layer_rank = {layer.id: i for i, layer in enumerate(self.layers)}
+        #: The SharedVerdict of each layer and confidence given so far (see _bare).
+        self._bare_verdicts: dict[tuple[str, float], Verdict] = {}
         #: One object per distinct metadata string (see _share).
         self._strings: dict[str, str] = {}
 
@@ -469,15 +473,30 @@ class Engine:
         if problem is not None:
             self._layer_failed(flow, layer, "dpi_classify", TypeError(problem))
             return
-        verdict.protocol = self.registry.canonical(verdict.protocol)
+        protocol = self.registry.canonical(verdict.protocol)
+        if protocol != verdict.protocol:
+            verdict.protocol = protocol
         if verdict.metadata:
             self._share(verdict.metadata)
         if not verdict.source:
             verdict.source = layer.id
+        if (protocol == UNKNOWN and not verdict.metadata and verdict.app is None and verdict.category is None
+                and not verdict.watch):
+            verdict = self._bare(verdict)
         flow.add_verdict(verdict)
         if (not self.all_layers and verdict.protocol != UNKNOWN and verdict.confidence >= self.threshold):
             flow.verdict = verdict
             self._decide(flow, keep)
+
+    def _bare(self, verdict: Verdict) -> Verdict:
+        """The SharedVerdict for a bare Unknown ``verdict`` (see there)."""
+        key = (verdict.source, verdict.confidence)
+        kept = self._bare_verdicts.get(key)
+        if kept is None:
+            if type(verdict) is SharedVerdict or len(self._bare_verdicts) >= SHARED_BARE:
+                return verdict  # a layer whose Unknowns vary in confidence: past the bound, its own
+            kept = self._bare_verdicts[key] = shared_verdict(verdict.protocol, verdict.source, verdict.confidence)
+        return kept
 
     def _share(self, metadata: dict[str, Any]) -> None:
         """Make each short text value of ``metadata`` the one object kept for that text.

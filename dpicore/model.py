@@ -169,6 +169,43 @@ class Verdict:
         }
 
 
+#: Why a SharedVerdict refuses a change.
+_SHARED = ("this bare Unknown verdict is one object shared by every flow its layer gave up on, so it "
+           "cannot change; make your own: Verdict(**attrs.asdict(verdict, recurse=False))")
+
+
+class _NoMetadata(dict):  # type: ignore[type-arg]
+    """A SharedVerdict's metadata: empty for good (a key added would show in every flow's record)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(_SHARED)
+
+    __setitem__ = __delitem__ = __ior__ = update = setdefault = pop = popitem = clear = _refuse
+
+
+@attrs.define(slots=True, frozen=True, eq=False)
+class SharedVerdict(Verdict):
+    """A bare Unknown (no app, category, metadata or watch): the engine keeps one per layer and
+    confidence and gives it to every flow that gets one, instead of each flow keeping its own.
+
+    A flow the heuristics layer has no candidate for keeps its "not ours" answer as long as it lives
+    (the record names its source), and that Verdict with its empty metadata dict was 160 bytes of each.
+    Frozen, since a change would reach every flow that holds it; equal to a Verdict of the same fields.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Verdict):
+            return NotImplemented
+        return attrs.astuple(self, recurse=False) == attrs.astuple(other, recurse=False)
+
+    __hash__ = None  # type: ignore[assignment]  # as Verdict's: equal to mutable ones
+
+
+def shared_verdict(protocol: str, source: str, confidence: float) -> SharedVerdict:
+    """The SharedVerdict of these fields."""
+    return SharedVerdict(protocol, source, confidence, metadata=_NoMetadata())
+
+
 class _MadeOnUse(Generic[T]):
     """A :class:`Flow` container that is made on first access and kept in the slot ``_<name>``."""
 

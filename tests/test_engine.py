@@ -416,6 +416,52 @@ def test_flow_end_is_called_exactly_once_per_layer_and_flow() -> None:
     assert {r for _, r in layers[2].ends} <= {"decided", "evicted", "eof", "fin"}
 
 
+def test_a_bare_unknown_is_one_frozen_object_every_flow_shares() -> None:
+    """A flow keeps a layer's "not ours" as long as it lives (the record names its source): the engine
+    keeps one object per layer and confidence for every flow instead of 160 bytes in each.  Changing
+    it is refused (it would change every such flow's record); one with details stays the layer's own."""
+    import pickle
+
+    import attrs
+
+    from dpicore import SharedVerdict
+
+    answers = {1: lambda: Verdict("unknown", confidence=0.0)}  # the layer's own spelling, no source
+    flows = list(build(Recorder("bare", answers=answers)).run(data_packets(1, sport=1) + data_packets(1, sport=2)))
+    a, b = (f.verdict for f in flows)
+    assert a is b and type(a) is SharedVerdict
+    assert a == Verdict("Unknown", "bare", 0.0) and Verdict("Unknown", "bare", 0.0) == a
+    assert a != Verdict("Unknown", "bare", 0.1)
+    with pytest.raises(TypeError, match="shared by every flow"):
+        a.metadata["note"] = 1
+    with pytest.raises(TypeError, match="shared by every flow"):
+        a.metadata.update(note=1)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        a.protocol = "HTTP"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(a)) == a
+    mine = Verdict(**attrs.asdict(a, recurse=False))  # what the message tells a caller to do
+    mine.metadata = {"note": 1}
+    assert a.metadata == {}
+
+    detailed = {1: lambda: Verdict("Unknown", confidence=0.0, metadata={"why": "short"})}
+    c, d = (f.verdict for f in build(Recorder("detailed", answers=detailed)).run(
+        data_packets(1, sport=1) + data_packets(1, sport=2)))
+    assert c is not d and type(c) is Verdict and c.metadata == {"why": "short"}
+
+
+def test_bare_unknowns_shared_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer whose Unknowns vary in confidence gets its own objects past the bound."""
+    import dpicore.engine
+
+    monkeypatch.setattr(dpicore.engine, "SHARED_BARE", 2)
+    confidences = iter([0.1, 0.2, 0.3, 0.3])
+    layer = Recorder("varied", answers={1: lambda: Verdict("Unknown", confidence=next(confidences))})
+    flows = list(build(layer).run([p for i in range(4) for p in data_packets(1, sport=i + 1)]))
+    kinds = [type(f.verdict).__name__ for f in sorted(flows, key=lambda f: f.client_port)]
+    assert kinds == ["SharedVerdict", "SharedVerdict", "Verdict", "Verdict"]
+    assert [f.verdict.confidence for f in sorted(flows, key=lambda f: f.client_port)] == [0.1, 0.2, 0.3, 0.3]
+
+
 def test_flow_without_layers_is_unknown_and_costs_nothing() -> None:
     (flow,) = build().run(data_packets(3))
     assert flow.verdict is None and flow.final and not flow.pending
