@@ -88,6 +88,9 @@ def ndpi_view(ip: bytes, fragment: bool) -> int:
     return _VIEWS.setdefault(view, view)
 
 
+#: NdpiFlow.budget once nDPI has answered (no count of packets is negative).
+_DONE = -1
+
 #: Each value ndpi_view returned, one object per value (at most 512): an NdpiFlow keeps its flow's view,
 #: and an int above 256 is a new 32-byte object each time it is computed.
 _VIEWS: dict[int, int] = {}
@@ -231,28 +234,42 @@ class NdpiFlow:
     flow's end, if at all), then never cost one while they live.
     """
 
-    __slots__ = ("detector", "address", "budget", "packets", "last_ts", "done", "view", "released")
+    # Six slots, 80 bytes: ``done`` is a budget of _DONE and ``released`` no detector (two more
+    # slots were 16 bytes of every flow nDPI inspects, at a million such flows the 1.5 GB bound).
+    __slots__ = ("detector", "address", "budget", "packets", "last_ts", "view")
 
     def __init__(self, detector: Detector, budget: int | None) -> None:
-        self.detector = detector
+        #: None once released.
+        self.detector: Detector | None = detector
         #: The ``ndpi_flow_struct``'s address once nDPI has been handed a packet (0 before, and once freed).
         self.address = 0
+        #: Packets nDPI gets before its give-up answer (None: no bound); _DONE once it has answered.
         self.budget = budget
         self.packets = 0
         self.last_ts = 0.0
-        self.done = False
         #: :func:`ndpi_view` of the first packet fed: every later one must match it.
         self.view = 0
-        self.released = False
 
-    def _allocate(self) -> int:
+    @property
+    def done(self) -> bool:
+        """nDPI has given its answer for the flow (detected, or gave up)."""
+        return self.budget == _DONE
+
+    @property
+    def released(self) -> bool:
+        """The flow's nDPI memory is freed (see :meth:`release`)."""
+        return self.detector is None
+
+    def _allocate(self, det: Detector) -> int:
         """The flow's struct, zeroed, made on first use; returns its address."""
-        self.address = self.detector.abi.new_flow()
+        self.address = det.abi.new_flow()
         return self.address
 
     def feed(self, packet: Packet) -> NdpiResult | None:
         """Hand one packet to nDPI; the result once detection is complete, else None."""
-        if self.done or self.released:
+        det = self.detector
+        budget = self.budget
+        if budget == _DONE or det is None:
             return None
         ip = packet.ip
         if type(ip) is not bytes:
@@ -269,32 +286,31 @@ class NdpiFlow:
         # of that size would be another 32-byte object per flow.
         self.last_ts = ts
         ms = int(round(ts * 1e6)) // 1000
-        det = self.detector
         abi = det.abi
-        address = self.address or self._allocate()
+        address = self.address or self._allocate(det)
         if len(ip) > MAX_TO_NDPI:
             ip = _cut(ip)
         proto = abi.process(det.module, address, ip, len(ip), ms)
-        enough = self.budget is not None and self.packets > self.budget
+        enough = budget is not None and self.packets > budget
         if not enough and proto.app_protocol == 0:
             return None
         if not enough and abi.extra_possible(det.module, address):
             return None  # detected, but nDPI still wants packets (certificate, DNS answer…)
-        self.done = True
+        self.budget = _DONE
         if proto.app_protocol == 0:
-            return self._result(abi.giveup(det.module, address, det.guess), gave_up=True)
-        return self._result(proto)
+            return self._result(det, abi.giveup(det.module, address, det.guess), gave_up=True)
+        return self._result(det, proto)
 
     def giveup(self) -> NdpiResult:
         """nDPI's best answer for a flow that ends (or is cut) before detection completed."""
-        if self.released:
+        det = self.detector
+        if det is None:
             raise RuntimeError("the flow's nDPI state is already freed")
-        det = self.detector
-        self.done = True
-        return self._result(det.abi.giveup(det.module, self.address or self._allocate(), det.guess), gave_up=True)
+        self.budget = _DONE
+        return self._result(det, det.abi.giveup(det.module, self.address or self._allocate(det), det.guess),
+                            gave_up=True)
 
-    def _result(self, proto: Any, gave_up: bool = False) -> NdpiResult:
-        det = self.detector
+    def _result(self, det: Detector, proto: Any, gave_up: bool = False) -> NdpiResult:
         abi = det.abi
         assert self.address
         return NdpiResult(
@@ -305,10 +321,9 @@ class NdpiFlow:
 
     def release(self) -> None:
         """Free the struct and what nDPI allocated inside it (idempotent)."""
-        if self.released:
+        det, self.detector = self.detector, None
+        if det is None:
             return
-        self.released = True
-        det = self.detector
         address, self.address = self.address, 0
         if address:
             det.abi.free_flow(address)
