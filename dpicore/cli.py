@@ -9,6 +9,7 @@ not exist).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -451,6 +452,8 @@ def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple
     """Standard output or FILE; table on a terminal, JSONL otherwise unless ``fmt`` says."""
     fmt = _format(fmt, output)
     out: IO[str]
+    # write_through: a write that Ctrl-C or SIGTERM interrupts (a blocked pipe) is then taken whole or
+    # not at all, and RecordWriter keeps what was not (a text layer's own buffer lost it).
     if output:
         try:
             out = open(output, "w", encoding="utf-8", newline="")
@@ -458,6 +461,8 @@ def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple
             raise InputError(f"{output}: cannot write: {exc.strerror}") from None
     else:
         out = sys.stdout
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        out.reconfigure(write_through=True)  # type: ignore[attr-defined]
     return out, RecordWriter(out, fmt, all_layers)
 
 

@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import re
-from typing import IO, Any, Iterable
+from typing import IO, Any, Callable, Iterable
 
 import orjson
 
@@ -145,6 +145,13 @@ def _cell(value: Any) -> Any:
     return value
 
 
+class _Lines:
+    """The file the csv module writes a row to: RecordWriter._put."""
+
+    def __init__(self, put: Callable[[str], None]) -> None:
+        self.write = put
+
+
 class RecordWriter:
     """Streams records to ``out`` in one of :data:`FORMATS`.
 
@@ -162,15 +169,17 @@ class RecordWriter:
         self.count = 0
         self._rows: list[dict[str, Any]] = []
         self._csv: Any = None
+        #: Lines a Ctrl-C or SIGTERM stopped the output from taking (see _put).
+        self._held = ""
 
     def write(self, record: dict[str, Any]) -> None:
         self.count += 1
         if self.fmt == "jsonl":
-            self.out.write(jsonl_line(record) + "\n")
+            self._put(jsonl_line(record) + "\n")
         elif self.fmt == "csv":
             if self._csv is None:
                 fields = list(RECORD_FIELDS) + (["verdicts"] if self.all_layers else [])
-                self._csv = csv.DictWriter(self.out, fieldnames=fields, extrasaction="ignore")
+                self._csv = csv.DictWriter(_Lines(self._put), fieldnames=fields, extrasaction="ignore")
                 self._csv.writeheader()
             row = {k: _cell(v) for k, v in record.items()}
             row["metadata"] = jsonl_line(record["metadata"])
@@ -184,9 +193,27 @@ class RecordWriter:
         for r in records:
             self.write(r)
 
+    def _put(self, lines: str) -> None:
+        """Hand whole lines to the output, after any it did not take before.
+
+        A Ctrl-C or SIGTERM while the output blocks (a slow reader on a pipe) raises inside the write.
+        An output that passes each write on at once (``write_through``, as the CLI sets up) has then
+        taken none of it (its buffer keeps what it had): the lines are kept and go first with the next
+        write or at :meth:`close`, so what is written stays whole lines and none is lost.
+        """
+        if self._held:
+            lines, self._held = self._held + lines, ""
+        try:
+            self.out.write(lines)
+        except KeyboardInterrupt:
+            self._held = lines
+            raise
+
     def close(self) -> None:
         if self.fmt == "table":
             self._table()
+        if self._held:
+            self._put("")
         self.out.flush()
 
     def _table(self) -> None:
