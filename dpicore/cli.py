@@ -599,8 +599,9 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt as exc:  # a second Ctrl-C (or SIGTERM), while the open flows were being written
         message, code = _stopped(exc)
+        # The writer's count: a record the signal caught in its write is written at close (see _put).
         _err(f"{message}: {len(clf.engine.table)} open flows not written "
-             f"({sum(counts.values())} written)")
+             f"({writer.count if writer is not None else 0} written)")
         sys.exit(code)
     except BrokenPipeError:
         sys.stderr.close()
