@@ -352,7 +352,11 @@ def test_sigterm_stops_classify_as_ctrl_c_does_with_143(tmp_path: Path) -> None:
         writer.flush()
         first = proc.stdout.readline()  # records came; dpi waits for more input
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        # Not communicate(): it reads the pipe itself and skips what readline() left in proc.stdout's
+        # buffer (up to 8 KB, cut mid-line), which read as dpi cutting a record.  The 100 records fit
+        # in the pipe, so dpi ends without anyone reading.
+        proc.wait(timeout=20)
+        out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 143, err
     assert err.decode().strip().splitlines()[-1] == "terminated", err
     lines = (first + out).decode().splitlines()
