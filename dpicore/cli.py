@@ -369,7 +369,7 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
     with _writing(output):
         try:
             # JSONL comes as text the workers wrote (whole lines); other formats as records.
-            put = out.write if work.jsonl else writer.write
+            put = writer.write_lines if work.jsonl else writer.write
             for item in _records_progress(work, len(files), not quiet and sys.stderr.isatty()):
                 put(item)
         except BrokenPipeError:
@@ -580,9 +580,9 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
                 for flow in flows:
                     assert out is not None and writer is not None  # ready() came first
                     record = flow_record(flow, config.all_layers)
+                    counts[record["protocol"]] += 1  # first: a write a signal catches is completed at close
                     writer.write(record)
                     out.flush()
-                    counts[record["protocol"]] += 1
                     summarise()
                 break
             except KeyboardInterrupt:

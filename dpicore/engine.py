@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import numbers
 from typing import Any, Iterable, Iterator
 
@@ -473,6 +474,9 @@ class Engine:
         if problem is not None:
             self._layer_failed(flow, layer, "dpi_classify", TypeError(problem))
             return
+        if type(verdict) is SharedVerdict:  # one a layer got from a flow: frozen, so its own copy
+            verdict = Verdict(verdict.protocol, verdict.source, verdict.confidence, verdict.app, verdict.category,
+                              {}, verdict.watch)
         protocol = self.registry.canonical(verdict.protocol)
         if protocol != verdict.protocol:
             verdict.protocol = protocol
@@ -481,7 +485,7 @@ class Engine:
         if not verdict.source:
             verdict.source = layer.id
         if (protocol == UNKNOWN and not verdict.metadata and verdict.app is None and verdict.category is None
-                and not verdict.watch):
+                and not verdict.watch and type(verdict) is Verdict):  # a subclass may carry more
             verdict = self._bare(verdict)
         flow.add_verdict(verdict)
         if (not self.all_layers and verdict.protocol != UNKNOWN and verdict.confidence >= self.threshold):
@@ -489,11 +493,15 @@ class Engine:
             self._decide(flow, keep)
 
     def _bare(self, verdict: Verdict) -> Verdict:
-        """The SharedVerdict for a bare Unknown ``verdict`` (see there)."""
-        key = (verdict.source, verdict.confidence)
+        """The SharedVerdict for a bare Unknown ``verdict`` (see there): a float confidence only, and not
+        -0.0, which would share 0.0's object (an int 0 too): the record must write what the layer said."""
+        c = verdict.confidence
+        if type(c) is not float or (not c and math.copysign(1.0, c) < 0):
+            return verdict
+        key = (verdict.source, c)
         kept = self._bare_verdicts.get(key)
         if kept is None:
-            if type(verdict) is SharedVerdict or len(self._bare_verdicts) >= SHARED_BARE:
+            if len(self._bare_verdicts) >= SHARED_BARE:
                 return verdict  # a layer whose Unknowns vary in confidence: past the bound, its own
             kept = self._bare_verdicts[key] = shared_verdict(verdict.protocol, verdict.source, verdict.confidence)
         return kept

@@ -171,7 +171,7 @@ class Verdict:
 
 #: Why a SharedVerdict refuses a change.
 _SHARED = ("this bare Unknown verdict is one object shared by every flow its layer gave up on, so it "
-           "cannot change; make your own: Verdict(**attrs.asdict(verdict, recurse=False))")
+           "cannot change; make your own: Verdict(verdict.protocol, verdict.source, verdict.confidence)")
 
 
 class _NoMetadata(dict):  # type: ignore[type-arg]

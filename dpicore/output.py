@@ -145,6 +145,10 @@ def _cell(value: Any) -> Any:
     return value
 
 
+#: The most characters RecordWriter hands its output at once (see RecordWriter._put).
+PIECE = 1024
+
+
 class _Lines:
     """The file the csv module writes a row to: RecordWriter._put."""
 
@@ -193,21 +197,35 @@ class RecordWriter:
         for r in records:
             self.write(r)
 
+    def write_lines(self, lines: str) -> None:
+        """Whole lines of JSONL the caller made (``-j``: the workers' records), as :meth:`write` puts them."""
+        self._put(lines)
+
     def _put(self, lines: str) -> None:
         """Hand whole lines to the output, after any it did not take before.
 
         A Ctrl-C or SIGTERM while the output blocks (a slow reader on a pipe) raises inside the write.
         An output that passes each write on at once (``write_through``, as the CLI sets up) has then
-        taken none of it (its buffer keeps what it had): the lines are kept and go first with the next
-        write or at :meth:`close`, so what is written stays whole lines and none is lost.
+        taken none of that write (its buffer keeps what it had), if the write fits in its buffer: the
+        lines go in pieces of at most PIECE characters (4 KB even in UTF-8, a pipe's smallest buffer),
+        and those not taken are kept for the next write or :meth:`close`.  So what is written stays
+        whole lines, none twice and none lost.
         """
         if self._held:
             lines, self._held = self._held + lines, ""
-        try:
-            self.out.write(lines)
-        except KeyboardInterrupt:
-            self._held = lines
-            raise
+        if len(lines) <= PIECE:
+            try:
+                self.out.write(lines)
+            except KeyboardInterrupt:
+                self._held = lines
+                raise
+            return
+        for start in range(0, len(lines), PIECE):
+            try:
+                self.out.write(lines[start:start + PIECE])
+            except KeyboardInterrupt:
+                self._held = lines[start:]
+                raise
 
     def close(self) -> None:
         if self.fmt == "table":

@@ -439,14 +439,43 @@ def test_a_bare_unknown_is_one_frozen_object_every_flow_shares() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         a.protocol = "HTTP"  # type: ignore[misc]
     assert pickle.loads(pickle.dumps(a)) == a
-    mine = Verdict(**attrs.asdict(a, recurse=False))  # what the message tells a caller to do
-    mine.metadata = {"note": 1}
-    assert a.metadata == {}
+    mine = Verdict(a.protocol, a.source, a.confidence)  # what the message tells a caller to do
+    mine.metadata["note"] = 1
+    assert a.metadata == {} and mine == Verdict("Unknown", "bare", 0.0, metadata={"note": 1})
 
     detailed = {1: lambda: Verdict("Unknown", confidence=0.0, metadata={"why": "short"})}
     c, d = (f.verdict for f in build(Recorder("detailed", answers=detailed)).run(
         data_packets(1, sport=1) + data_packets(1, sport=2)))
     assert c is not d and type(c) is Verdict and c.metadata == {"why": "short"}
+
+
+def test_a_bare_unknown_is_shared_only_when_the_record_stays_the_same() -> None:
+    """A layer's Verdict subclass (it may write more), an int confidence and -0.0 (the record writes
+    them as 0 and -0.0) stay the layer's own; a SharedVerdict a layer returns (one it read from a
+    flow) is taken as a copy, not assigned to (it is frozen: that was an exception out of the run)."""
+    import attrs
+
+    from dpicore import SharedVerdict
+    from dpicore.model import shared_verdict
+    from dpicore.output import flow_record
+
+    @attrs.define(slots=True)
+    class Reasoned(Verdict):
+        reason: str = ""
+
+    answers: list[Any] = [Reasoned("Unknown", confidence=0.0, reason="short"), Verdict("Unknown", confidence=0),
+                          Verdict("Unknown", confidence=-0.0), SharedVerdict("unknown", "", 0.0),
+                          shared_verdict("Unknown", "elsewhere", 0.5)]
+    it = iter(answers)
+    layer = Recorder("odd", answers={1: lambda: next(it)})
+    flows = sorted(build(layer).run([p for i in range(5) for p in data_packets(1, sport=i + 1)]),
+                   key=lambda f: f.client_port)
+    got = [f.verdict for f in flows]
+    assert type(got[0]) is Reasoned and got[0].reason == "short"
+    assert [flow_record(f)["confidence"] for f in flows[1:3]] == [0, -0.0]
+    assert [type(v) for v in got[1:3]] == [Verdict, Verdict]
+    assert got[3] == Verdict("Unknown", "odd", 0.0) and got[4] == Verdict("Unknown", "elsewhere", 0.5)
+    assert not flows[3].errors and not flows[4].errors
 
 
 def test_bare_unknowns_shared_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

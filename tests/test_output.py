@@ -162,19 +162,26 @@ class _Interrupted(io.RawIOBase):
     """A pipe whose writer a signal interrupts once while it blocks (the handler raises): a test double
     for our own error path, RecordWriter's, not for an integration."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int = 1 << 30) -> None:
         self.data = bytearray()
         self.interrupt = False
+        #: Bytes a call takes at most, as a pipe takes what fits: a write can be partly done.
+        self.cap = cap
+        self.calls = 0
+        #: The call that raises (counted from the first), as a signal does in a write that waits.
+        self.fail_at = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: bytes) -> int:  # type: ignore[override]
-        if self.interrupt:
+        self.calls += 1
+        if self.interrupt or self.calls == self.fail_at:
             self.interrupt = False
             raise KeyboardInterrupt
-        self.data += b
-        return len(b)
+        n = min(len(b), self.cap)
+        self.data += bytes(b[:n])
+        return n
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
@@ -204,6 +211,29 @@ def test_a_write_ctrl_c_interrupts_loses_no_record_and_cuts_no_line(fmt: str) ->
     else:
         got = sorted(int(row["src_port"]) for row in csv.DictReader(io.StringIO(text)))
     assert got == list(range(40))
+
+
+@pytest.mark.parametrize("after", range(1, 12))
+def test_a_line_longer_than_the_output_buffer_is_not_written_twice(after: int) -> None:
+    """A write larger than the output's buffer goes to the pipe in parts, so a signal could come after
+    some were taken: the writer hands over pieces that fit the buffer and keeps only those not taken."""
+    raw = _Interrupted(cap=1000)
+    out = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=4096), encoding="utf-8", newline="",
+                           write_through=True)
+    writer = RecordWriter(out, "jsonl")
+    records = [{"src_port": i, "metadata": {"pad": "é" * (3000 + 1000 * i)}} for i in range(6)]
+    for i, record in enumerate(records):
+        if i % 2:
+            raw.fail_at = raw.calls + after  # some parts of the line may have gone out
+        try:
+            writer.write(record)
+        except KeyboardInterrupt:
+            pass
+    writer.write_lines('{"src_port":6}\n')
+    writer.close()
+    lines = raw.data.decode().splitlines()
+    assert [json.loads(line)["src_port"] for line in lines] == list(range(7))
+    assert [len(json.loads(line)["metadata"]["pad"]) for line in lines[:6]] == [3000 + 1000 * i for i in range(6)]
 
 
 def test_the_cli_output_passes_each_write_on(tmp_path: Path) -> None:

@@ -88,8 +88,8 @@ def ndpi_view(ip: bytes, fragment: bool) -> int:
     return _VIEWS.setdefault(view, view)
 
 
-#: NdpiFlow.budget once nDPI has answered (no count of packets is negative).
-_DONE = -1
+#: NdpiFlow.budget once nDPI has answered: no count (a Detector made with a budget of -1 is not done).
+_DONE: Any = object()
 
 #: Each value ndpi_view returned, one object per value (at most 512): an NdpiFlow keeps its flow's view,
 #: and an int above 256 is a new 32-byte object each time it is computed.
@@ -253,7 +253,7 @@ class NdpiFlow:
     @property
     def done(self) -> bool:
         """nDPI has given its answer for the flow (detected, or gave up)."""
-        return self.budget == _DONE
+        return self.budget is _DONE
 
     @property
     def released(self) -> bool:
@@ -269,7 +269,7 @@ class NdpiFlow:
         """Hand one packet to nDPI; the result once detection is complete, else None."""
         det = self.detector
         budget = self.budget
-        if budget == _DONE or det is None:
+        if budget is _DONE or det is None:
             return None
         ip = packet.ip
         if type(ip) is not bytes:
