@@ -208,24 +208,31 @@ class RecordWriter:
         An output that passes each write on at once (``write_through``, as the CLI sets up) has then
         taken none of that write (its buffer keeps what it had), if the write fits in its buffer: the
         lines go in pieces of at most PIECE characters (4 KB even in UTF-8, a pipe's smallest buffer),
-        and those not taken are kept for the next write or :meth:`close`.  So what is written stays
-        whole lines, none twice and none lost.
+        and those not taken are kept (``_held``, from the first statement on: the signal's exception
+        can come at any call here) for the next write or :meth:`close`.  So what is written stays
+        whole lines, none lost but the one a caller had in hand.  Left: a signal that comes while a
+        write that does not block is under way raises once that write has returned, and its piece is
+        written again; pieces end after a line (but for a line longer than PIECE), so that repeats
+        whole lines.  Exact bookkeeping would need the signal handlers to wait for the write.
         """
         if self._held:
-            lines, self._held = self._held + lines, ""
-        if len(lines) <= PIECE:
-            try:
-                self.out.write(lines)
-            except KeyboardInterrupt:
-                self._held = lines
-                raise
-            return
-        for start in range(0, len(lines), PIECE):
-            try:
-                self.out.write(lines[start:start + PIECE])
-            except KeyboardInterrupt:
-                self._held = lines[start:]
-                raise
+            lines = self._held + lines
+        self._held = lines
+        start = 0
+        try:
+            end = len(lines)
+            while start < end:
+                stop = start + PIECE
+                if stop < end:  # cut after a line, so that a piece written twice (below) is whole lines
+                    cut = lines.rfind("\n", start, stop)
+                    if cut >= start:
+                        stop = cut + 1
+                self.out.write(lines[start:stop])
+                start = stop
+        except KeyboardInterrupt:
+            self._held = lines[start:]
+            raise
+        self._held = ""
 
     def close(self) -> None:
         if self.fmt == "table":
