@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from collections import Counter
@@ -452,8 +453,6 @@ def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple
     """Standard output or FILE; table on a terminal, JSONL otherwise unless ``fmt`` says."""
     fmt = _format(fmt, output)
     out: IO[str]
-    # write_through: a write that Ctrl-C or SIGTERM interrupts (a blocked pipe) is then taken whole or
-    # not at all, and RecordWriter keeps what was not (a text layer's own buffer lost it).
     if output:
         try:
             out = open(output, "w", encoding="utf-8", newline="")
@@ -461,9 +460,22 @@ def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple
             raise InputError(f"{output}: cannot write: {exc.strerror}") from None
     else:
         out = sys.stdout
-    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
-        out.reconfigure(write_through=True)  # type: ignore[attr-defined]
+    _pass_writes_on(out)
     return out, RecordWriter(out, fmt, all_layers)
+
+
+def _pass_writes_on(out: IO[str]) -> None:
+    """Make a pipe's, a socket's or a terminal's text output hand each write on (``write_through``).
+
+    A write there can wait for the reader, and a Ctrl-C or SIGTERM then raises inside it: the text
+    layer's own buffer lost what it held, where written through a write is taken whole or not at all
+    and RecordWriter keeps what was not.  A file's or /dev/null's writes do not wait that way, and
+    keep the buffer (a call per record fewer: 0.3% of a run's instructions).
+    """
+    with contextlib.suppress(AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        mode = os.fstat(out.fileno()).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or out.isatty():
+            out.reconfigure(write_through=True)  # type: ignore[attr-defined]
 
 
 def _warn_failed(plugins: PluginSet) -> None:

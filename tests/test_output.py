@@ -236,11 +236,20 @@ def test_a_line_longer_than_the_output_buffer_is_not_written_twice(after: int) -
     assert [len(json.loads(line)["metadata"]["pad"]) for line in lines[:6]] == [3000 + 1000 * i for i in range(6)]
 
 
-def test_the_cli_output_passes_each_write_on(tmp_path: Path) -> None:
-    from dpicore.cli import _open_writer
+def test_the_cli_output_passes_each_write_on_where_a_write_can_wait(tmp_path: Path) -> None:
+    """A pipe's writes can wait for the reader (and a signal then raises inside one): written through.
+    A file's cannot: it keeps its buffer."""
+    import os
+
+    from dpicore.cli import _open_writer, _pass_writes_on
 
     out, _ = _open_writer(str(tmp_path / "records.jsonl"), "jsonl", False)
     try:
-        assert out.write_through  # type: ignore[attr-defined]
+        assert not out.write_through  # type: ignore[attr-defined]
     finally:
         out.close()
+    r, w = os.pipe()
+    with open(w, "w", encoding="utf-8") as pipe_out, open(r, "rb"):
+        assert not pipe_out.write_through
+        _pass_writes_on(pipe_out)
+        assert pipe_out.write_through
