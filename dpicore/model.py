@@ -230,6 +230,22 @@ class _MadeOnUse(Generic[T]):
         setattr(obj, self.slot, value)
 
 
+class _Payloads(_MadeOnUse[list]):  # type: ignore[type-arg]
+    """:attr:`Flow.payloads`: a list, also while the engine keeps none (the slot then holds ``()``, its
+    mark, and a read gets a new empty list, not stored)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> list:  # type: ignore[type-arg]
+        if obj is None:
+            return self  # type: ignore[return-value]  # the class attribute: the descriptor itself
+        value = getattr(obj, self.slot)
+        if value is None:
+            value = []
+            setattr(obj, self.slot, value)
+        elif type(value) is not list:
+            return []
+        return value
+
+
 class _OneOrMore(_MadeOnUse[list]):  # type: ignore[type-arg]
     """:attr:`Flow.verdicts`: the slot holds a flow's only verdict itself until a second comes or the
     list is asked for (then it becomes the list).  Most flows get one verdict, and a one-item list was
@@ -287,7 +303,7 @@ class Flow:
     number: int = 0
     _notes: dict[str, Any] | None = attrs.field(default=None, alias="notes")
 
-    payloads = _MadeOnUse(
+    payloads = _Payloads(
         list, "First payloads per direction, in order, bounded by the flow table; empty (kept by "
               "nobody) while no layer looking at the flow reads them (LayerInfo.reads_payloads), once "
               "no layer looks at the flow (decided, or every layer left) and after its end.")

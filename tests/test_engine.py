@@ -519,6 +519,7 @@ def test_payloads_are_kept_only_while_a_layer_that_reads_them_looks(first_reads:
     class Peek(Recorder):
         @hookimpl
         def dpi_classify(self, flow: Flow) -> None:
+            assert type(flow.payloads) is list  # also while none are kept
             seen[self.id].append(len(flow.payloads))
 
     first = Peek("first", 10, max_packets=2, reads_payloads=first_reads)
