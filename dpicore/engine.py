@@ -503,7 +503,7 @@ class Engine:
         if kept is None:
             if len(self._bare_verdicts) >= SHARED_BARE:
                 return verdict  # a layer whose Unknowns vary in confidence: past the bound, its own
-            kept = self._bare_verdicts[key] = shared_verdict(verdict.protocol, verdict.source, verdict.confidence)
+            kept = self._bare_verdicts[key] = shared_verdict(verdict.protocol, verdict.source, c)
         return kept
 
     def _share(self, metadata: dict[str, Any]) -> None:

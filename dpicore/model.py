@@ -235,15 +235,8 @@ class _Payloads(_MadeOnUse[list]):  # type: ignore[type-arg]
     mark, and a read gets a new empty list, not stored)."""
 
     def __get__(self, obj: object, owner: type | None = None) -> list:  # type: ignore[type-arg]
-        if obj is None:
-            return self  # type: ignore[return-value]  # the class attribute: the descriptor itself
-        value = getattr(obj, self.slot)
-        if value is None:
-            value = []
-            setattr(obj, self.slot, value)
-        elif type(value) is not list:
-            return []
-        return value
+        value = super().__get__(obj, owner)
+        return [] if type(value) is tuple else value
 
 
 class _OneOrMore(_MadeOnUse[list]):  # type: ignore[type-arg]
