@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import numbers
+import re
 from typing import Any, Iterable, Iterator
 
 import attrs
@@ -98,6 +99,7 @@ def unusable(verdict: Any) -> str | None:
     c = verdict.confidence
     if (type(verdict.protocol) is str and verdict.protocol and type(c) is float and 0.0 <= c <= 1.0
             and type(verdict.watch) is int and verdict.watch >= 0 and type(verdict.metadata) is dict
+            and verdict.watch_for is None
             and (verdict.source is None or type(verdict.source) is str)
             and (verdict.app is None or type(verdict.app) is str)
             and (verdict.category is None or type(verdict.category) is str)):
@@ -108,6 +110,9 @@ def unusable(verdict: Any) -> str | None:
         return f"returned a Verdict whose confidence is {c!r}, not a number in [0, 1]"
     if type(verdict.watch) is not int or verdict.watch < 0:
         return f"returned a Verdict whose watch is {verdict.watch!r}, not a count"
+    w = verdict.watch_for
+    if w is not None and not (isinstance(w, re.Pattern) and isinstance(w.pattern, bytes)):
+        return f"returned a Verdict whose watch_for is {w!r}, not a compiled bytes pattern (re.compile(rb'...'))"
     for name in ("source", "app", "category"):
         value = getattr(verdict, name)
         if value is not None and not isinstance(value, str):
@@ -120,6 +125,29 @@ def unusable(verdict: Any) -> str | None:
 #: ``Flow._payloads`` of a flow no layer still looking at reads (``LayerInfo.reads_payloads``): its
 #: payloads are not kept.  ``Flow.payloads`` reads it as empty; _let_go puts None back at the end.
 _UNREAD: tuple[tuple[int, bytes], ...] = ()
+
+
+def watched_for(pending: list[_Pending] | None) -> list[re.Pattern[bytes]] | None:
+    """The patterns of a flow whose every pending layer watches for one (``Verdict.watch_for``), else
+    None.  A payload that none of them finds is only counted: no layer would see it (:meth:`Engine._classify`;
+    the batch path asks this once per run of one flow's packets and counts such packets itself)."""
+    if not pending or type(pending) is _Held:
+        return None
+    patterns = []
+    for entry in pending:
+        verdict = entry.verdict
+        if not entry.watching or verdict is None or verdict.watch_for is None:
+            return None
+        patterns.append(verdict.watch_for)
+    return patterns
+
+
+def finds(patterns: list[re.Pattern[bytes]], payload: bytes) -> bool:
+    """Whether one of ``patterns`` (:func:`watched_for`) finds something in ``payload``."""
+    for pattern in patterns:
+        if pattern.search(payload) is not None:
+            return True
+    return False
 
 
 def _reader_in(pending: list[_Pending]) -> bool:
@@ -325,6 +353,12 @@ class Engine:
             if not flow.pending:
                 return
         payload = pkt.payload
+        pending = flow.pending
+        assert pending is not None
+        if payload and pending[0].watching:
+            patterns = watched_for(pending)
+            if patterns is not None and not finds(patterns, payload):
+                return  # no layer looks for these bytes: counted only (feed did), as in a decided flow
         if payload and not self._new_payload(flow, pkt, direction):
             payload = b""  # a retransmission: layers have seen these bytes
         elif payload:
@@ -333,8 +367,6 @@ class Engine:
                 flow._payloads = [(direction, payload)]
             elif len(payloads) < self.max_payloads and payloads is not _UNREAD:
                 payloads.append((direction, payload))
-        pending = flow.pending
-        assert pending is not None
         for entry in list(pending):
             layer = entry.layer
             if layer.classify is None:
@@ -352,6 +384,10 @@ class Engine:
                     elif entry.seen + len(held) < hold:
                         held.append(pkt)
                         continue
+            if entry.watching:
+                watched = entry.verdict
+                if watched is not None and watched.watch_for is not None and watched.watch_for.search(payload) is None:
+                    continue  # not what it watches for: neither shown nor counted
             if entry.held:
                 state = self._replay(flow, entry)
                 if state is _DECIDED:

@@ -42,7 +42,7 @@ from .decode.batch import Batch, Headers, batches, decode_headers
 from .decode.capture import CaptureError
 from .decode.source import CaptureSource
 from .decode.walks import SharedWalks
-from .engine import Engine
+from .engine import Engine, finds, watched_for
 from .flowtable import CLOSE_AT, CLOSING
 from .model import C2S, FIN, RST, S2C, SYN, Flow, FlowKey, Packet
 
@@ -410,27 +410,38 @@ class _Columns:
         self.sport = h.sport[sel].tolist()
         self.times = times if every else batch.ts[rows].tolist()
         self.wires = batch.wire[sel].tolist()
-        self._more: tuple[list[int], ...] | None = None
+        self._more: np.ndarray | None = None
+
+    def _fields(self, c: int) -> list[int]:
+        """Row ``c``'s columns that only packets fed to the engine need: dport, proto, vlan, seq, l3, pay,
+        ipend, paywire, ip6, frame.  They are stacked into one array on first use and a row is converted
+        when asked for: a batch feeds the engine a fraction of its packets (none, in bulk traffic), and
+        converting every column of every row cost several times more."""
+        more = self._more
+        if more is None:
+            h, sel = self.h, self.rows
+            frames = np.arange(len(h.ok)) if isinstance(sel, slice) else sel
+            more = self._more = np.stack([col[sel] for col in (h.dport, h.proto, h.vlan, h.seq, h.l3, h.pay, h.ipend,
+                                                                h.paywire, h.ip6)] + [frames], axis=1)
+        return more[c].tolist()
+
+    def payload(self, c: int) -> bytes:
+        """Row ``c``'s captured transport payload (the Packet's ``payload``)."""
+        fields = self._fields(c)
+        return self.buf[fields[5]:fields[6]]
 
     def packet(self, c: int) -> Packet:
         """The Packet the scalar decoder makes of row ``c``'s numpy-decoded frame (TCP/UDP in unfragmented
         IPv4 or in IPv6 without extension headers), built from the decoded columns and slices of the
         buffer instead of decoding the frame again."""
-        more = self._more
-        if more is None:
-            h, sel = self.h, self.rows
-            frames = np.arange(len(h.ok)) if isinstance(sel, slice) else sel
-            more = self._more = tuple(col[sel].tolist() for col in (h.dport, h.proto, h.vlan, h.seq, h.l3, h.pay,
-                                                                    h.ipend, h.paywire, h.ip6)) + (frames.tolist(),)
-        dport, proto, vlan, seq, l3, pay, ipend, paywire, ip6, frame = more
-        buf, start, end = self.buf, l3[c], ipend[c]
-        if ip6[c]:
+        dport, proto, vlan, seq, l3, pay, ipend, paywire, ip6, frame = self._fields(c)
+        buf, start, end = self.buf, l3, ipend
+        if ip6:
             version, src, dst = 6, buf[start + 8:start + 24], buf[start + 24:start + 40]
         else:
             version, src, dst = 4, buf[start + 12:start + 16], buf[start + 16:start + 20]
-        return Packet(self.times[c], version, src, dst, proto[c], self.sport[c], dport[c], self.flags[c],
-                      self.wires[c], buf[pay[c]:end], paywire[c], buf[start:end], vlan[c], seq[c],
-                      self.first + frame[c])
+        return Packet(self.times[c], version, src, dst, proto, self.sport[c], dport, self.flags[c],
+                      self.wires[c], buf[pay:end], paywire, buf[start:end], vlan, seq, self.first + frame)
 
 
 def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, idx: list[int],
@@ -439,7 +450,9 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     scalar decoder's Packets, by row).
 
     A packet that changes only counters — the flow exists and is decided
-    (or the packet has no payload and no layer wants empty packets), no
+    (or the packet has no payload and no layer wants empty packets, or
+    every layer still looking only watches for patterns the payload does not
+    hold: :func:`~dpicore.engine.watched_for`), no
     timeout, not a SYN or a straggler after the closing time of a closed
     connection — is accounted inline, its FIN/RST noted as
     :meth:`Engine.feed` notes them.  (This repeats the counting of
@@ -456,9 +469,11 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     flags, paylen, src, sport, times, wires = cols.flags, cols.paylen, cols.src, cols.sport, cols.times, cols.wires
     flow = table.flows.get(key)
     client = int.from_bytes(flow.client, "big") if flow is not None else -1
+    patterns = watched_for(flow.pending) if flow is not None else None
     summed = 0
     for j in idx:
-        if flow is not None and (not flow.pending or skip_empty and not paylen[j]) and j not in decoded:
+        if flow is not None and (not flow.pending or skip_empty and not paylen[j] or patterns is not None and paylen[j]
+                                 and not finds(patterns, cols.payload(j))) and j not in decoded:
             ts = times[j]
             f = flags[j]
             if ts - flow.last_seen <= idle and ts - flow.first_seen <= active and (
@@ -484,6 +499,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
         ended = engine.feed(pkt, expire=False, key=key)
         flow = table.flows.get(key)
         client = int.from_bytes(flow.client, "big") if flow is not None else -1
+        patterns = watched_for(flow.pending) if flow is not None else None
         if ended:
             yield from ended
     if summed:

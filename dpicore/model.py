@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from socket import inet_ntoa
 from typing import Any, Callable, Generic, NamedTuple, TypeVar
 
@@ -157,6 +158,13 @@ class Verdict:
     #: verdict (like nDPI's extra dissection: FTP control announcing data
     #: ports, TLS certificates).  Not part of the record.
     watch: int = 0
+    #: What the watching layer looks for, if it can say so as a pattern (``re.compile(rb"...")``): a
+    #: watched payload in which ``watch_for.search(payload)`` finds nothing is not shown to the layer
+    #: and not counted against ``watch``, and when no other layer still looks at the flow it is only
+    #: counted, as a packet of a decided flow is.  A necessary condition is enough (FTP: the reply
+    #: codes and commands that announce a data connection): the engine then skips a call per packet
+    #: of a control connection that lives for hours.  Not part of the record.
+    watch_for: re.Pattern[bytes] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

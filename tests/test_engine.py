@@ -8,6 +8,7 @@ loader (PluginSet.add): they test our own pipeline, not a classifier.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -402,6 +403,24 @@ def test_watch_also_works_in_all_layers_mode() -> None:
     assert [r for _, r in watcher.ends] == ["verdict"]
 
 
+@pytest.mark.parametrize("all_layers", [False, True], ids=["first verdict", "all layers"])
+def test_watch_for_shows_the_watching_layer_only_payloads_its_pattern_finds(all_layers: bool) -> None:
+    """Payloads the pattern does not find are neither shown nor counted against ``watch``; with no
+    other layer looking they are only counted on the flow (test_fastpath holds the batch path equal)."""
+    watcher = Recorder("w", 10, answers={
+        1: lambda: Verdict("FTP", confidence=0.9, watch=2, watch_for=re.compile(rb"p00[357]")),
+        2: lambda: Verdict("FTP", metadata={"seen": 3}),
+    })
+    other = Recorder("other", 20)
+    (flow,) = build(watcher, other, all_layers=all_layers).run(data_packets(9))
+    assert watcher.payloads == [b"p000", b"p003", b"p005"], "p007: the watch of 2 was used up"
+    assert flow.c2s_packets == 9
+    mine = [v for v in flow.verdicts if v.source == "w"]
+    assert len(mine) == 1 and mine[0].metadata == {"seen": 3}
+    assert [r for _, r in watcher.ends] == ["verdict"]
+    assert other.calls == (9 if all_layers else 0)
+
+
 def test_flow_end_is_called_exactly_once_per_layer_and_flow() -> None:
     layers = [Recorder("a", 10, answers={2: lambda: Verdict("HTTP", confidence=0.9)}),
               Recorder("b", 20, max_packets=1), Recorder("c", 30),
@@ -591,8 +610,10 @@ def test_flows_ended_by_the_end_of_input_are_let_go_one_by_one() -> None:
     lambda: Verdict("HTTP", confidence="0.9"), lambda: Verdict("HTTP", watch="2"),  # type: ignore[arg-type]
     lambda: Verdict(42), lambda: Verdict(""), lambda: Verdict("HTTP", app=b"x"),  # type: ignore[arg-type]
     lambda: Verdict("HTTP", category=["web"]), lambda: Verdict("HTTP", metadata=["a"]),  # type: ignore[arg-type]
+    lambda: Verdict("HTTP", watch=2, watch_for=re.compile("227")),  # type: ignore[arg-type]
+    lambda: Verdict("HTTP", watch=2, watch_for=b"227"),  # type: ignore[arg-type]
 ], ids=["confidence 5", "confidence nan", "confidence str", "watch str", "protocol int", "protocol empty",
-        "app bytes", "category list", "metadata list"])
+        "app bytes", "category list", "metadata list", "watch_for str pattern", "watch_for bytes"])
 def test_a_verdict_the_engine_cannot_use_is_the_layer_s_error(bad: Any) -> None:
     """A Verdict with fields of the wrong type or range (which once stopped the run with a traceback,
     or reached the record as invalid JSON) costs its layer the flow, like an exception."""

@@ -346,3 +346,57 @@ def test_at_the_flow_cap_batched_equals_packet_by_packet(tmp_path: Path, cap: in
         slow = flows_of(single.classify_pcap(path, batched=False))
         assert batched.engine.stats.evicted == single.engine.stats.evicted > 0
     assert fast == slow, differences(fast, slow)
+
+
+def _ftp_session(commands: int) -> list[tuple[float, bytes]]:
+    """An FTP control connection on a port FTP is not known by: handshake, greeting, USER, ``commands`` NOOPs and
+    their replies, then PASV and its 227 reply (which arrives twice: a retransmission), then the data
+    connection to the announced endpoint 10.9.0.1:50000."""
+    from tests.helpers.frames import ACK, PSH, SYN, eth, tcp4
+
+    t = 1_700_000_000.0
+    c, s = ("10.0.0.1", 40000), ("10.9.0.1", 2121)
+    seq = {c: 1, s: 1}
+    recs: list[tuple[float, bytes]] = []
+
+    def send(src: tuple[str, int], dst: tuple[str, int], payload: bytes, again: bool = False) -> None:
+        nonlocal t
+        t += 0.001
+        at = seq[src] - (len(payload) if again else 0)
+        recs.append((t, eth(tcp4(src[0], src[1], dst[0], dst[1], PSH | ACK, payload, seq=at))))
+        if not again:
+            seq[src] += len(payload)
+
+    recs.append((t, eth(tcp4(c[0], c[1], s[0], s[1], SYN, seq=0))))
+    recs.append((t, eth(tcp4(s[0], s[1], c[0], c[1], SYN | ACK, seq=0))))
+    send(s, c, b"220 (vsFTPd 3.0.3)\r\n")
+    send(c, s, b"USER anonymous\r\n")
+    send(s, c, b"331 Please specify the password.\r\n")
+    for _ in range(commands):
+        send(c, s, b"NOOP\r\n")
+        send(s, c, b"200 NOOP ok.\r\n")
+    send(c, s, b"PASV\r\n")
+    reply = b"227 Entering Passive Mode (10,9,0,1,195,80).\r\n"
+    send(s, c, reply)
+    send(s, c, reply, again=True)
+    t += 0.01
+    recs.append((t, eth(tcp4("10.0.0.1", 40001, "10.9.0.1", 50000, SYN))))
+    recs.append((t + 0.01, eth(tcp4("10.0.0.1", 40001, "10.9.0.1", 50000, PSH | ACK, b"\x89PNG\r\n\x1a\n", seq=2))))
+    return recs
+
+
+@pytest.mark.parametrize("commands", [3, 400])
+def test_a_watched_control_connection_is_shown_only_what_it_watches_for(tmp_path: Path, commands: int) -> None:
+    """FTP watches its control connection for data-connection announcements (``Verdict.watch_for``): the
+    other packets are only counted, on both paths alike, and do not use up its watch (256 packets), so an
+    announcement after hundreds of other commands still names the data connection."""
+    from tests.helpers.frames import pcap_bytes
+
+    path = tmp_path / "ftp.pcap"
+    path.write_bytes(pcap_bytes(_ftp_session(commands)))
+    fast, slow = both_paths([path], ["heuristics"])
+    assert fast == slow, differences(fast, slow)
+    records = {r["dst_port"]: r for r in map(json.loads, slow)}
+    assert records[2121]["protocol"] == "FTP" and records[2121]["packets"] == 2 * commands + 8
+    assert records[50000]["protocol"] == "FTP_DATA"
+    assert records[50000]["metadata"]["mode"] == "passive"

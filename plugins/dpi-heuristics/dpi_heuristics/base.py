@@ -28,6 +28,7 @@ says so (``metadata["port_hint"] = True``) with a lower confidence.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Iterable
 
 import attrs
@@ -153,10 +154,10 @@ def starts(*prefixes: bytes | str) -> frozenset[int]:
 
 
 def found(protocol: str, confidence: float = STRONG, watch: int = 0, app: str | None = None,
-          **metadata: Any) -> Verdict:
+          watch_for: re.Pattern[bytes] | None = None, **metadata: Any) -> Verdict:
     """A verdict from this layer; metadata with None values is left out."""
     return Verdict(protocol, LAYER_ID, confidence, app=app,
-                   metadata={k: v for k, v in metadata.items() if v is not None}, watch=watch)
+                   metadata={k: v for k, v in metadata.items() if v is not None}, watch=watch, watch_for=watch_for)
 
 
 def text(data: bytes, limit: int = 256) -> str:

@@ -34,7 +34,8 @@ _SMTP_WORD = re.compile(rb"\bE?SMTP\b", re.I)
 CLIENT_ONLY = frozenset({b"FEAT", b"SYST", b"PASV", b"EPSV", b"PBSZ", b"PROT", b"CWD", b"XPWD", b"SITE", b"CLNT"})
 #: Replies to USER: password needed, logged in, refused, account needed.
 USER_REPLIES = frozenset({230, 331, 332, 530})
-#: Payload packets of the control connection watched for data-connection announcements.
+#: Packets of the control connection that may announce a data connection (ANNOUNCES finds something
+#: in them) shown to the layer after its verdict.
 WATCH = 256
 #: How long an announced endpoint waits for its connection, in seconds.
 EXPECT_TTL = 300.0
@@ -100,6 +101,11 @@ def announcements(line: bytes, from_client: bool) -> tuple[str, bytes | None, in
 
 #: Some line of a client packet may be a PORT or EPRT command (a necessary condition, in one C pass).
 _CLIENT_ANNOUNCES = re.compile(rb"(?i)port|eprt")
+#: What a packet from either side must hold to announce a data connection: the watched control
+#: connection's ``Verdict.watch_for``, so the engine shows the layer only such packets (most of a
+#: session's packets are other commands and replies).  :func:`may_announce` is the same condition
+#: per direction.
+ANNOUNCES = re.compile(rb"227|229|(?i:port|eprt)")
 
 
 def may_announce(payload: bytes, from_client: bool) -> bool:
@@ -149,7 +155,7 @@ def greeting(data: bytes) -> tuple[bytes, bool, bool] | None:
 
 def _decided(ctx: Context, confidence: float, **meta: Any) -> Verdict:
     ctx.memo["FTP"] = {"decided": True}
-    return found("FTP", confidence, watch=WATCH, **meta)
+    return found("FTP", confidence, watch=WATCH, watch_for=ANNOUNCES, **meta)
 
 
 def detect(ctx: Context) -> Verdict | None | object:
