@@ -127,27 +127,32 @@ def unusable(verdict: Any) -> str | None:
 _UNREAD: tuple[tuple[int, bytes], ...] = ()
 
 
-def watched_for(pending: list[_Pending] | None) -> list[re.Pattern[bytes]] | None:
-    """The patterns of a flow whose every pending layer watches for one (``Verdict.watch_for``), else
-    None.  A payload that none of them finds is only counted: no layer would see it (:meth:`Engine._classify`;
-    the batch path asks this once per run of one flow's packets and counts such packets itself)."""
+def watchers(pending: list[_Pending] | _Held | None) -> list[_Pending] | None:
+    """``pending`` if every layer in it watches for a pattern (``Verdict.watch_for``) and none wants empty
+    packets, else None: the flows whose payloads the batch path may count past them (:func:`passes`)."""
     if not pending or type(pending) is _Held:
         return None
-    patterns = []
     for entry in pending:
         verdict = entry.verdict
-        if not entry.watching or verdict is None or verdict.watch_for is None:
+        if not entry.watching or verdict is None or verdict.watch_for is None or entry.layer.info.wants_empty:
             return None
-        patterns.append(verdict.watch_for)
-    return patterns
+    return pending  # type: ignore[return-value]
 
 
-def finds(patterns: list[re.Pattern[bytes]], payload: bytes) -> bool:
-    """Whether one of ``patterns`` (:func:`watched_for`) finds something in ``payload``."""
-    for pattern in patterns:
-        if pattern.search(payload) is not None:
-            return True
-    return False
+def passes(watching: list[_Pending], payload: bytes) -> bool:
+    """Whether ``payload`` goes past every one of :func:`watchers`: none of their patterns finds it, and
+    each has packets left to watch after it, so counting it ends no watch.  The batch path then counts it
+    inline (:meth:`Engine.watched_past`) as :meth:`Engine._classify` would; anything else (a pattern a
+    layer broke after its verdict included) it feeds to the engine."""
+    for entry in watching:
+        if entry.watching <= 1:
+            return False
+        try:
+            if entry.verdict.watch_for.search(payload) is not None:  # type: ignore[union-attr]
+                return False
+        except Exception:  # noqa: BLE001 - reported by the engine, which gets this packet
+            return False
+    return True
 
 
 def _reader_in(pending: list[_Pending]) -> bool:
@@ -353,20 +358,10 @@ class Engine:
             if not flow.pending:
                 return
         payload = pkt.payload
+        if payload and not self._note_payload(flow, direction, pkt.proto, pkt.seq, payload):
+            payload = b""  # a retransmission: layers have seen these bytes
         pending = flow.pending
         assert pending is not None
-        if payload and pending[0].watching:
-            patterns = watched_for(pending)
-            if patterns is not None and not finds(patterns, payload):
-                return  # no layer looks for these bytes: counted only (feed did), as in a decided flow
-        if payload and not self._new_payload(flow, pkt, direction):
-            payload = b""  # a retransmission: layers have seen these bytes
-        elif payload:
-            payloads = flow._payloads  # the field itself: Flow.payloads would make a list per read
-            if payloads is None:
-                flow._payloads = [(direction, payload)]
-            elif len(payloads) < self.max_payloads and payloads is not _UNREAD:
-                payloads.append((direction, payload))
         for entry in list(pending):
             layer = entry.layer
             if layer.classify is None:
@@ -384,10 +379,9 @@ class Engine:
                     elif entry.seen + len(held) < hold:
                         held.append(pkt)
                         continue
-            if entry.watching:
-                watched = entry.verdict
-                if watched is not None and watched.watch_for is not None and watched.watch_for.search(payload) is None:
-                    continue  # not what it watches for: neither shown nor counted
+            if entry.watching and entry.verdict is not None and entry.verdict.watch_for is not None \
+                    and self._past(flow, entry, payload):
+                continue
             if entry.held:
                 state = self._replay(flow, entry)
                 if state is _DECIDED:
@@ -468,19 +462,47 @@ class Engine:
         if entry.watching <= 0:
             self._leave(flow, entry, REASON_VERDICT)
 
-    def _new_payload(self, flow: Flow, pkt: Packet, direction: int) -> bool:
-        """False for a TCP segment that only repeats bytes already seen."""
-        if pkt.proto != TCP:
+    def _past(self, flow: Flow, entry: _Pending, payload: bytes) -> bool:
+        """Whether ``payload`` goes past a layer watching for a pattern (``Verdict.watch_for``) that does not
+        find it: the layer is not shown it, and it counts against the watch as a shown one would."""
+        try:
+            if entry.verdict.watch_for.search(payload) is not None:  # type: ignore[union-attr]
+                return False
+        except Exception as exc:  # noqa: BLE001 - the layer changed the pattern after its verdict
+            self._layer_failed(flow, entry.layer, "dpi_classify", TypeError(
+                f"watches for {entry.verdict.watch_for!r}, which cannot search bytes: {exc}"))  # type: ignore[union-attr]
+            self._leave(flow, entry, REASON_ERROR)
             return True
-        notes = flow._notes  # the field itself (see _classify)
-        if notes is None:
-            notes = flow._notes = {}
-        key = _SEQ_NOTE[direction]
-        end = (pkt.seq + len(pkt.payload)) & 0xFFFFFFFF
-        last = notes.get(key)
-        if last is not None and not 0 < ((end - last) & 0xFFFFFFFF) < 0x80000000:  # end after last
-            return False
-        notes[key] = end
+        entry.watching -= 1
+        if entry.watching <= 0:
+            self._leave(flow, entry, REASON_VERDICT)
+        return True
+
+    def watched_past(self, flow: Flow, direction: int, proto: int, seq: int, payload: bytes) -> None:
+        """What :meth:`_classify` does with a payload that :func:`passes` every layer watching ``flow``:
+        the batch path's inline twin, so the two paths keep the same watches, notes and payloads."""
+        if self._note_payload(flow, direction, proto, seq, payload):
+            for entry in flow.pending:  # type: ignore[union-attr]
+                entry.watching -= 1
+
+    def _note_payload(self, flow: Flow, direction: int, proto: int, seq: int, payload: bytes) -> bool:
+        """False for a TCP segment that only repeats bytes already seen; else notes where it ends and keeps
+        it in ``Flow.payloads`` (while a layer that reads them looks at the flow)."""
+        if proto == TCP:
+            notes = flow._notes  # the field itself (see _classify)
+            if notes is None:
+                notes = flow._notes = {}
+            key = _SEQ_NOTE[direction]
+            end = (seq + len(payload)) & 0xFFFFFFFF
+            last = notes.get(key)
+            if last is not None and not 0 < ((end - last) & 0xFFFFFFFF) < 0x80000000:  # end after last
+                return False
+            notes[key] = end
+        payloads = flow._payloads  # the field itself: Flow.payloads would make a list per read
+        if payloads is None:
+            flow._payloads = [(direction, payload)]
+        elif len(payloads) < self.max_payloads and payloads is not _UNREAD:
+            payloads.append((direction, payload))
         return True
 
     def _leave(self, flow: Flow, entry: _Pending, reason: str, verdict: Verdict | None = None) -> None:

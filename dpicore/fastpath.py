@@ -22,13 +22,18 @@ flows decides a record, a batch that may reach the flow cap
 (``engine.max_flows``: which flow is evicted) runs packet by packet.  The
 idle scans end the same flows in both paths, also when the capture's clock
 goes back (the flow table queues flows moved behind the latest, see
-:class:`~dpicore.flowtable.FlowTable`).  Two cases are left, both in
-captures whose clock goes back: a flow that depends on another's state (an
-FTP data connection announced on its control connection) can be run before
-the packet that announces it in one path and after it in the other; and a
-frame that is no IP packet (ARP, EAPOL) starts a scan in the batch path,
-whose scan points come from every frame so that every -j shard scans at the
-same times, but not in the packet-by-packet one.
+:class:`~dpicore.flowtable.FlowTable`).  Two cases are left.  A flow that
+depends on another's state (an FTP data connection on its control
+connection's announcement) sees that state as the other flow's packets of
+the same interval left it: the control connection of an interval runs
+before a data connection it announced, so a capture whose clock goes back
+can put the data connection first in one path and not in the other, and a
+control connection that announces the same endpoint again after the data
+connection took the first announcement names the next data connection to
+it in the packet-by-packet path only.  And in captures whose clock goes
+back a frame that is no IP packet (ARP, EAPOL) starts a scan in the batch
+path, whose scan points come from every frame so that every -j shard scans
+at the same times, but not in the packet-by-packet one.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from .decode.batch import Batch, Headers, batches, decode_headers
 from .decode.capture import CaptureError
 from .decode.source import CaptureSource
 from .decode.walks import SharedWalks
-from .engine import Engine, finds, watched_for
+from .engine import Engine, passes, watchers
 from .flowtable import CLOSE_AT, CLOSING
 from .model import C2S, FIN, RST, S2C, SYN, Flow, FlowKey, Packet
 
@@ -430,6 +435,11 @@ class _Columns:
         fields = self._fields(c)
         return self.buf[fields[5]:fields[6]]
 
+    def transport(self, c: int) -> tuple[int, int, bytes]:
+        """Row ``c``'s transport, TCP sequence number and payload (as its Packet has them)."""
+        fields = self._fields(c)
+        return fields[1], fields[3], self.buf[fields[5]:fields[6]]
+
     def packet(self, c: int) -> Packet:
         """The Packet the scalar decoder makes of row ``c``'s numpy-decoded frame (TCP/UDP in unfragmented
         IPv4 or in IPv6 without extension headers), built from the decoded columns and slices of the
@@ -450,12 +460,12 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     scalar decoder's Packets, by row).
 
     A packet that changes only counters — the flow exists and is decided
-    (or the packet has no payload and no layer wants empty packets, or
-    every layer still looking only watches for patterns the payload does not
-    hold: :func:`~dpicore.engine.watched_for`), no
+    (or the packet has no payload and no layer wants empty packets), no
     timeout, not a SYN or a straggler after the closing time of a closed
     connection — is accounted inline, its FIN/RST noted as
-    :meth:`Engine.feed` notes them.  (This repeats the counting of
+    :meth:`Engine.feed` notes them; so is a payload that every layer still
+    looking watches past (:func:`~dpicore.engine.passes`: FTP's control
+    connection but for its announcements), with :meth:`Engine.watched_past`.  (This repeats the counting of
     :meth:`Engine.feed` and the checks of :meth:`FlowTable.must_restart`
     on purpose: calling them per packet cost 7-10% of the whole run on
     corpus_x10; tests/test_fastpath.py holds the two paths equal.)
@@ -469,11 +479,12 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     flags, paylen, src, sport, times, wires = cols.flags, cols.paylen, cols.src, cols.sport, cols.times, cols.wires
     flow = table.flows.get(key)
     client = int.from_bytes(flow.client, "big") if flow is not None else -1
-    patterns = watched_for(flow.pending) if flow is not None else None
+    watching = watchers(flow.pending) if flow is not None else None
     summed = 0
     for j in idx:
-        if flow is not None and (not flow.pending or skip_empty and not paylen[j] or patterns is not None and paylen[j]
-                                 and not finds(patterns, cols.payload(j))) and j not in decoded:
+        if flow is not None and j not in decoded and (
+                not flow.pending or skip_empty and not paylen[j]
+                or watching is not None and paylen[j] and passes(watching, cols.payload(j))):
             ts = times[j]
             f = flags[j]
             if ts - flow.last_seen <= idle and ts - flow.first_seen <= active and (
@@ -490,6 +501,9 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
                     flow.last_seen = ts
                 if f & (FIN | RST):  # numpy's flags are 0 for UDP
                     table.note_tcp_flags(flow, f, direction, ts)
+                if watching is not None and paylen[j]:  # watched past (a decided flow has no watchers)
+                    proto, seq, payload = cols.transport(j)
+                    engine.watched_past(flow, direction, proto, seq, payload)
                 summed += 1
                 continue
         pkt = decoded.get(j)
@@ -499,7 +513,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
         ended = engine.feed(pkt, expire=False, key=key)
         flow = table.flows.get(key)
         client = int.from_bytes(flow.client, "big") if flow is not None else -1
-        patterns = watched_for(flow.pending) if flow is not None else None
+        watching = watchers(flow.pending) if flow is not None else None
         if ended:
             yield from ended
     if summed:

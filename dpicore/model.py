@@ -160,10 +160,10 @@ class Verdict:
     watch: int = 0
     #: What the watching layer looks for, if it can say so as a pattern (``re.compile(rb"...")``): a
     #: watched payload in which ``watch_for.search(payload)`` finds nothing is not shown to the layer
-    #: and not counted against ``watch``, and when no other layer still looks at the flow it is only
-    #: counted, as a packet of a decided flow is.  A necessary condition is enough (FTP: the reply
-    #: codes and commands that announce a data connection): the engine then skips a call per packet
-    #: of a control connection that lives for hours.  Not part of the record.
+    #: (it still counts against ``watch``, so a watch ends as it would without a pattern).  A necessary
+    #: condition is enough (FTP: the reply codes and commands that announce a data connection): the
+    #: batch path then counts such packets inline, as those of a decided flow, instead of making each a
+    #: Packet and a call.  Not part of the record.
     watch_for: re.Pattern[bytes] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -405,20 +405,38 @@ def test_watch_also_works_in_all_layers_mode() -> None:
 
 @pytest.mark.parametrize("all_layers", [False, True], ids=["first verdict", "all layers"])
 def test_watch_for_shows_the_watching_layer_only_payloads_its_pattern_finds(all_layers: bool) -> None:
-    """Payloads the pattern does not find are neither shown nor counted against ``watch``; with no
-    other layer looking they are only counted on the flow (test_fastpath holds the batch path equal)."""
+    """Payloads the pattern does not find are not shown, but count against ``watch`` as shown ones do
+    (test_fastpath holds the batch path, which counts them inline, equal)."""
     watcher = Recorder("w", 10, answers={
-        1: lambda: Verdict("FTP", confidence=0.9, watch=2, watch_for=re.compile(rb"p00[357]")),
+        1: lambda: Verdict("FTP", confidence=0.9, watch=5, watch_for=re.compile(rb"p00[357]")),
         2: lambda: Verdict("FTP", metadata={"seen": 3}),
     })
     other = Recorder("other", 20)
     (flow,) = build(watcher, other, all_layers=all_layers).run(data_packets(9))
-    assert watcher.payloads == [b"p000", b"p003", b"p005"], "p007: the watch of 2 was used up"
+    assert watcher.payloads == [b"p000", b"p003", b"p005"], "p007: p001 to p005 used up the watch of 5"
     assert flow.c2s_packets == 9
     mine = [v for v in flow.verdicts if v.source == "w"]
     assert len(mine) == 1 and mine[0].metadata == {"seen": 3}
     assert [r for _, r in watcher.ends] == ["verdict"]
     assert other.calls == (9 if all_layers else 0)
+
+
+def test_a_watch_pattern_broken_after_the_verdict_costs_the_layer_the_flow_not_the_run() -> None:
+    """watch_for is checked when the layer returns its Verdict; a layer that then makes it a text pattern
+    (which cannot search bytes) gets an error on the flow, as for an exception."""
+    verdict = Verdict("FTP", confidence=0.9, watch=5, watch_for=re.compile(rb"p00[357]"))
+    watcher = Recorder("w", 10, answers={1: lambda: verdict})
+    e = build(watcher)
+    first, *rest = data_packets(4)
+    e.feed(first)
+    verdict.watch_for = re.compile("p")  # type: ignore[assignment]
+    for p in rest:
+        e.feed(p)
+    (flow,) = e.flush()
+    assert flow.verdict.protocol == "FTP" and flow.c2s_packets == 4
+    (error,) = flow.errors
+    assert error.startswith("w: dpi_classify raised TypeError: watches for re.compile('p')")
+    assert [r for _, r in watcher.ends] == ["error"] and watcher.payloads == [b"p000"]
 
 
 def test_flow_end_is_called_exactly_once_per_layer_and_flow() -> None:

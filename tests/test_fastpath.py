@@ -349,9 +349,10 @@ def test_at_the_flow_cap_batched_equals_packet_by_packet(tmp_path: Path, cap: in
 
 
 def _ftp_session(commands: int) -> list[tuple[float, bytes]]:
-    """An FTP control connection on a port FTP is not known by: handshake, greeting, USER, ``commands`` NOOPs and
-    their replies, then PASV and its 227 reply (which arrives twice: a retransmission), then the data
-    connection to the announced endpoint 10.9.0.1:50000."""
+    """An FTP control connection on a port FTP is not known by: handshake, greeting, USER, ``commands``
+    NOOPs and their replies (each NOOP reply arrives twice: a retransmission), then PASV and its 227
+    reply (also twice, the second copy with the next reply in the same segment), then two data
+    connections to the announced endpoint 10.9.0.1:50000: the first takes the announcement."""
     from tests.helpers.frames import ACK, PSH, SYN, eth, tcp4
 
     t = 1_700_000_000.0
@@ -359,13 +360,18 @@ def _ftp_session(commands: int) -> list[tuple[float, bytes]]:
     seq = {c: 1, s: 1}
     recs: list[tuple[float, bytes]] = []
 
-    def send(src: tuple[str, int], dst: tuple[str, int], payload: bytes, again: bool = False) -> None:
+    def send(src: tuple[str, int], dst: tuple[str, int], payload: bytes, at: int | None = None) -> None:
         nonlocal t
         t += 0.001
-        at = seq[src] - (len(payload) if again else 0)
-        recs.append((t, eth(tcp4(src[0], src[1], dst[0], dst[1], PSH | ACK, payload, seq=at))))
-        if not again:
+        recs.append((t, eth(tcp4(src[0], src[1], dst[0], dst[1], PSH | ACK, payload, seq=seq[src] if at is None else at))))
+        if at is None:
             seq[src] += len(payload)
+
+    def data(sport: int) -> None:
+        nonlocal t
+        t += 0.01
+        recs.append((t, eth(tcp4("10.0.0.1", sport, "10.9.0.1", 50000, SYN))))
+        recs.append((t + 0.001, eth(tcp4("10.0.0.1", sport, "10.9.0.1", 50000, PSH | ACK, b"\x89PNG\r\n\x1a\n", seq=2))))
 
     recs.append((t, eth(tcp4(c[0], c[1], s[0], s[1], SYN, seq=0))))
     recs.append((t, eth(tcp4(s[0], s[1], c[0], c[1], SYN | ACK, seq=0))))
@@ -374,29 +380,34 @@ def _ftp_session(commands: int) -> list[tuple[float, bytes]]:
     send(s, c, b"331 Please specify the password.\r\n")
     for _ in range(commands):
         send(c, s, b"NOOP\r\n")
+        at = seq[s]
         send(s, c, b"200 NOOP ok.\r\n")
+        send(s, c, b"200 NOOP ok.\r\n", at=at)
     send(c, s, b"PASV\r\n")
-    reply = b"227 Entering Passive Mode (10,9,0,1,195,80).\r\n"
+    reply, at = b"227 Entering Passive Mode (10,9,0,1,195,80).\r\n", seq[s]
     send(s, c, reply)
-    send(s, c, reply, again=True)
-    t += 0.01
-    recs.append((t, eth(tcp4("10.0.0.1", 40001, "10.9.0.1", 50000, SYN))))
-    recs.append((t + 0.01, eth(tcp4("10.0.0.1", 40001, "10.9.0.1", 50000, PSH | ACK, b"\x89PNG\r\n\x1a\n", seq=2))))
+    send(s, c, b"150 Here comes the directory listing.\r\n")
+    data(40001)
+    send(s, c, reply + b"150 Here comes the directory listing.\r\n", at=at)  # repacketized retransmission
+    data(40002)
     return recs
 
 
-@pytest.mark.parametrize("commands", [3, 400])
+@pytest.mark.parametrize("commands", [3, 100, 200])
 def test_a_watched_control_connection_is_shown_only_what_it_watches_for(tmp_path: Path, commands: int) -> None:
     """FTP watches its control connection for data-connection announcements (``Verdict.watch_for``): the
-    other packets are only counted, on both paths alike, and do not use up its watch (256 packets), so an
-    announcement after hundreds of other commands still names the data connection."""
+    batch path counts the other payloads inline, the packet path hands them to the engine, and both keep
+    the same watch (256 payload packets) and the same retransmission notes, so both give the same records:
+    the first data connection takes the announcement while the watch lasts; the second, after a
+    retransmission that repeats it, is not taken for it."""
     from tests.helpers.frames import pcap_bytes
 
     path = tmp_path / "ftp.pcap"
     path.write_bytes(pcap_bytes(_ftp_session(commands)))
     fast, slow = both_paths([path], ["heuristics"])
     assert fast == slow, differences(fast, slow)
-    records = {r["dst_port"]: r for r in map(json.loads, slow)}
-    assert records[2121]["protocol"] == "FTP" and records[2121]["packets"] == 2 * commands + 8
-    assert records[50000]["protocol"] == "FTP_DATA"
-    assert records[50000]["metadata"]["mode"] == "passive"
+    records = {r["src_port"]: r for r in map(json.loads, slow)}
+    assert records[40000]["protocol"] == "FTP" and records[40000]["packets"] == 3 * commands + 9
+    watched = 2 * commands + 4  # the new payloads after the verdict (on the greeting), up to the 227
+    assert records[40001]["protocol"] == ("FTP_DATA" if watched <= 256 else "Unknown")
+    assert records[40002]["protocol"] == "Unknown"

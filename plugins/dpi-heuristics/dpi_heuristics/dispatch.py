@@ -102,7 +102,7 @@ class Dispatcher:
         seen[direction] += 1
         ctx = Context(flow, transport, direction, payload, seen[direction], self.shared, state.memo)
         decided = state.decided
-        if decided is not None:  # watching after the verdict (FTP watches a control connection's every packet)
+        if decided is not None:  # watching after the verdict (FTP: the control connection's announcements)
             try:
                 return decided.detect(ctx)
             except Exception as exc:

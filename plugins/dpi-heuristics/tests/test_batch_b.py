@@ -23,6 +23,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from dpicore import Classifier
 from dpicore.decode import CaptureSource
 from dpicore.model import TCP, UDP, Flow, FlowKey, parse_ip
@@ -30,7 +32,7 @@ from dpicore.model import TCP, UDP, Flow, FlowKey, parse_ip
 from dpi_heuristics.base import PORT_TIE
 from dpi_heuristics.dispatch import Dispatcher
 from dpi_heuristics.protocols import all_heuristics
-from dpi_heuristics.protocols.ftp import SHARED_KEY, may_announce, announcements
+from dpi_heuristics.protocols.ftp import ANNOUNCES, SHARED_KEY, announcements, may_announce
 from dpi_heuristics.textproto import complete_lines
 from dpi_heuristics.testing import classify, make_flow, run_detector
 
@@ -260,11 +262,32 @@ def test_announcements(line: bytes, from_client: bool, expected) -> None:
     (b"NOOP\r\neprt |1|127.0.0.1|30300|\r\n", True),
 ])
 def test_watched_packets_that_announce_pass_the_cheap_check(payload: bytes, from_client: bool) -> None:
-    """_expect skips packets without "227"/"229" (server) or PORT/EPRT in any case (client): every packet
-    whose lines announce something must pass that check, whatever its case or line position."""
+    """_expect skips packets without "227"/"229" (server) or PORT/EPRT in any case (client), and the engine
+    shows FTP only the watched packets ANNOUNCES finds something in: every packet whose lines announce
+    something must pass both checks, whatever its case or line position."""
     assert any(announcements(line, from_client) for line in complete_lines(payload))
     assert may_announce(payload, from_client)
+    assert ANNOUNCES.search(payload)
     assert not may_announce(b"226 Transfer complete\r\n", False) and not may_announce(b"LIST\r\n", True)
+    assert not ANNOUNCES.search(b"226 Transfer complete\r\n200 PORT command successful\r\n")
+
+
+_LINES = st.sampled_from([b"227 Entering Passive Mode (10,0,0,5,195,80).", b"229 Extended (|||30105|)", b"pOrT 1,2,3,4,5,6",
+                          b"EPRT |2|::1|4000|", b"eprt |1|10.0.0.1|4000|", b"PORT 10,0,0,1,0,0", b"200 PORT ok",
+                          b"NOOP", b"", b"227", b" 227 (1,2,3,4,5,6)", b"\r", b"x" * 300])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_LINES, st.binary(max_size=40)), max_size=12), st.sampled_from([b"\n", b"\r\n"]),
+       st.booleans())
+def test_announces_is_a_necessary_condition_of_an_announcement(lines: list[bytes], end: bytes, cut: bool) -> None:
+    """A watched payload ANNOUNCES finds nothing in is never shown to FTP (Verdict.watch_for), so it must
+    find something in every payload one of whose lines announces a data connection, from either side."""
+    payload = end.join(lines) + (b"" if cut else end)
+    for from_client in (True, False):
+        if may_announce(payload, from_client) and any(
+                announcements(line, from_client) for line in complete_lines(payload, 64)):
+            assert ANNOUNCES.search(payload), (payload, from_client)
 
 
 def test_passive_announcement_behind_nat_and_expiry() -> None:

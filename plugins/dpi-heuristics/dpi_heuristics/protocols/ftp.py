@@ -1,3 +1,7 @@
+#: What a packet from either side must hold to announce a data connection, at the start of a line as
+#: :func:`announcements` reads it (a reply code, or a command word in either case): the watched control
+#: connection's ``Verdict.watch_for``, so the engine shows the layer only such packets.  Anchored, as
+#: the search of a bulk payload for it takes a fifth of the time of an unanchored one.
 """FTP control (RFC 959) and the data connections it announces.
 
 Control: the server speaks first with a ``220`` greeting.  SMTP greets the
@@ -34,8 +38,7 @@ _SMTP_WORD = re.compile(rb"\bE?SMTP\b", re.I)
 CLIENT_ONLY = frozenset({b"FEAT", b"SYST", b"PASV", b"EPSV", b"PBSZ", b"PROT", b"CWD", b"XPWD", b"SITE", b"CLNT"})
 #: Replies to USER: password needed, logged in, refused, account needed.
 USER_REPLIES = frozenset({230, 331, 332, 530})
-#: Packets of the control connection that may announce a data connection (ANNOUNCES finds something
-#: in them) shown to the layer after its verdict.
+#: Payload packets of the control connection watched for data-connection announcements.
 WATCH = 256
 #: How long an announced endpoint waits for its connection, in seconds.
 EXPECT_TTL = 300.0
@@ -105,16 +108,17 @@ _CLIENT_ANNOUNCES = re.compile(rb"(?i)port|eprt")
 #: connection's ``Verdict.watch_for``, so the engine shows the layer only such packets (most of a
 #: session's packets are other commands and replies).  :func:`may_announce` is the same condition
 #: per direction.
-ANNOUNCES = re.compile(rb"227|229|(?i:port|eprt)")
+ANNOUNCES = re.compile(rb"(?m)^(?:22[79]|[Pp][Oo][Rr][Tt]|[Ee][Pp][Rr][Tt])")
 
 
 def may_announce(payload: bytes, from_client: bool) -> bool:
     """Cheap necessary condition for :func:`announcements` to find something in ``payload``.
 
-    Every packet of a control connection is watched, and nearly none announces
-    a data connection: the reply code (227, 229) or the command word (PORT,
-    EPRT) must occur somewhere in the payload before splitting it into lines
-    is worth it.
+    The engine shows the layer only the watched packets in which ANNOUNCES
+    finds something, and still nearly none of those announces a data
+    connection: the reply code (227, 229) or the command word (PORT, EPRT) of
+    the packet's direction must occur somewhere in the payload before
+    splitting it into lines is worth it.
     """
     if from_client:
         return _CLIENT_ANNOUNCES.search(payload) is not None
