@@ -334,7 +334,7 @@ class Engine:
         flow.pending = pending[:] or None  # its exact size: the appends left room for more layers
         if not pending:
             flow.final = True
-        elif self._none_read:
+        elif self._none_read or self._some_unread and not _reader_in(pending):  # no reader started on it
             flow._payloads = _UNREAD
 
     def _begin(self, flow: Flow) -> None:

@@ -571,6 +571,26 @@ def test_payloads_are_kept_only_while_a_layer_that_reads_them_looks(first_reads:
     assert seen["first"][2:] == [0, 0, 0], "a flow only non-readers look at keeps none from the start"
 
 
+def test_no_payloads_are_kept_for_a_reader_that_failed_to_start_on_the_flow() -> None:
+    """A layer that reads Flow.payloads but whose dpi_flow_new raised does not look at the flow: only
+    the layers that started on it decide whether its payloads are kept (they were kept for nobody)."""
+    seen: list[int] = []
+
+    class Broken(Recorder):
+        @hookimpl
+        def dpi_flow_new(self, flow: Flow, packet: Any) -> dict:
+            raise RuntimeError("no state")
+
+    class Peek(Recorder):
+        @hookimpl
+        def dpi_classify(self, flow: Flow) -> None:
+            seen.append(len(flow.payloads))
+
+    (flow,) = build(Broken("reader", 10), Peek("other", 20, reads_payloads=False)).run(data_packets(3))
+    assert seen == [0, 0, 0]
+    assert flow.errors == ["reader: dpi_flow_new raised RuntimeError: no state"]
+
+
 @pytest.mark.parametrize("how", ["verdict", "all left", "watched"])
 def test_a_decided_flow_lets_its_payloads_go_while_it_lives(how: str) -> None:
     """Once no layer looks at a flow (a confident verdict, or every layer left), its payloads (and
