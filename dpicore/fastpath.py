@@ -430,11 +430,6 @@ class _Columns:
                                                                 h.paywire, h.ip6)] + [frames], axis=1)
         return more[c].tolist()
 
-    def payload(self, c: int) -> bytes:
-        """Row ``c``'s captured transport payload (the Packet's ``payload``)."""
-        fields = self._fields(c)
-        return self.buf[fields[5]:fields[6]]
-
     def transport(self, c: int) -> tuple[int, int, bytes]:
         """Row ``c``'s transport, TCP sequence number and payload (as its Packet has them)."""
         fields = self._fields(c)
@@ -484,7 +479,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     for j in idx:
         if flow is not None and j not in decoded and (
                 not flow.pending or skip_empty and not paylen[j]
-                or watching is not None and paylen[j] and passes(watching, cols.payload(j))):
+                or watching is not None and paylen[j] and passes(watching, (row := cols.transport(j))[2])):
             ts = times[j]
             f = flags[j]
             if ts - flow.last_seen <= idle and ts - flow.first_seen <= active and (
@@ -501,9 +496,8 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
                     flow.last_seen = ts
                 if f & (FIN | RST):  # numpy's flags are 0 for UDP
                     table.note_tcp_flags(flow, f, direction, ts)
-                if watching is not None and paylen[j]:  # watched past (a decided flow has no watchers)
-                    proto, seq, payload = cols.transport(j)
-                    engine.watched_past(flow, direction, proto, seq, payload)
+                if watching is not None and paylen[j]:  # watched past: ``row`` is set (a decided flow has no watchers)
+                    engine.watched_past(flow, direction, *row)
                 summed += 1
                 continue
         pkt = decoded.get(j)
