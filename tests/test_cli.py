@@ -20,6 +20,7 @@ import pytest
 
 from dpicore.output import RECORD_FIELDS
 from tests.helpers.frames import eth, pcap_bytes, pcapng_bytes, tcp_session, udp4
+from tests.helpers.procs import sigint_as_default
 
 DPI = [sys.executable, "-m", "dpicore.cli"]
 T0 = 1_600_000_000.0
@@ -202,7 +203,7 @@ def test_ctrl_c_is_exit_130_with_one_line(tmp_path: Path) -> None:
     fifo = tmp_path / "endless.pcap"
     os.mkfifo(fifo)
     proc = subprocess.Popen(DPI + ["classify", str(fifo), "-q", "-f", "jsonl"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_default)
     with open(fifo, "wb") as writer:  # opens once the reader has: dpi is then inside the read
         writer.write(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
         writer.flush()
@@ -290,7 +291,7 @@ def test_ctrl_c_of_a_pipeline_whose_reader_is_gone_is_still_130(tmp_path: Path) 
     os.mkfifo(fifo)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen(DPI + ["classify", str(fifo), "-q", "-f", "jsonl", "-l", "heuristics"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=sigint_as_default)
     assert proc.stdout is not None and proc.stderr is not None
     with open(fifo, "wb") as writer:
         writer.write(_expiring_flows(100))

@@ -21,6 +21,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.helpers.procs import killed_after, sigint_as_default
+
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root (CI runs as root)"),
 ]
@@ -250,7 +252,8 @@ def test_live_second_ctrl_c_says_what_was_not_written(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         proc = subprocess.Popen(DPI + ["live", "-i", "lo", "--bpf", f"udp and src port {port}", "-o", str(out),
-                                       "--summary-every", "0.3"], stderr=subprocess.PIPE, text=True)
+                                       "--summary-every", "0.3"], stderr=subprocess.PIPE, text=True,
+                                preexec_fn=sigint_as_default)
         assert proc.stderr is not None
         lines: list[str] = []
         while not (line := proc.stderr.readline()).startswith("listening on"):  # after plugin warnings
@@ -272,7 +275,8 @@ def test_live_second_ctrl_c_says_what_was_not_written(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
-        rest = proc.stderr.read()
+        with killed_after(proc, 60):
+            rest = proc.stderr.read()
         proc.wait(timeout=30)
     assert proc.returncode == 130, lines + [rest]
     m = re.search(r"^interrupted: (\d+) open flows not written \((\d+) written\)$", rest, re.M)
@@ -289,7 +293,8 @@ def test_live_first_ctrl_c_while_a_record_is_written_still_writes_the_open_flows
     import signal
 
     proc = subprocess.Popen(DPI + ["live", "-i", "lo", "--bpf", f"tcp port {http_server}", "-f", "jsonl",
-                                   "--summary-every", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   "--summary-every", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_default)
     assert proc.stdout is not None and proc.stderr is not None
     while not (line := proc.stderr.readline()).startswith("listening on"):
         assert line, "dpi live ended before it listened"
@@ -309,8 +314,9 @@ def test_live_first_ctrl_c_while_a_record_is_written_still_writes_the_open_flows
         time.sleep(0.1)
     assert "pipe" in wchan.read_text(), "dpi waits in a write to the pipe"
     proc.send_signal(signal.SIGINT)
-    records = [json.loads(l) for l in proc.stdout]
-    err = proc.stderr.read()
+    with killed_after(proc, 60):
+        records = [json.loads(l) for l in proc.stdout]
+        err = proc.stderr.read()
     proc.wait(timeout=30)
     for s in held:
         s.close()

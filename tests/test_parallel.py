@@ -24,6 +24,7 @@ from dpicore.config import Config
 from dpicore.output import flow_record
 from dpicore.parallel import SPLIT_BYTES, classify_files, jobs_count
 from tests.helpers.frames import eth, pcap_bytes, udp4
+from tests.helpers.procs import sigint_as_default
 
 DPI = [sys.executable, "-m", "dpicore.cli"]
 T0 = 1_600_000_000.0
@@ -167,9 +168,7 @@ def test_ctrl_c_leaves_no_worker_behind(tmp_path: Path) -> None:
     assert path.stat().st_size > SPLIT_BYTES
     proc = subprocess.Popen(DPI + ["classify", str(path), "-f", "jsonl", "-q", "-l", "heuristics", "-j", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            # a terminal's Ctrl-C: when the suite itself runs in the background (`cmd &`),
-                            # SIGINT is inherited as ignored and Python would not turn it into KeyboardInterrupt
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=sigint_as_default)
     try:
         workers: set[int] = set()
         deadline = time.monotonic() + 60
