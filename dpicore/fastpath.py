@@ -25,12 +25,12 @@ goes back (the flow table queues flows moved behind the latest, see
 :class:`~dpicore.flowtable.FlowTable`).  Two cases are left.  A flow that
 depends on another's state (an FTP data connection on its control
 connection's announcement) sees that state as the other flow's packets of
-the same interval left it: the control connection of an interval runs
-before a data connection it announced, so a capture whose clock goes back
-can put the data connection first in one path and not in the other, and a
-control connection that announces the same endpoint again after the data
-connection took the first announcement names the next data connection to
-it in the packet-by-packet path only.  And in captures whose clock goes
+the same interval left it, not as of its own first packet: the control
+connection of an interval runs first (it started first), so a data
+connection opened up to a second before its announcement (FTP_DATA allows
+that much) is named in the batch path only, and one opened after a second
+announcement of an endpoint whose first the previous data connection took
+is named in the packet-by-packet path only.  And in captures whose clock goes
 back a frame that is no IP packet (ARP, EAPOL) starts a scan in the batch
 path, whose scan points come from every frame so that every -j shard scans
 at the same times, but not in the packet-by-packet one.

@@ -255,27 +255,27 @@ def test_live_second_ctrl_c_says_what_was_not_written(tmp_path: Path) -> None:
                                        "--summary-every", "0.3"], stderr=subprocess.PIPE, text=True,
                                 preexec_fn=sigint_as_default)
         assert proc.stderr is not None
-        lines: list[str] = []
-        while not (line := proc.stderr.readline()).startswith("listening on"):  # after plugin warnings
-            assert line, "dpi live ended before it listened"
-        flows = 40_000
-        for i in range(flows):  # one flow per destination port; nobody listens
-            try:
-                s.sendto(b"q", ("127.0.0.1", 1024 + i))
-            except ConnectionRefusedError:
-                pass
-        seen, before = 0, -1
-        deadline = time.time() + 30
-        while (seen != before or seen < 10_000) and time.time() < deadline:  # until dpi has read what came
-            line = proc.stderr.readline()
-            lines.append(line)
-            m = re.match(r"\d\d:\d\d:\d\d: (\d+) packets", line)
-            if m:
-                seen, before = int(m.group(1)), seen
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        with killed_after(proc, 60):
+        with killed_after(proc, 120):  # every read below ends, whatever dpi does
+            lines: list[str] = []
+            while not (line := proc.stderr.readline()).startswith("listening on"):  # after plugin warnings
+                assert line, "dpi live ended before it listened"
+            flows = 40_000
+            for i in range(flows):  # one flow per destination port; nobody listens
+                try:
+                    s.sendto(b"q", ("127.0.0.1", 1024 + i))
+                except ConnectionRefusedError:
+                    pass
+            seen, before = 0, -1
+            deadline = time.time() + 30
+            while (seen != before or seen < 10_000) and time.time() < deadline:  # until dpi has read what came
+                line = proc.stderr.readline()
+                lines.append(line)
+                m = re.match(r"\d\d:\d\d:\d\d: (\d+) packets", line)
+                if m:
+                    seen, before = int(m.group(1)), seen
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
             rest = proc.stderr.read()
         proc.wait(timeout=30)
     assert proc.returncode == 130, lines + [rest]
@@ -296,25 +296,25 @@ def test_live_first_ctrl_c_while_a_record_is_written_still_writes_the_open_flows
                                    "--summary-every", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=sigint_as_default)
     assert proc.stdout is not None and proc.stderr is not None
-    while not (line := proc.stderr.readline()).startswith("listening on"):
-        assert line, "dpi live ended before it listened"
-    held = []
-    for i in range(400):  # ~0.2 MB of records: more than the pipe holds while nobody reads it
-        s = socket.create_connection(("127.0.0.1", http_server))
-        s.sendall(b"GET /%d HTTP/1.0\r\n\r\n" % i)
-        if i % 40 == 0:
-            held.append(s)  # stays open: written only when the capture ends
-            continue
-        while s.recv(65536):
-            pass
-        s.close()
-    deadline = time.time() + 20
-    wchan = Path(f"/proc/{proc.pid}/wchan")
-    while "pipe" not in wchan.read_text() and time.time() < deadline:
-        time.sleep(0.1)
-    assert "pipe" in wchan.read_text(), "dpi waits in a write to the pipe"
-    proc.send_signal(signal.SIGINT)
-    with killed_after(proc, 60):
+    with killed_after(proc, 120):  # every read below ends, whatever dpi does
+        while not (line := proc.stderr.readline()).startswith("listening on"):
+            assert line, "dpi live ended before it listened"
+        held = []
+        for i in range(400):  # ~0.2 MB of records: more than the pipe holds while nobody reads it
+            s = socket.create_connection(("127.0.0.1", http_server))
+            s.sendall(b"GET /%d HTTP/1.0\r\n\r\n" % i)
+            if i % 40 == 0:
+                held.append(s)  # stays open: written only when the capture ends
+                continue
+            while s.recv(65536):
+                pass
+            s.close()
+        deadline = time.time() + 20
+        wchan = Path(f"/proc/{proc.pid}/wchan")
+        while "pipe" not in wchan.read_text() and time.time() < deadline:
+            time.sleep(0.1)
+        assert "pipe" in wchan.read_text(), "dpi waits in a write to the pipe"
+        proc.send_signal(signal.SIGINT)
         records = [json.loads(l) for l in proc.stdout]
         err = proc.stderr.read()
     proc.wait(timeout=30)
