@@ -91,15 +91,17 @@ SHARED_LENGTH = 512
 _SEQ_NOTE = ("_seq0", "_seq1")
 
 
-def unusable(verdict: Any) -> str | None:
+def unusable(verdict: Any, kept: bool = False) -> str | None:
     """Why a layer's answer cannot be taken (None: it can): not a Verdict, or fields the engine and
-    the record need of another type or range (a str confidence, NaN, a list as metadata)."""
+    the record need of another type or range (a str confidence, NaN, a list as metadata).  ``kept``:
+    a verdict the engine took, checked again when its flow ends (its layer may have changed it since):
+    only the fields the record and :meth:`Engine.choose` read, not what it watches for."""
     if not isinstance(verdict, Verdict):
         return f"returned {type(verdict).__name__}, not Verdict"
     c = verdict.confidence
     if (type(verdict.protocol) is str and verdict.protocol and type(c) is float and 0.0 <= c <= 1.0
-            and type(verdict.watch) is int and verdict.watch >= 0 and type(verdict.metadata) is dict
-            and verdict.watch_for is None
+            and type(verdict.metadata) is dict
+            and (kept or type(verdict.watch) is int and verdict.watch >= 0 and verdict.watch_for is None)
             and (verdict.source is None or type(verdict.source) is str)
             and (verdict.app is None or type(verdict.app) is str)
             and (verdict.category is None or type(verdict.category) is str)):
@@ -108,10 +110,10 @@ def unusable(verdict: Any) -> str | None:
         return f"returned a Verdict whose protocol is {verdict.protocol!r}, not a name"
     if not isinstance(c, numbers.Real) or not 0.0 <= c <= 1.0:
         return f"returned a Verdict whose confidence is {c!r}, not a number in [0, 1]"
-    if type(verdict.watch) is not int or verdict.watch < 0:
+    if not kept and (type(verdict.watch) is not int or verdict.watch < 0):
         return f"returned a Verdict whose watch is {verdict.watch!r}, not a count"
     w = verdict.watch_for
-    if w is not None and not (isinstance(w, re.Pattern) and isinstance(w.pattern, bytes)):
+    if not kept and w is not None and not (isinstance(w, re.Pattern) and isinstance(w.pattern, bytes)):
         return f"returned a Verdict whose watch_for is {w!r}, not a compiled bytes pattern (re.compile(rb'...'))"
     for name in ("source", "app", "category"):
         value = getattr(verdict, name)
@@ -458,7 +460,11 @@ class Engine:
             entry.watching = 0
         elif verdict is not None and entry.verdict is not None:
             self._share(verdict.metadata)
-            entry.verdict.metadata.update(verdict.metadata)
+            kept = entry.verdict.metadata
+            if type(kept) is dict:
+                kept.update(verdict.metadata)
+            else:  # the layer changed the verdict it is watching for: _finish reports it
+                entry.watching = 0
         if entry.watching <= 0:
             self._leave(flow, entry, REASON_VERDICT)
 
@@ -624,9 +630,38 @@ class Engine:
                 self._leave(flow, entry, reason)
         flow.final = True
         _let_go(flow)
-        if flow.verdict is None and flow._verdicts is not None:
-            flow.verdict = self.choose(flow.verdicts)
+        verdicts = flow._verdicts
+        if verdicts is not None:
+            if type(verdicts) is list:
+                if any(type(v) is not SharedVerdict and unusable(v, kept=True) is not None for v in verdicts):
+                    self._drop_changed(flow)
+            elif type(verdicts) is not SharedVerdict and unusable(verdicts, kept=True) is not None:
+                self._drop_changed(flow)
+            if flow.verdict is None:
+                flow.verdict = self.choose(flow.verdicts)
         return flow
+
+    def _drop_changed(self, flow: Flow) -> None:
+        """Drop the verdicts whose layer changed them after returning them (it kept a reference) into what
+        the record cannot carry (a text confidence, metadata that is no dict): that layer's error on the
+        flow, as a bad verdict returned is, instead of a crash where the record is written."""
+        kept: list[Verdict] = []
+        for v in flow.verdicts:
+            problem = None if type(v) is SharedVerdict else unusable(v, kept=True)
+            if problem is None:
+                kept.append(v)
+                continue
+            layer = next((layer for layer in self.layers if layer.id == v.source), None)
+            message = (f"{layer.id if layer is not None else 'a layer'}: changed a Verdict after returning it: "
+                       f"{problem.replace('returned a Verdict whose', 'its')}")
+            flow.errors.append(message)
+            self.stats.layer_errors += 1
+            if layer is not None:
+                layer.errors += 1
+                layer.last_error = message
+            if flow.verdict is v:
+                flow.verdict = None
+        flow._verdicts = kept
 
     def choose(self, verdicts: list[Verdict]) -> Verdict | None:
         """The flow's verdict: the highest-priority confident one, else the most confident one."""

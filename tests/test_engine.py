@@ -8,6 +8,7 @@ loader (PluginSet.add): they test our own pipeline, not a classifier.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -17,6 +18,7 @@ from dpicore import LayerInfo, Verdict, hookimpl
 from dpicore.config import Config
 from dpicore.engine import MAX_LAYER_ERRORS, Engine
 from dpicore.model import Flow
+from dpicore.output import flow_record, jsonl_line
 from dpicore.plugins import PluginSet
 from dpicore.protocols import ProtocolRegistry
 from tests.helpers.frames import ACK, PSH, SYN, packet, tcp_session
@@ -437,6 +439,35 @@ def test_a_watch_pattern_broken_after_the_verdict_costs_the_layer_the_flow_not_t
     (error,) = flow.errors
     assert error.startswith("w: dpi_classify raised TypeError: watches for re.compile('p')")
     assert [r for _, r in watcher.ends] == ["error"] and watcher.payloads == [b"p000"]
+
+
+@pytest.mark.parametrize("all_layers", [False, True], ids=["first verdict", "all layers"])
+@pytest.mark.parametrize("change", ["confidence", "metadata"])
+def test_a_verdict_changed_after_it_was_returned_is_the_layer_s_error(change: str, all_layers: bool) -> None:
+    """A layer keeps a reference to the Verdict it returned and changes it later (here while watching):
+    a text confidence crashed the run where the record was written, metadata that is no dict where a
+    watched verdict's metadata was merged.  The flow loses that verdict, with the layer's error."""
+    verdict = Verdict("FTP", confidence=0.9, watch=3, metadata={"user": "anon"})
+
+    def spoil() -> Verdict:
+        if change == "confidence":
+            verdict.confidence = "high"  # type: ignore[assignment]
+        else:
+            verdict.metadata = None  # type: ignore[assignment]
+        return Verdict("FTP", metadata={"cwd": "/"})
+
+    watcher = Recorder("w", 10, answers={1: lambda: verdict, 2: spoil})
+    other = Recorder("other", 20, answers={1: lambda: Verdict("SSH", confidence=0.6)})
+    e = build(watcher, other, all_layers=all_layers)
+    (flow,) = e.run(data_packets(5))
+    what = "confidence is 'high', not a number in [0, 1]" if change == "confidence" else \
+        "metadata is a NoneType, not a dict"
+    assert flow.errors == [f"w: changed a Verdict after returning it: its {what}"]
+    assert all(v is not verdict for v in flow.verdicts)
+    assert flow.verdict == (Verdict("SSH", "other", 0.6) if all_layers else None)
+    assert e.stats.layer_errors == 1 and next(layer for layer in e.layers if layer.id == "w").errors == 1
+    record = json.loads(jsonl_line(flow_record(flow, all_layers)))  # the record is written
+    assert record["metadata"]["errors"] == flow.errors
 
 
 def test_flow_end_is_called_exactly_once_per_layer_and_flow() -> None:
