@@ -39,6 +39,7 @@ at the same times, but not in the packet-by-packet one.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import OrderedDict
 from typing import Callable, Iterator
 
 import numpy as np
@@ -188,10 +189,24 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
             continue
         s = g.start[r]
         yield from _group(engine, source, cols, key, positions[s:s + g.packets[r]], decoded)
+    _in_capture_order(table.flows, keys, g)
     for t in scan_times[at:]:  # the scans after the batch's last kept packet
         yield from engine.tick(t)
     engine.stats.packets += summed
     source.packets += summed
+
+
+def _in_capture_order(table: OrderedDict[FlowKey, Flow], keys: list[FlowKey], g: _Groups) -> None:
+    """Put the batch's flows at the end of the table in the order of their last packets, as the
+    packet-by-packet path leaves them (the groups ran in order of first packet): the flow cap evicts the
+    least recently seen flow, maybe in a later batch, and which one that is must not depend on the path."""
+    ids = g.flow_ids
+    flow, last = np.unique(ids[::-1], return_index=True)  # each flow's last group: groups go by interval
+    move = table.move_to_end
+    for k in flow[np.argsort(g.last_frame[len(ids) - 1 - last])].tolist():
+        key = keys[k]
+        if key in table:
+            move(key)
 
 
 def _in_order(engine: Engine, source: CaptureSource, cols: "_Columns", flows: "_Flows", kept: np.ndarray,
@@ -263,12 +278,16 @@ class _Groups:
     its packets and bytes (in all and from the flow key's ``a`` endpoint), its last capture time, and
     whether some packet is left to the scalar decoder or carries FIN/RST (``hard``) or a payload."""
 
-    __slots__ = ("start", "flow", "packets", "packets_a", "bytes", "bytes_a", "last", "hard", "payload")
+    __slots__ = ("start", "flow", "flow_ids", "last_frame", "packets", "packets_a", "bytes", "bytes_a", "last", "hard",
+                 "payload")
 
     def __init__(self, h: Headers, batch: Batch, flows: _Flows, pos: np.ndarray, starts: np.ndarray) -> None:
         self.start: list[int] = starts.tolist()
         self.packets: list[int] = np.diff(np.append(starts, len(pos))).tolist()
-        self.flow: list[int] = flows.ids[pos[starts]].tolist()
+        self.flow_ids = flows.ids[pos[starts]]
+        self.flow: list[int] = self.flow_ids.tolist()
+        #: Each group's last frame (frames are in capture order within a group).
+        self.last_frame = pos[np.append(starts[1:], len(pos)) - 1]
         a = flows.is_a[pos]
         wire = batch.wire[pos]
         self.packets_a: list[int] = np.add.reduceat(a.astype(np.int64), starts).tolist()

@@ -411,3 +411,36 @@ def test_a_watched_control_connection_is_shown_only_what_it_watches_for(tmp_path
     watched = 2 * commands + 4  # the new payloads after the verdict (on the greeting), up to the 227
     assert records[40001]["protocol"] == ("FTP_DATA" if watched <= 256 else "Unknown")
     assert records[40002]["protocol"] == "Unknown"
+
+
+def test_a_batch_run_flow_by_flow_leaves_the_table_in_capture_order(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch below the flow cap runs flow by flow, in order of first packet; the table must still end
+    in the order of last packets, for the cap evicts the least recently seen flow in a later batch
+    (batches of a few frames, as from a pipe, evicted another flow than the packet path: found by a
+    review helper).  Here A's last packet comes after B's, so B is the one the third flow evicts."""
+    import functools
+
+    from dpicore import fastpath
+    from dpicore.decode.batch import batches
+    from tests.helpers.frames import ACK, PSH, SYN, eth, pcap_bytes, tcp4
+
+    def seg(t: float, sport: int, dport: int, flags: int, payload: bytes = b"", back: bool = False) -> tuple:
+        a, b = ("10.0.0.1", sport), ("10.9.0.1", dport)
+        src, dst = (b, a) if back else (a, b)
+        return (1_700_000_000.0 + t, eth(tcp4(src[0], src[1], dst[0], dst[1], flags, payload)))
+
+    recs = [seg(0.000, 40000, 80, SYN), seg(0.001, 40000, 80, SYN | ACK, back=True),
+            seg(0.002, 40001, 81, SYN), seg(0.003, 40001, 81, SYN | ACK, back=True),
+            seg(0.004, 40000, 80, PSH | ACK, b"x"),  # the first batch of 5 ends here: A seen last
+            seg(0.005, 40002, 82, SYN), seg(0.006, 40001, 81, PSH | ACK, b"y"), seg(0.007, 40000, 80, ACK)]
+    path = tmp_path / "cap.pcap"
+    path.write_bytes(pcap_bytes(recs))
+    monkeypatch.setattr(fastpath, "batches", functools.partial(batches, size=5))
+    config = attrs.evolve(Config().with_layers(["heuristics"]), max_flows=2)
+    with Classifier(config=config) as batched, Classifier(config=config) as single:
+        fast = flows_of(batched.classify_pcap(path, batched=True))
+        slow = flows_of(single.classify_pcap(path, batched=False))
+    assert fast == slow, differences(fast, slow)
+    evicted = [json.loads(x) for x in slow if json.loads(x)["end"] == "evicted"]
+    assert [r["src_port"] for r in evicted][:1] == [40001]
