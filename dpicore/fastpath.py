@@ -19,7 +19,9 @@ The records equal the packet-by-packet path's; the order in which ended
 flows are reported can differ (flows are fed flow by flow within an
 interval), so compare outputs as sorted lines.  Where the order across
 flows decides a record, a batch that may reach the flow cap
-(``engine.max_flows``: which flow is evicted) runs packet by packet.  The
+(``engine.max_flows``: which flow is evicted) runs packet by packet, and
+a batch run flow by flow leaves its flows in the table in the order of
+their last packets, as the packet-by-packet path does.  The
 idle scans end the same flows in both paths, also when the capture's clock
 goes back (the flow table queues flows moved behind the latest, see
 :class:`~dpicore.flowtable.FlowTable`).  Two cases are left.  A flow that
