@@ -274,7 +274,11 @@ def test_live_second_ctrl_c_says_what_was_not_written(tmp_path: Path) -> None:
                 if m:
                     seen, before = int(m.group(1)), seen
             proc.send_signal(signal.SIGINT)
-            time.sleep(0.5)
+            # The second Ctrl-C once dpi is writing the open flows: a fixed pause let a fast run write
+            # all 40,000 (about half a second) and exit 0 before it came.
+            deadline = time.time() + 20
+            while not (out.exists() and out.stat().st_size) and time.time() < deadline:
+                time.sleep(0.005)
             proc.send_signal(signal.SIGINT)
             rest = proc.stderr.read()
         proc.wait(timeout=30)
