@@ -461,7 +461,7 @@ class Engine:
         elif verdict is not None and entry.verdict is not None:
             self._share(verdict.metadata)
             kept = entry.verdict.metadata
-            if type(kept) is dict:
+            if isinstance(kept, dict):
                 kept.update(verdict.metadata)
             else:  # the layer changed the verdict it is watching for: _finish reports it
                 entry.watching = 0
@@ -605,7 +605,10 @@ class Engine:
             _let_go(flow)
 
     def _layer_failed(self, flow: Flow, layer: Layer, hook: str, exc: BaseException) -> None:
-        message = f"{layer.id}: {hook} raised {type(exc).__name__}: {exc}"
+        self._layer_error(flow, layer, f"{layer.id}: {hook} raised {type(exc).__name__}: {exc}")
+
+    def _layer_error(self, flow: Flow, layer: Layer, message: str) -> None:
+        """Note a layer's error on ``flow`` and count it; a layer with too many is switched off."""
         flow.errors.append(message)
         layer.errors += 1
         layer.last_error = message
@@ -654,11 +657,11 @@ class Engine:
             layer = next((layer for layer in self.layers if layer.id == v.source), None)
             message = (f"{layer.id if layer is not None else 'a layer'}: changed a Verdict after returning it: "
                        f"{problem.replace('returned a Verdict whose', 'its')}")
-            flow.errors.append(message)
-            self.stats.layer_errors += 1
             if layer is not None:
-                layer.errors += 1
-                layer.last_error = message
+                self._layer_error(flow, layer, message)
+            else:  # it changed the source too
+                flow.errors.append(message)
+                self.stats.layer_errors += 1
             if flow.verdict is v:
                 flow.verdict = None
         flow._verdicts = kept

@@ -41,7 +41,6 @@ at the same times, but not in the packet-by-packet one.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import OrderedDict
 from typing import Callable, Iterator
 
 import numpy as np
@@ -51,7 +50,7 @@ from .decode.capture import CaptureError
 from .decode.source import CaptureSource
 from .decode.walks import SharedWalks
 from .engine import Engine, passes, watchers
-from .flowtable import CLOSE_AT, CLOSING
+from .flowtable import CLOSE_AT, CLOSING, FlowTable
 from .model import C2S, FIN, RST, S2C, SYN, Flow, FlowKey, Packet
 
 
@@ -191,24 +190,28 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
             continue
         s = g.start[r]
         yield from _group(engine, source, cols, key, positions[s:s + g.packets[r]], decoded)
-    _in_capture_order(table.flows, keys, g)
+    _in_capture_order(table, keys, g)
     for t in scan_times[at:]:  # the scans after the batch's last kept packet
         yield from engine.tick(t)
     engine.stats.packets += summed
     source.packets += summed
 
 
-def _in_capture_order(table: OrderedDict[FlowKey, Flow], keys: list[FlowKey], g: _Groups) -> None:
+def _in_capture_order(table: FlowTable, keys: list[FlowKey], g: _Groups) -> None:
     """Put the batch's flows at the end of the table in the order of their last packets, as the
     packet-by-packet path leaves them (the groups ran in order of first packet): the flow cap evicts the
-    least recently seen flow, maybe in a later batch, and which one that is must not depend on the path."""
+    least recently seen flow, maybe in a later batch, and which one that is must not depend on the path.
+    Each is noted as moved again: one now behind a flow seen later (the clock went back) must be queued
+    where the idle scans find it."""
     ids = g.flow_ids
     flow, last = np.unique(ids[::-1], return_index=True)  # each flow's last group: groups go by interval
-    move = table.move_to_end
+    flows = table.flows
+    move = flows.move_to_end
     for k in flow[np.argsort(g.last_frame[len(ids) - 1 - last])].tolist():
-        key = keys[k]
-        if key in table:
-            move(key)
+        f = flows.get(keys[k])
+        if f is not None:
+            move(f.key)
+            table.moved(f)
 
 
 def _in_order(engine: Engine, source: CaptureSource, cols: "_Columns", flows: "_Flows", kept: np.ndarray,

@@ -444,3 +444,31 @@ def test_a_batch_run_flow_by_flow_leaves_the_table_in_capture_order(tmp_path: Pa
     assert fast == slow, differences(fast, slow)
     evicted = [json.loads(x) for x in slow if json.loads(x)["end"] == "evicted"]
     assert [r["src_port"] for r in evicted][:1] == [40001]
+
+
+def test_the_table_order_a_batch_leaves_keeps_idle_scans_exact_when_the_clock_goes_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Putting a batch's flows in the order of their last packets can put a flow behind one seen later
+    (the clock went back): it must be queued for the idle scans, which stop at the first flow that is
+    not idle, or a later scan missed it and it ended at the end of input instead (found by a review
+    helper).  X is seen at 0.0 and again at 0.2 after Y at 0.5; the scan at 1.3 ends X (idle 1 s)."""
+    import functools
+
+    from dpicore import fastpath
+    from dpicore.decode.batch import batches
+    from tests.helpers.frames import eth, pcap_bytes, udp4
+
+    def u(t: float, sport: int) -> tuple:
+        return (1_700_000_000.0 + t, eth(udp4("10.0.0.1", sport, "10.9.0.1", 53, b"q")))
+
+    path = tmp_path / "back.pcap"
+    path.write_bytes(pcap_bytes([u(0.0, 1000), u(0.5, 2000), u(0.2, 1000), u(1.3, 3000), u(1.31, 3000),
+                                 u(1.32, 3000)]))
+    monkeypatch.setattr(fastpath, "batches", functools.partial(batches, size=3))
+    config = attrs.evolve(Config().with_layers(["heuristics"]), idle_timeout=1.0)
+    with Classifier(config=config) as batched, Classifier(config=config) as single:
+        fast = flows_of(batched.classify_pcap(path, batched=True))
+        slow = flows_of(single.classify_pcap(path, batched=False))
+    assert fast == slow, differences(fast, slow)
+    ends = {json.loads(x)["src_port"]: json.loads(x)["end"] for x in slow}
+    assert ends[1000] == "idle"
