@@ -413,16 +413,28 @@ def test_a_watched_control_connection_is_shown_only_what_it_watches_for(tmp_path
     assert records[40002]["protocol"] == "Unknown"
 
 
+def _in_small_batches(monkeypatch: pytest.MonkeyPatch, path: Path, size: int,
+                      **settings: object) -> tuple[Counter[str], Counter[str]]:
+    """Both paths on ``path`` with the heuristics layer, ``settings`` of its Config, and batches of ``size``
+    frames (from a pipe a batch is what has arrived: a few frames)."""
+    import functools
+
+    from dpicore import fastpath
+    from dpicore.decode.batch import batches
+
+    monkeypatch.setattr(fastpath, "batches", functools.partial(batches, size=size))
+    config = attrs.evolve(Config().with_layers(["heuristics"]), **settings)
+    with Classifier(config=config) as batched, Classifier(config=config) as single:
+        return (flows_of(batched.classify_pcap(path, batched=True)),
+                flows_of(single.classify_pcap(path, batched=False)))
+
+
 def test_a_batch_run_flow_by_flow_leaves_the_table_in_capture_order(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch below the flow cap runs flow by flow, in order of first packet; the table must still end
     in the order of last packets, for the cap evicts the least recently seen flow in a later batch
     (batches of a few frames, as from a pipe, evicted another flow than the packet path: found by a
     review helper).  Here A's last packet comes after B's, so B is the one the third flow evicts."""
-    import functools
-
-    from dpicore import fastpath
-    from dpicore.decode.batch import batches
     from tests.helpers.frames import ACK, PSH, SYN, eth, pcap_bytes, tcp4
 
     def seg(t: float, sport: int, dport: int, flags: int, payload: bytes = b"", back: bool = False) -> tuple:
@@ -436,11 +448,7 @@ def test_a_batch_run_flow_by_flow_leaves_the_table_in_capture_order(tmp_path: Pa
             seg(0.005, 40002, 82, SYN), seg(0.006, 40001, 81, PSH | ACK, b"y"), seg(0.007, 40000, 80, ACK)]
     path = tmp_path / "cap.pcap"
     path.write_bytes(pcap_bytes(recs))
-    monkeypatch.setattr(fastpath, "batches", functools.partial(batches, size=5))
-    config = attrs.evolve(Config().with_layers(["heuristics"]), max_flows=2)
-    with Classifier(config=config) as batched, Classifier(config=config) as single:
-        fast = flows_of(batched.classify_pcap(path, batched=True))
-        slow = flows_of(single.classify_pcap(path, batched=False))
+    fast, slow = _in_small_batches(monkeypatch, path, 5, max_flows=2)
     assert fast == slow, differences(fast, slow)
     evicted = [json.loads(x) for x in slow if json.loads(x)["end"] == "evicted"]
     assert [r["src_port"] for r in evicted][:1] == [40001]
@@ -452,10 +460,6 @@ def test_the_table_order_a_batch_leaves_keeps_idle_scans_exact_when_the_clock_go
     (the clock went back): it must be queued for the idle scans, which stop at the first flow that is
     not idle, or a later scan missed it and it ended at the end of input instead (found by a review
     helper).  X is seen at 0.0 and again at 0.2 after Y at 0.5; the scan at 1.3 ends X (idle 1 s)."""
-    import functools
-
-    from dpicore import fastpath
-    from dpicore.decode.batch import batches
     from tests.helpers.frames import eth, pcap_bytes, udp4
 
     def u(t: float, sport: int) -> tuple:
@@ -464,11 +468,7 @@ def test_the_table_order_a_batch_leaves_keeps_idle_scans_exact_when_the_clock_go
     path = tmp_path / "back.pcap"
     path.write_bytes(pcap_bytes([u(0.0, 1000), u(0.5, 2000), u(0.2, 1000), u(1.3, 3000), u(1.31, 3000),
                                  u(1.32, 3000)]))
-    monkeypatch.setattr(fastpath, "batches", functools.partial(batches, size=3))
-    config = attrs.evolve(Config().with_layers(["heuristics"]), idle_timeout=1.0)
-    with Classifier(config=config) as batched, Classifier(config=config) as single:
-        fast = flows_of(batched.classify_pcap(path, batched=True))
-        slow = flows_of(single.classify_pcap(path, batched=False))
+    fast, slow = _in_small_batches(monkeypatch, path, 3, idle_timeout=1.0)
     assert fast == slow, differences(fast, slow)
     ends = {json.loads(x)["src_port"]: json.loads(x)["end"] for x in slow}
     assert ends[1000] == "idle"
