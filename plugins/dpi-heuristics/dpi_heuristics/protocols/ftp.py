@@ -1,7 +1,3 @@
-#: What a packet from either side must hold to announce a data connection, at the start of a line as
-#: :func:`announcements` reads it (a reply code, or a command word in either case): the watched control
-#: connection's ``Verdict.watch_for``, so the engine shows the layer only such packets.  Anchored, as
-#: the search of a bulk payload for it takes a fifth of the time of an unanchored one.
 """FTP control (RFC 959) and the data connections it announces.
 
 Control: the server speaks first with a ``220`` greeting.  SMTP greets the
@@ -104,10 +100,11 @@ def announcements(line: bytes, from_client: bool) -> tuple[str, bytes | None, in
 
 #: Some line of a client packet may be a PORT or EPRT command (a necessary condition, in one C pass).
 _CLIENT_ANNOUNCES = re.compile(rb"(?i)port|eprt")
-#: What a packet from either side must hold to announce a data connection: the watched control
+#: What a packet from either side must hold to announce a data connection, at the start of a line as
+#: :func:`announcements` reads it (a reply code, or a command word in either case): the watched control
 #: connection's ``Verdict.watch_for``, so the engine shows the layer only such packets (most of a
-#: session's packets are other commands and replies).  :func:`may_announce` is the same condition
-#: per direction.
+#: session's packets are other commands and replies).  Anchored: the search of a bulk payload takes a
+#: fifth of the time of an unanchored one.
 ANNOUNCES = re.compile(rb"(?m)^(?:22[79]|[Pp][Oo][Rr][Tt]|[Ee][Pp][Rr][Tt])")
 
 
