@@ -607,12 +607,15 @@ class Engine:
     def _layer_failed(self, flow: Flow, layer: Layer, hook: str, exc: BaseException) -> None:
         self._layer_error(flow, layer, f"{layer.id}: {hook} raised {type(exc).__name__}: {exc}")
 
-    def _layer_error(self, flow: Flow, layer: Layer, message: str) -> None:
-        """Note a layer's error on ``flow`` and count it; a layer with too many is switched off."""
+    def _layer_error(self, flow: Flow, layer: Layer | None, message: str) -> None:
+        """Note a layer's error on ``flow`` and count it; a layer with too many is switched off.  None: a
+        layer that cannot be told (it changed the source of its verdict)."""
         flow.errors.append(message)
+        self.stats.layer_errors += 1
+        if layer is None:
+            return
         layer.errors += 1
         layer.last_error = message
-        self.stats.layer_errors += 1
         if layer.errors == MAX_LAYER_ERRORS:
             layer.disabled = True
             log.warning("layer %s disabled for new flows after %d errors; last: %s", layer.id, layer.errors,
@@ -657,11 +660,7 @@ class Engine:
             layer = next((layer for layer in self.layers if layer.id == v.source), None)
             message = (f"{layer.id if layer is not None else 'a layer'}: changed a Verdict after returning it: "
                        f"{problem.replace('returned a Verdict whose', 'its')}")
-            if layer is not None:
-                self._layer_error(flow, layer, message)
-            else:  # it changed the source too
-                flow.errors.append(message)
-                self.stats.layer_errors += 1
+            self._layer_error(flow, layer, message)
             if flow.verdict is v:
                 flow.verdict = None
         flow._verdicts = kept
