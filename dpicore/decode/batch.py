@@ -12,6 +12,7 @@ reference: a frame is either decoded here with the same result, or not at all.
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 import zlib
@@ -20,7 +21,7 @@ from typing import Callable, Iterator
 import attrs
 import numpy as np
 
-from .capture import MAX_RECORD, PCAP_MAGICS, CaptureError, CaptureReader, pipe_wait
+from .capture import MAX_RECORD, PCAP_MAGICS, CaptureError, CaptureReader, Interface, PcapngBlocks, pipe_wait
 from .packets import (DLT_EN10MB, DLT_IPV4, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
                       DLT_RAW_OLD, DLT_RAW_OPENBSD)
 from .walks import SharedWalks
@@ -62,7 +63,9 @@ def batches(path: str, size: int = BATCH, walks: SharedWalks | None = None) -> I
             # whole chunk: a slow capture must not wait for 4 MB before its first flow is classified.
             yield from _pcap_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None,
                                      walks=None if reader.pipe else walks)
-        else:
+        elif not reader.pipe:
+            yield from _pcapng_batches(path, reader._fh, size)
+        else:  # pcapng from a pipe: frame by frame, each batch what has arrived (CaptureReader.caught_up)
             yield from _frame_batches(reader, size)
     finally:
         reader.close()
@@ -215,9 +218,124 @@ def _emit(linktype: int, buf: bytes, records: list[np.ndarray], first: int, size
         yield Batch(linktype, buf, off[s:e], cap[s:e], wire[s:e], ts[s:e], first + s)
 
 
+def _pcapng_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[no-untyped-def]
+    """Batches of a pcapng file, read in chunks as :func:`_pcap_batches` reads a pcap.
+
+    A Python step per block walks from one enhanced packet block to the next
+    (:func:`_walk_pcapng`) and numpy reads the fields of those it found
+    (:func:`_enhanced`).  Every other block (section and interface headers,
+    statistics, name resolution, the rare simple and obsolete packet blocks),
+    and a packet block numpy finds damaged, goes to the frame-by-frame
+    reader's :class:`~dpicore.decode.capture.PcapngBlocks`: one reading of
+    such blocks, and the same messages and packet numbers for damage.
+    """
+    blocks = PcapngBlocks(path)
+    buf, pos, eof = b"", 0, False
+    broken: Exception | None = None
+    walked: list[int] = []  # enhanced packet blocks found in buf and not yet emitted
+    while True:
+        found, pos = _walk_pcapng(buf, pos, blocks.header)
+        walked += found
+        n = len(buf)
+        if not eof and n - pos < MAX_RECORD + 28:  # the walk stopped where a block may not lie whole in buf
+            yield from _enhanced(blocks, buf, walked, size)  # buf is about to be replaced
+            walked = []
+            data, broken = _read(fh, CHUNK)
+            eof = not data or broken is not None
+            buf, pos = buf[pos:] + data, 0
+            continue
+        yield from _enhanced(blocks, buf, walked, size)
+        walked = []
+        if pos == n:
+            if broken is not None:  # after every block complete before the break
+                raise CaptureError(path, f"unreadable data: {broken}", blocks.number + 1)
+            return
+        # A block the walk does not take (or the capture ends inside one: then this raises).
+        rest = io.BytesIO(buf)
+        rest.seek(pos)
+
+        def read(k: int) -> bytes:
+            """The buffer's next ``k`` bytes; past a break of the stream, the error the frame reader's read
+            raises there."""
+            got = rest.read(k)
+            if len(got) < k and broken is not None:
+                raise CaptureError(path, f"unreadable data: {broken}", blocks.number + 1)
+            return got
+
+        got = blocks.block(read)
+        assert got is not None  # pos < n
+        pos = rest.tell()
+        frame = got[1]
+        if frame is not None:
+            yield Batch(frame.linktype, frame.data, np.zeros(1, dtype=np.int64), np.array([len(frame.data)]),
+                        np.array([frame.wire_len]), np.array([frame.ts]), frame.number)
+
+
+def _walk_pcapng(buf: bytes, pos: int, header: Callable[[bytes, int], tuple[int, int]]) -> tuple[list[int], int]:
+    """(the start of every enhanced packet block from ``pos`` on that lies whole in ``buf`` and is long
+    enough for its fields; where the walk stopped): as :func:`_walk`, the rest of each block's checks
+    come after, in numpy."""
+    starts: list[int] = []
+    found = starts.append
+    n = len(buf)
+    limit = n - 28
+    while pos <= limit:
+        btype, length = header(buf, pos)
+        end = pos + length
+        if btype != 6 or length < 28 or end > n:
+            break
+        found(pos)
+        pos = end
+    return starts, pos
+
+
+def _enhanced(blocks: PcapngBlocks, buf: bytes, starts: list[int], size: int) -> Iterator[Batch]:
+    """Batches of the enhanced packet blocks at ``starts`` in ``buf`` (one link type each), up to the first
+    damaged one, which :meth:`PcapngBlocks.block` then reads (and reports)."""
+    if not starts:
+        return
+    interfaces = blocks.interfaces
+    pos = np.asarray(starts, dtype=np.int64)
+    fields = np.frombuffer(buf, dtype=np.uint8)[pos[:, None] + np.arange(28)].view(np.dtype(blocks.order + "u4"))
+    length, iface, cap = fields[:, 1].astype(np.int64), fields[:, 2].astype(np.int64), fields[:, 5].astype(np.int64)
+    bad = np.flatnonzero((length % 4 != 0) | (length > MAX_RECORD) | (iface >= len(interfaces)) | (cap > length - 28))
+    count = int(bad[0]) if len(bad) else len(pos)
+    if count:
+        iface = iface[:count]
+        ticks = (fields[:count, 3].astype(np.uint64) << np.uint64(32)) | fields[:count, 4]
+        ts = np.empty(count)
+        used = np.unique(iface).tolist()
+        for i in used:
+            mine = slice(None) if len(used) == 1 else iface == i
+            ts[mine] = _times(interfaces[i], ticks[mine])
+        linktype = np.array([interfaces[i].linktype for i in range(len(interfaces))])[iface]
+        records = [pos[:count] + 28, cap[:count], np.maximum(fields[:count, 6].astype(np.int64), cap[:count]), ts]
+        cuts = np.flatnonzero(linktype[1:] != linktype[:-1]) + 1  # a batch has one link type
+        for s, e in zip([0, *cuts.tolist()], [*cuts.tolist(), count]):
+            yield from _emit(int(linktype[s]), buf, [a[s:e] for a in records], blocks.number + 1 + s, size)
+        blocks.number += count
+    if len(bad):
+        rest = io.BytesIO(buf)
+        rest.seek(int(pos[count]))
+        blocks.block(rest.read)
+        raise AssertionError("PcapngBlocks.block read a block numpy found damaged")  # pragma: no cover
+
+
+def _times(interface: Interface, ticks: np.ndarray) -> np.ndarray:
+    """Interface.time of each of ``ticks`` (uint64), in the same float operations."""
+    if not interface.per_second:
+        return ticks.astype(np.float64) * interface.tick + interface.offset
+    if interface.per_second > np.iinfo(np.uint64).max:  # if_tsresol up to 10**127: every count is a fraction
+        sec, frac = np.zeros(len(ticks), dtype=np.uint64), ticks
+    else:
+        sec, frac = np.divmod(ticks, np.uint64(interface.per_second))
+    return sec.astype(np.float64) + frac.astype(np.float64) * interface.tick + interface.offset
+
+
 def _frame_batches(reader: CaptureReader, size: int) -> Iterator[Batch]:
-    """pcapng (or anything CaptureReader reads): frames joined into batches per link type.  From a
-    pipe a batch also ends where the frames that have arrived do (as in _pcap_batches)."""
+    """pcapng from a pipe: the frame reader's frames joined into batches per link type, a batch ending
+    where the frames that have arrived do (as in _pcap_batches; CaptureReader.caught_up knows where a
+    pipe's pcapng blocks end)."""
     caught_up = reader.caught_up if reader.pipe else None
     started = 0.0  # when the first frame of the batch arrived (pipes)
     frames: list[bytes] = []

@@ -18,7 +18,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, NamedTuple
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -321,95 +321,152 @@ class CaptureReader:
 
     # -- pcapng ------------------------------------------------------------
     def _pcapng(self) -> Iterator[Frame]:
-        import dpkt.pcapng
-
+        blocks = PcapngBlocks(self.path)
+        self.linktypes = blocks.linktypes
         read = self._fh.read
-        order = "<"
-        # linktype, ticks per second (0: a binary resolution), seconds per tick, offset
-        interfaces: list[tuple[int, int, float, int]] = []
-        number = 0
         used = 0  # bytes of the blocks read whole (see caught_up)
         while True:
-            head = read(8)
-            if not head:
+            got = blocks.block(read)
+            self._number = blocks.number
+            if got is None:
                 return
-            if len(head) < 8:
-                raise CaptureError(self.path, "capture cut short inside a block header", number + 1)
-            if head[:4] == PCAPNG_SHB:
-                bom = read(4)
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    order = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    order = ">"
-                else:
-                    raise CaptureError(self.path, "pcapng section header with unknown byte order", number + 1)
-                (length,) = struct.unpack(order + "I", head[4:8])
-                self._block = struct.Struct(order + "II").unpack_from  # of the blocks to come (caught_up)
-                if length < 28 or length > MAX_RECORD:
-                    raise CaptureError(self.path, f"corrupt section header (length {length})", number + 1)
-                rest = read(length - 12)
-                if len(rest) < length - 12:
-                    raise CaptureError(self.path, "capture cut short inside a section header", number + 1)
-                used += length
-                interfaces = []
-                continue
-            btype, length = struct.unpack(order + "II", head)
-            if length < 12 or length % 4 or length > MAX_RECORD:
-                raise CaptureError(self.path, f"corrupt block (type {btype}, length {length})", number + 1)
-            body = read(length - 8)
-            if len(body) < length - 8:
-                raise CaptureError(self.path, "capture cut short inside a block", number + 1)
+            length, frame = got
             used += length
             self._used = used
-            if btype == 1:  # interface description
-                cls = dpkt.pcapng.InterfaceDescriptionBlockLE if order == "<" else dpkt.pcapng.InterfaceDescriptionBlock
-                try:
-                    idb = cls(head + body)
-                except dpkt.Error as exc:
-                    raise CaptureError(self.path, f"unreadable data: {exc}", number + 1) from None
-                per_second, tick, offset = 10 ** 6, 1e-6, 0
-                for opt in idb.opts:
-                    if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL and opt.data:
-                        v = opt.data[0]
-                        if v & 0x80:
-                            per_second, tick = 0, 2.0 ** -(v & 0x7F)
-                        else:
-                            per_second, tick = 10 ** (v & 0x7F), 10.0 ** -(v & 0x7F)
-                    elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) >= 8:
-                        offset = struct.unpack(order + "q", opt.data[:8])[0]
-                interfaces.append((idb.linktype & 0xFFFF, per_second, tick, offset))
-                self.linktypes.append(idb.linktype & 0xFFFF)
-            elif btype in (6, 2):  # enhanced packet / obsolete packet block
-                number += 1
-                self._number = number
-                if len(body) < 20:  # both start with 20 bytes of fixed fields
-                    raise CaptureError(self.path, f"corrupt packet block (block length {length})", number)
-                if btype == 6:
-                    iface, hi, lo, caplen, wire = struct.unpack_from(order + "IIIII", body, 0)
+            self._block = blocks.header  # of the blocks to come (caught_up)
+            if frame is not None:
+                yield frame
+
+
+class Interface(NamedTuple):
+    """A pcapng interface: its link type and how its packets' times are counted."""
+
+    linktype: int
+    #: Ticks per second, or 0 for a binary resolution (then ``tick`` alone says it).
+    per_second: int
+    #: Seconds per tick.
+    tick: float
+    #: Seconds added to every time (if_tsoffset).
+    offset: int
+
+    def time(self, ticks: int) -> float:
+        if self.per_second:  # seconds and fraction apart, as a pcap's: the whole count times an inexact
+            sec, frac = divmod(ticks, self.per_second)  # 1e-9 could land a microsecond off
+            return sec + frac * self.tick + self.offset
+        return ticks * self.tick + self.offset
+
+
+class PcapngBlocks:
+    """pcapng's blocks, read one at a time, and what reading them depends on: the section's byte
+    order, its interfaces, the number of the last packet.
+
+    The one reader of pcapng blocks: the frame-by-frame reader reads every
+    block here; the batch reader (:mod:`dpicore.decode.batch`) reads the
+    enhanced packet blocks of a file in numpy, with :attr:`header` and
+    :attr:`interfaces`, and hands every other block here, and every packet
+    block its checks find damaged, so the messages and packet numbers of
+    damage are the same in both.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.order = "<"
+        self.interfaces: list[Interface] = []
+        #: The link type of every interface described so far, in every section.
+        self.linktypes: list[int] = []
+        #: Packets read so far (the number of the last).
+        self.number = 0
+        #: (type, length) of the block header at an offset, in the section's byte order.
+        self.header = struct.Struct("<II").unpack_from
+
+    def block(self, read: Callable[[int], bytes]) -> tuple[int, Frame | None] | None:
+        """Read one block with ``read``: None at the end of the capture, else (the block's length, the
+        frame it carries or None).  Damage raises CaptureError."""
+        head = read(8)
+        if not head:
+            return None
+        if len(head) < 8:
+            raise CaptureError(self.path, "capture cut short inside a block header", self.number + 1)
+        if head[:4] == PCAPNG_SHB:
+            return self._section(head, read), None
+        btype, length = self.header(head)
+        if length < 12 or length % 4 or length > MAX_RECORD:
+            raise CaptureError(self.path, f"corrupt block (type {btype}, length {length})", self.number + 1)
+        body = read(length - 8)
+        if len(body) < length - 8:
+            raise CaptureError(self.path, "capture cut short inside a block", self.number + 1)
+        if btype == 1:  # interface description
+            self._interface(head, body)
+        elif btype in (6, 2):  # enhanced packet / obsolete packet block
+            return length, self._packet(btype, length, body)
+        elif btype == 3:  # simple packet block: no timestamp
+            self.number += 1
+            if not self.interfaces:
+                raise CaptureError(self.path, "simple packet before any interface description", self.number)
+            (wire,) = struct.unpack_from(self.order + "I", body, 0)
+            return length, Frame(self.number, 0.0, self.interfaces[0].linktype, body[4:4 + min(wire, len(body) - 8)],
+                                 wire)
+        # other blocks (name resolution, statistics, custom) carry no packets
+        return length, None
+
+    def _section(self, head: bytes, read: Callable[[int], bytes]) -> int:
+        """A section header block: a byte order, and no interfaces yet."""
+        bom = read(4)
+        if bom == b"\x4d\x3c\x2b\x1a":
+            order = "<"
+        elif bom == b"\x1a\x2b\x3c\x4d":
+            order = ">"
+        else:
+            raise CaptureError(self.path, "pcapng section header with unknown byte order", self.number + 1)
+        (length,) = struct.unpack(order + "I", head[4:8])
+        if length < 28 or length > MAX_RECORD:
+            raise CaptureError(self.path, f"corrupt section header (length {length})", self.number + 1)
+        rest = read(length - 12)
+        if len(rest) < length - 12:
+            raise CaptureError(self.path, "capture cut short inside a section header", self.number + 1)
+        self.order = order
+        self.header = struct.Struct(order + "II").unpack_from
+        self.interfaces = []
+        return length
+
+    def _interface(self, head: bytes, body: bytes) -> None:
+        import dpkt.pcapng
+
+        cls = dpkt.pcapng.InterfaceDescriptionBlockLE if self.order == "<" else dpkt.pcapng.InterfaceDescriptionBlock
+        try:
+            idb = cls(head + body)
+        except dpkt.Error as exc:
+            raise CaptureError(self.path, f"unreadable data: {exc}", self.number + 1) from None
+        per_second, tick, offset = 10 ** 6, 1e-6, 0
+        for opt in idb.opts:
+            if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL and opt.data:
+                v = opt.data[0]
+                if v & 0x80:
+                    per_second, tick = 0, 2.0 ** -(v & 0x7F)
                 else:
-                    iface, _drops, hi, lo, caplen, wire = struct.unpack_from(order + "HHIIII", body, 0)
-                if iface >= len(interfaces):
-                    raise CaptureError(self.path, f"packet names interface {iface}, which was never described",
-                                       number)
-                if 20 + caplen > len(body):
-                    raise CaptureError(self.path, f"corrupt packet block (captured length {caplen})", number)
-                linktype, per_second, tick, offset = interfaces[iface]
-                ticks = (hi << 32) | lo
-                if per_second:  # seconds and fraction apart, as a pcap's: the whole count times an inexact
-                    sec, frac = divmod(ticks, per_second)  # 1e-9 could land a microsecond off
-                    ts = sec + frac * tick + offset
-                else:
-                    ts = ticks * tick + offset
-                yield Frame(number, ts, linktype, body[20:20 + caplen], max(wire, caplen))
-            elif btype == 3:  # simple packet block: no timestamp
-                number += 1
-                self._number = number
-                if not interfaces:
-                    raise CaptureError(self.path, "simple packet before any interface description", number)
-                (wire,) = struct.unpack_from(order + "I", body, 0)
-                data = body[4:4 + min(wire, len(body) - 8)]
-                yield Frame(number, 0.0, interfaces[0][0], data, wire)
-            # other blocks (name resolution, statistics, custom) carry no packets
+                    per_second, tick = 10 ** (v & 0x7F), 10.0 ** -(v & 0x7F)
+            elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) >= 8:
+                offset = struct.unpack(self.order + "q", opt.data[:8])[0]
+        self.interfaces.append(Interface(idb.linktype & 0xFFFF, per_second, tick, offset))
+        self.linktypes.append(idb.linktype & 0xFFFF)
+
+    def _packet(self, btype: int, length: int, body: bytes) -> Frame:
+        """An enhanced (6) or obsolete (2) packet block's frame."""
+        self.number += 1
+        number = self.number
+        if len(body) < 20:  # both start with 20 bytes of fixed fields
+            raise CaptureError(self.path, f"corrupt packet block (block length {length})", number)
+        if btype == 6:
+            iface, hi, lo, caplen, wire = struct.unpack_from(self.order + "IIIII", body, 0)
+        else:
+            iface, _drops, hi, lo, caplen, wire = struct.unpack_from(self.order + "HHIIII", body, 0)
+        if iface >= len(self.interfaces):
+            raise CaptureError(self.path, f"packet names interface {iface}, which was never described", number)
+        if 20 + caplen > len(body):
+            raise CaptureError(self.path, f"corrupt packet block (captured length {caplen})", number)
+        interface = self.interfaces[iface]
+        return Frame(number, interface.time((hi << 32) | lo), interface.linktype, body[20:20 + caplen],
+                     max(wire, caplen))
 
 
 def read_frames(path: str | Path) -> Iterator[Frame]:
@@ -423,4 +480,4 @@ def is_capture(data: bytes) -> bool:
     return data[:4] in PCAP_MAGICS or data[:4] == PCAPNG_SHB or data[:2] == GZIP_MAGIC
 
 
-__all__ = ["CaptureError", "CaptureReader", "Frame", "read_frames", "is_capture"]
+__all__ = ["CaptureError", "CaptureReader", "Frame", "Interface", "PcapngBlocks", "read_frames", "is_capture"]
