@@ -20,6 +20,10 @@ Writes, as Ethernet + 802.1Q pcap files (µs timestamps), to
 * ``realclients_small.pcap``: the same with a tenth of the copies, to check
   that peak memory does not grow with the file's size.
 
+``throughput.py --pcapng`` also writes each input's frames as pcapng
+(:func:`pcapng_of`: ``corpus_x10.pcapng`` …), the format dumpcap and
+Wireshark write by default.
+
 Every packet is re-framed from its IP header on (link types differ between
 the source files; non-IP frames are left out).  Time never goes back: each
 source file starts one second after the packet before it, and every packet
@@ -120,6 +124,34 @@ def write_pcap(path: Path, records: Iterable[tuple[float, bytes, int]]) -> int:
 
 def packets_in(path: Path) -> int:
     return int(json.loads(path.with_suffix(".json").read_text())["packets"])
+
+
+def pcapng_of(pcap: Path, force: bool = False) -> Path:
+    """The same frames as ``pcap`` (one of the files above, or a cut of one) as pcapng, beside it (made
+    when missing): a section header, one Ethernet interface (µs, the default resolution) and an
+    enhanced packet block per frame, as dumpcap writes them.  The .json beside the pcap serves both."""
+    out = pcap.with_suffix(".pcapng")
+    if out.exists() and not force:
+        return out
+    tmp = out.with_suffix(".part")
+    shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+    idb = struct.pack("<HHI", 1, 0, 262144)
+    epb = struct.Struct("<IIIIIII")
+    with pcap.open("rb") as src, tmp.open("wb") as fh:
+        if src.read(24) != PCAP_HEADER:
+            sys.exit(f"{pcap}: not one of this script's pcap files")
+        fh.write(struct.pack("<II", 0x0A0D0D0A, 28) + shb + struct.pack("<I", 28))
+        fh.write(struct.pack("<II", 1, 20) + idb + struct.pack("<I", 20))
+        while head := src.read(16):
+            sec, usec, caplen, wire = struct.unpack("<IIII", head)
+            frame = src.read(caplen)
+            pad = -caplen % 4
+            length = 32 + caplen + pad
+            ticks = sec * 1_000_000 + usec
+            fh.write(epb.pack(6, length, 0, ticks >> 32, ticks & 0xFFFFFFFF, caplen, wire))
+            fh.write(frame + bytes(pad) + struct.pack("<I", length))
+    tmp.replace(out)
+    return out
 
 
 def make(out: Path, sources: list[Path], copies: int | None, force: bool) -> Path:
