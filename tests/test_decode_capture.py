@@ -271,6 +271,19 @@ def test_pcapng_damaged_interface_block(tmp_path: Path) -> None:
     assert src.damaged and "unreadable data" in src.problems[0] and "packet 1" in src.problems[0]
 
 
+def test_pcapng_interface_comment_not_in_utf8(tmp_path: Path) -> None:
+    """An interface description whose comment option is not UTF-8 (dpkt decodes comments and raised
+    UnicodeDecodeError, which crashed both readers): damage, reported as such."""
+    from tests.helpers.frames import _block, _opt
+
+    good = pcapng_bytes([([(1, None)], [(0, T0, FRAMES[0])])])
+    shb_end = struct.unpack_from("<I", good, 4)[0]
+    idb = _block("<", 1, struct.pack("<HHI", 1, 0, 65535) + _opt("<", 1, b"\xff\xfe") + _opt("<", 0, b""))
+    src = CaptureSource(_write(tmp_path, "comment.pcapng", good[:shb_end] + idb + good[shb_end:]))
+    assert list(src) == []
+    assert src.damaged and "unreadable data" in src.problems[0] and "packet 1" in src.problems[0]
+
+
 # -- captures through a pipe ------------------------------------------------------------------------
 
 def _through_fifo(tmp_path: Path, writes: list[tuple[bytes, float]]) -> tuple[list[tuple[float, int, int]], float]:

@@ -55,7 +55,7 @@ def pcapng_files(draw: Any) -> bytes:
         out.append(_shb(o))
         interfaces = 0
         for _ in range(draw(st.integers(0, 40))):
-            kind = draw(st.sampled_from(["epb"] * 8 + ["idb", "spb", "opb", "other"]))
+            kind = draw(st.sampled_from(["epb"] * 8 + ["idb", "spb", "opb", "other", "other", "short"]))
             if kind == "idb" or (kind == "epb" and not interfaces and draw(st.booleans())):
                 out.append(_idb(o, draw(st.sampled_from(LINKTYPES)), draw(st.sampled_from(RESOLUTIONS)),
                                 draw(st.one_of(st.none(), st.integers(-2**40, 2**40)))))
@@ -79,15 +79,25 @@ def pcapng_files(draw: Any) -> bytes:
                 out.append(_block(o, 2, body + _padded(data)))
             elif kind == "spb":
                 out.append(_block(o, 3, struct.pack(o + "I", max(wire, 0)) + _padded(data)))
+            elif kind == "short":  # a packet block too short for its fields: damage
+                out.append(_block(o, draw(st.sampled_from([6, 2])), bytes(draw(st.sampled_from([0, 4, 8, 16])))))
             else:  # name resolution, statistics, a custom block: no packet
                 out.append(_block(o, draw(st.sampled_from([4, 5, 0xBAD, 0x40000BAD])), _padded(data[:40])))
     data = bytearray(b"".join(out))
-    damage = draw(st.sampled_from(["none"] * 4 + ["cut", "word"]))
-    if damage == "cut":
-        del data[draw(st.integers(0, len(data) - 1)):]
-    elif damage == "word" and len(data) >= 40:  # a length, a field or packet bytes: whatever lies there
-        at = draw(st.integers(28, len(data) - 4)) & ~3
-        data[at:at + 4] = struct.pack("<I", draw(st.sampled_from([0, 7, 28, 29, 0xFFFF, 300_000, 2**31])))
+    for damage in draw(st.lists(st.sampled_from(["cut", "word", "byte", "insert"]), max_size=2)):
+        if len(data) < 40:
+            break
+        at = draw(st.integers(28, len(data) - 4))
+        if damage == "cut":
+            del data[at:]
+        elif damage == "word":  # a length, a field or packet bytes: whatever lies there
+            at = at & ~3 if draw(st.booleans()) else at
+            data[at:at + 4] = struct.pack(draw(st.sampled_from("<>")) + "I", draw(st.sampled_from(
+                [0, 6, 7, 12, 16, 24, 28, 29, 32, 0xFFFF, 300_000, 2**31, 2**32 - 4])))
+        elif damage == "byte":
+            data[at] = draw(st.integers(0, 255))
+        else:
+            data[at:at] = bytes(draw(st.sampled_from([1, 4, 8])))
     return bytes(data)
 
 
@@ -171,3 +181,24 @@ def test_a_large_pcapng_is_read_in_batches_of_its_chunks(tmp_path: Path) -> None
     path.write_bytes(mixed)
     _same(path)
     assert [(b.linktype, len(b)) for b in B.batches(str(path))] == [(1, 1), (113, 1)] * 50
+
+
+@pytest.mark.parametrize("between", ["statistics", "simple"])
+def test_blocks_between_packets_do_not_cut_the_batches(tmp_path: Path, between: str) -> None:
+    """A statistics block after every packet (as some writers put event or statistics blocks between
+    packets) is stepped over by the walk, and simple packet blocks join the batch: a few batches, not one
+    per frame (each frame was its own batch before: 100 k frames took 30 s instead of 0.7 s to classify)."""
+    o = "<"
+    frame = eth(udp4(payload=bytes(40)))
+    blocks = [_shb(o), _idb(o, 1, None, None)]
+    for i in range(3000):
+        if between == "simple":
+            blocks.append(_block(o, 3, struct.pack(o + "I", len(frame)) + _padded(frame)))
+        else:
+            body = struct.pack(o + "IIIII", 0, 0, i, len(frame), len(frame))
+            blocks += [_block(o, 6, body + _padded(frame)), _block(o, 5, struct.pack(o + "III", 0, 0, 0))]
+    path = tmp_path / "between.pcapng"
+    path.write_bytes(b"".join(blocks))
+    _same(path)
+    sizes = [len(b) for b in B.batches(str(path))]
+    assert sum(sizes) == 3000 and len(sizes) <= 2, sizes  # a batch ends where the buffer is refilled

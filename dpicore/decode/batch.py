@@ -21,7 +21,8 @@ from typing import Callable, Iterator
 import attrs
 import numpy as np
 
-from .capture import MAX_RECORD, PCAP_MAGICS, CaptureError, CaptureReader, Interface, PcapngBlocks, pipe_wait
+from .capture import (MAX_RECORD, PCAP_MAGICS, CaptureError, CaptureReader, Frame, Interface, PcapngBlocks,
+                      pipe_wait)
 from .packets import (DLT_EN10MB, DLT_IPV4, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
                       DLT_RAW_OLD, DLT_RAW_OPENBSD)
 from .walks import SharedWalks
@@ -222,35 +223,37 @@ def _pcapng_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignor
     """Batches of a pcapng file, read in chunks as :func:`_pcap_batches` reads a pcap.
 
     A Python step per block walks from one enhanced packet block to the next
-    (:func:`_walk_pcapng`) and numpy reads the fields of those it found
-    (:func:`_enhanced`).  Every other block (section and interface headers,
-    statistics, name resolution, the rare simple and obsolete packet blocks),
-    and a packet block numpy finds damaged, goes to the frame-by-frame
+    (:func:`_walk_pcapng`), over the blocks that carry no packet and change
+    nothing (statistics, name resolution, custom blocks), and numpy reads the
+    fields of the packet blocks found (:class:`_Run`).  The other blocks
+    (section and interface headers, the rare simple and obsolete packet
+    blocks), and a block the checks find damaged, go to the frame-by-frame
     reader's :class:`~dpicore.decode.capture.PcapngBlocks`: one reading of
     such blocks, and the same messages and packet numbers for damage.
     """
     blocks = PcapngBlocks(path)
     buf, pos, eof = b"", 0, False
     broken: Exception | None = None
-    walked: list[int] = []  # enhanced packet blocks found in buf and not yet emitted
+    run = _Run()
     while True:
         found, pos = _walk_pcapng(buf, pos, blocks.header)
-        walked += found
+        run.walked(blocks, found)
         n = len(buf)
         if not eof and n - pos < MAX_RECORD + 28:  # the walk stopped where a block may not lie whole in buf
-            yield from _enhanced(blocks, buf, walked, size)  # buf is about to be replaced
-            walked = []
+            yield from run.batches(blocks, buf, size)  # buf is about to be replaced
             data, broken = _read(fh, CHUNK)
             eof = not data or broken is not None
             buf, pos = buf[pos:] + data, 0
             continue
-        yield from _enhanced(blocks, buf, walked, size)
-        walked = []
         if pos == n:
+            yield from run.batches(blocks, buf, size)
             if broken is not None:  # after every block complete before the break
                 raise CaptureError(path, f"unreadable data: {broken}", blocks.number + 1)
             return
-        # A block the walk does not take (or the capture ends inside one: then this raises).
+        # A block the walk does not take (or the capture ends inside one, or it is damaged: then this raises).
+        btype = blocks.header(buf, pos)[0] if n - pos >= 8 else -1
+        if btype not in (2, 3):  # a section or interface header: the run's packets name the interfaces before it
+            yield from run.batches(blocks, buf, size)
         rest = io.BytesIO(buf)
         rest.seek(pos)
 
@@ -262,19 +265,28 @@ def _pcapng_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignor
                 raise CaptureError(path, f"unreadable data: {broken}", blocks.number + 1)
             return got
 
-        got = blocks.block(read)
+        try:
+            got = blocks.block(read)
+        except CaptureError:
+            yield from run.batches(blocks, buf, size)  # the frames before the damage (or an earlier damage)
+            raise
         assert got is not None  # pos < n
+        if got[1] is not None:
+            run.read(blocks, pos + (28 if btype == 2 else 12), got[1])
         pos = rest.tell()
-        frame = got[1]
-        if frame is not None:
-            yield Batch(frame.linktype, frame.data, np.zeros(1, dtype=np.int64), np.array([len(frame.data)]),
-                        np.array([frame.wire_len]), np.array([frame.ts]), frame.number)
+
+
+#: pcapng blocks the walk hands to PcapngBlocks: they change what the packets after them mean (section and
+#: interface headers) or are read there (simple and obsolete packet blocks, and an enhanced one too short
+#: for its fields).
+_NOT_WALKED = frozenset({0x0A0D0D0A, 1, 2, 3, 6})
 
 
 def _walk_pcapng(buf: bytes, pos: int, header: Callable[[bytes, int], tuple[int, int]]) -> tuple[list[int], int]:
     """(the start of every enhanced packet block from ``pos`` on that lies whole in ``buf`` and is long
-    enough for its fields; where the walk stopped): as :func:`_walk`, the rest of each block's checks
-    come after, in numpy."""
+    enough for its fields; where the walk stopped).  A block that carries no packet and changes nothing
+    is stepped over when its length is sound (as PcapngBlocks.block checks it); as in :func:`_walk`, the
+    rest of each packet block's checks come after, in numpy."""
     starts: list[int] = []
     found = starts.append
     n = len(buf)
@@ -282,43 +294,86 @@ def _walk_pcapng(buf: bytes, pos: int, header: Callable[[bytes, int], tuple[int,
     while pos <= limit:
         btype, length = header(buf, pos)
         end = pos + length
-        if btype != 6 or length < 28 or end > n:
+        if btype == 6 and length >= 28 and end <= n:
+            found(pos)
+        elif btype in _NOT_WALKED or length < 12 or length % 4 or length > MAX_RECORD or end > n:
             break
-        found(pos)
         pos = end
     return starts, pos
 
 
-def _enhanced(blocks: PcapngBlocks, buf: bytes, starts: list[int], size: int) -> Iterator[Batch]:
-    """Batches of the enhanced packet blocks at ``starts`` in ``buf`` (one link type each), up to the first
-    damaged one, which :meth:`PcapngBlocks.block` then reads (and reports)."""
-    if not starts:
-        return
-    interfaces = blocks.interfaces
-    pos = np.asarray(starts, dtype=np.int64)
-    fields = np.frombuffer(buf, dtype=np.uint8)[pos[:, None] + np.arange(28)].view(np.dtype(blocks.order + "u4"))
-    length, iface, cap = fields[:, 1].astype(np.int64), fields[:, 2].astype(np.int64), fields[:, 5].astype(np.int64)
-    bad = np.flatnonzero((length % 4 != 0) | (length > MAX_RECORD) | (iface >= len(interfaces)) | (cap > length - 28))
-    count = int(bad[0]) if len(bad) else len(pos)
-    if count:
-        iface = iface[:count]
-        ticks = (fields[:count, 3].astype(np.uint64) << np.uint64(32)) | fields[:count, 4]
+class _Run:
+    """The packet blocks of a pcapng file read since the last batch, in order: where each starts in the
+    buffer, and the frames PcapngBlocks read (simple and obsolete packet blocks) by their place in the run;
+    the others are enhanced packet blocks, whose fields numpy reads when the run becomes batches."""
+
+    __slots__ = ("starts", "frames", "first")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        #: Place in the run -> (frame offset in the buffer, captured length, wire length, time, link type).
+        self.frames: dict[int, tuple[int, int, int, float, int]] = {}
+        #: The number of the run's first packet.
+        self.first = 0
+
+    def walked(self, blocks: PcapngBlocks, starts: list[int]) -> None:
+        """Enhanced packet blocks the walk found: counted as read (PcapngBlocks.number)."""
+        if starts:
+            if not self.starts:
+                self.first = blocks.number + 1
+            self.starts += starts
+            blocks.number += len(starts)
+
+    def read(self, blocks: PcapngBlocks, offset: int, frame: Frame) -> None:
+        """A frame PcapngBlocks read (and counted), whose bytes start at ``offset`` in the buffer."""
+        if not self.starts:
+            self.first = frame.number
+        self.frames[len(self.starts)] = (offset, len(frame.data), frame.wire_len, frame.ts, frame.linktype)
+        self.starts.append(offset)
+
+    def batches(self, blocks: PcapngBlocks, buf: bytes, size: int) -> Iterator[Batch]:
+        """The run's frames as batches of one link type each, up to its first damaged enhanced packet
+        block, which :meth:`PcapngBlocks.block` then reads (and reports); the run is empty after."""
+        starts, frames, first = self.starts, self.frames, self.first
+        if not starts:
+            return
+        self.starts, self.frames = [], {}
+        interfaces = blocks.interfaces
+        total = len(starts)
+        pos = np.asarray(starts, dtype=np.int64)
+        enhanced = np.ones(total, dtype=bool)
+        enhanced[list(frames)] = False
+        rows = np.flatnonzero(enhanced)
+        fields = np.frombuffer(buf, dtype=np.uint8)[pos[rows, None] + np.arange(28)].view(
+            np.dtype(blocks.order + "u4"))
+        length, iface, cap = (fields[:, k].astype(np.int64) for k in (1, 2, 5))
+        bad = np.flatnonzero((length % 4 != 0) | (length > MAX_RECORD) | (iface >= len(interfaces))
+                             | (cap > length - 28))
+        count = int(rows[bad[0]]) if len(bad) else total
+        ok = rows < count
+        rows, fields, iface, cap = rows[ok], fields[ok], iface[ok], cap[ok]
+        off, caps, wire, linktype = (np.empty(count, dtype=np.int64) for _ in range(4))
         ts = np.empty(count)
-        used = np.unique(iface).tolist()
-        for i in used:
-            mine = slice(None) if len(used) == 1 else iface == i
-            ts[mine] = _times(interfaces[i], ticks[mine])
-        linktype = np.array([interfaces[i].linktype for i in range(len(interfaces))])[iface]
-        records = [pos[:count] + 28, cap[:count], np.maximum(fields[:count, 6].astype(np.int64), cap[:count]), ts]
-        cuts = np.flatnonzero(linktype[1:] != linktype[:-1]) + 1  # a batch has one link type
-        for s, e in zip([0, *cuts.tolist()], [*cuts.tolist(), count]):
-            yield from _emit(int(linktype[s]), buf, [a[s:e] for a in records], blocks.number + 1 + s, size)
-        blocks.number += count
-    if len(bad):
-        rest = io.BytesIO(buf)
-        rest.seek(int(pos[count]))
-        blocks.block(rest.read)
-        raise AssertionError("PcapngBlocks.block read a block numpy found damaged")  # pragma: no cover
+        off[rows], caps[rows], wire[rows] = pos[rows] + 28, cap, np.maximum(fields[:, 6].astype(np.int64), cap)
+        ticks = (fields[:, 3].astype(np.uint64) << np.uint64(32)) | fields[:, 4]
+        for i in np.unique(iface).tolist():
+            mine = iface == i
+            ts[rows[mine]] = _times(interfaces[i], ticks[mine])
+        if len(rows):
+            linktype[rows] = np.array([x.linktype for x in interfaces])[iface]
+        for k, (o, c, w, t, lt) in frames.items():
+            if k < count:
+                off[k], caps[k], wire[k], ts[k], linktype[k] = o, c, w, t, lt
+        records = [off, caps, wire, ts]
+        cuts = (np.flatnonzero(linktype[1:] != linktype[:-1]) + 1).tolist()  # a batch has one link type
+        for s, e in zip([0, *cuts], [*cuts, count]) if count else ():
+            yield from _emit(int(linktype[s]), buf, [a[s:e] for a in records], first + s, size)
+        if count < total:
+            blocks.number = first + count - 1
+            rest = io.BytesIO(buf)
+            rest.seek(starts[count])
+            blocks.block(rest.read)
+            raise AssertionError("PcapngBlocks.block read a block numpy found damaged")  # pragma: no cover
 
 
 def _times(interface: Interface, ticks: np.ndarray) -> np.ndarray:

@@ -435,7 +435,7 @@ class PcapngBlocks:
         cls = dpkt.pcapng.InterfaceDescriptionBlockLE if self.order == "<" else dpkt.pcapng.InterfaceDescriptionBlock
         try:
             idb = cls(head + body)
-        except dpkt.Error as exc:
+        except Exception as exc:  # dpkt on hostile bytes: dpkt.Error, or UnicodeDecodeError (a comment not in UTF-8)
             raise CaptureError(self.path, f"unreadable data: {exc}", self.number + 1) from None
         per_second, tick, offset = 10 ** 6, 1e-6, 0
         for opt in idb.opts:
