@@ -333,6 +333,20 @@ def test_frames_before_a_stall_inside_a_record_are_not_held_back(tmp_path: Path,
 
 
 @pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_gzip_through_a_pipe_that_stalls(tmp_path: Path, kind: str) -> None:
+    """A compressed capture through a pipe (``cat x.pcapng.gz | dpi classify /dev/stdin``) that stalls
+    halfway: what was decompressed before the stall is classified before it ends (pcapng.gz waited for
+    8,192 frames at a time: one batch, then nothing until the stall ended)."""
+    records = [(T0 + i * 0.001, eth(udp4(sport=20000 + i % 500, payload=bytes(i % 300)))) for i in range(30_000)]
+    raw = pcap_bytes(records) if kind == "pcap" else pcapng_bytes([([(1, None)], [(0, t, f) for t, f in records])])
+    data = gzip_bytes(raw)
+    batches_seen, finished = _through_fifo(tmp_path, [(data[:len(data) // 2], 1.5), (data[len(data) // 2:], 0.0)])
+    early = sum(n for t, _, n in batches_seen if t < 1.0)
+    assert 10_000 < early < 20_000, batches_seen
+    assert sum(n for _, _, n in batches_seen) == 30_000 and finished >= 1.5
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
 def test_a_trickle_through_a_pipe_is_batched(tmp_path: Path, kind: str) -> None:
     """One record per write, 2 ms apart: a batch per record would cost its fixed cost (~0.4 ms of
     numpy) per frame, a core at a few thousand frames a second; what arrives within PIPE_AGE goes

@@ -64,10 +64,8 @@ def batches(path: str, size: int = BATCH, walks: SharedWalks | None = None) -> I
             # whole chunk: a slow capture must not wait for 4 MB before its first flow is classified.
             yield from _pcap_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None,
                                      walks=None if reader.pipe else walks)
-        elif not reader.pipe:
-            yield from _pcapng_batches(path, reader._fh, size)
-        else:  # pcapng from a pipe: frame by frame, each batch what has arrived (CaptureReader.caught_up)
-            yield from _frame_batches(reader, size)
+        else:
+            yield from _pcapng_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None)
     finally:
         reader.close()
 
@@ -219,8 +217,10 @@ def _emit(linktype: int, buf: bytes, records: list[np.ndarray], first: int, size
         yield Batch(linktype, buf, off[s:e], cap[s:e], wire[s:e], ts[s:e], first + s)
 
 
-def _pcapng_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignore[no-untyped-def]
-    """Batches of a pcapng file, read in chunks as :func:`_pcap_batches` reads a pcap.
+def _pcapng_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
+                    more: Callable[[float], bool] | None = None) -> Iterator[Batch]:
+    """Batches of a pcapng capture, read in chunks as :func:`_pcap_batches` reads a pcap (from a pipe,
+    ``more``, a chunk is what has arrived).
 
     A Python step per block walks from one enhanced packet block to the next
     (:func:`_walk_pcapng`), over the blocks that carry no packet and change
@@ -229,7 +229,9 @@ def _pcapng_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignor
     (section and interface headers, the rare simple and obsolete packet
     blocks), and a block the checks find damaged, go to the frame-by-frame
     reader's :class:`~dpicore.decode.capture.PcapngBlocks`: one reading of
-    such blocks, and the same messages and packet numbers for damage.
+    such blocks, and the same messages and packet numbers for damage.  A
+    block that does not lie whole in the chunk yet (the walk stops there, and
+    PcapngBlocks' read comes up short) is read again with more bytes.
     """
     blocks = PcapngBlocks(path)
     buf, pos, eof = b"", 0, False
@@ -239,41 +241,51 @@ def _pcapng_batches(path: str, fh, size: int) -> Iterator[Batch]:  # type: ignor
         found, pos = _walk_pcapng(buf, pos, blocks.header)
         run.walked(blocks, found)
         n = len(buf)
-        if not eof and n - pos < MAX_RECORD + 28:  # the walk stopped where a block may not lie whole in buf
-            yield from run.batches(blocks, buf, size)  # buf is about to be replaced
-            data, broken = _read(fh, CHUNK)
-            eof = not data or broken is not None
-            buf, pos = buf[pos:] + data, 0
-            continue
-        if pos == n:
+        if pos == n and eof:
             yield from run.batches(blocks, buf, size)
             if broken is not None:  # after every block complete before the break
                 raise CaptureError(path, f"unreadable data: {broken}", blocks.number + 1)
             return
-        # A block the walk does not take (or the capture ends inside one, or it is damaged: then this raises).
-        btype = blocks.header(buf, pos)[0] if n - pos >= 8 else -1
-        if btype not in (2, 3):  # a section or interface header: the run's packets name the interfaces before it
-            yield from run.batches(blocks, buf, size)
-        rest = io.BytesIO(buf)
-        rest.seek(pos)
+        if pos < n:  # a block the walk does not take, or one not whole in buf yet
+            btype = blocks.header(buf, pos)[0] if n - pos >= 8 else -1
+            if btype not in (2, 3):  # a section or interface header: the run's packets name the interfaces before it
+                yield from run.batches(blocks, buf, size)
+            rest = io.BytesIO(buf)
+            rest.seek(pos)
 
-        def read(k: int) -> bytes:
-            """The buffer's next ``k`` bytes; past a break of the stream, the error the frame reader's read
-            raises there."""
-            got = rest.read(k)
-            if len(got) < k and broken is not None:
-                raise CaptureError(path, f"unreadable data: {broken}", blocks.number + 1)
-            return got
+            def read(k: int) -> bytes:
+                """The buffer's next ``k`` bytes; short of them, more bytes first (_More), or at the end of
+                the capture what there is; past a break of the stream, the error the frame reader's read
+                raises there."""
+                got = rest.read(k)
+                if len(got) < k:
+                    if broken is not None:
+                        raise CaptureError(path, f"unreadable data: {broken}", blocks.number + 1)
+                    if not eof:
+                        raise _More
+                return got
 
-        try:
-            got = blocks.block(read)
-        except CaptureError:
-            yield from run.batches(blocks, buf, size)  # the frames before the damage (or an earlier damage)
-            raise
-        assert got is not None  # pos < n
-        if got[1] is not None:
-            run.read(blocks, pos + (28 if btype == 2 else 12), got[1])
-        pos = rest.tell()
+            try:
+                got = blocks.block(read)
+            except _More:  # PcapngBlocks changes nothing before its reads are done
+                pass
+            except CaptureError:
+                yield from run.batches(blocks, buf, size)  # the frames before the damage (or an earlier damage)
+                raise
+            else:
+                assert got is not None  # pos < n
+                if got[1] is not None:
+                    run.read(blocks, pos + (28 if btype == 2 else 12), got[1])
+                pos = rest.tell()
+                continue
+        yield from run.batches(blocks, buf, size)  # buf is about to be replaced
+        data, broken = _read(fh, CHUNK, more)
+        eof = not data or broken is not None
+        buf, pos = buf[pos:] + data, 0
+
+
+class _More(Exception):
+    """The block being read does not lie whole in the chunk: read more of the capture first."""
 
 
 #: pcapng blocks the walk hands to PcapngBlocks: they change what the packets after them mean (section and
@@ -385,49 +397,6 @@ def _times(interface: Interface, ticks: np.ndarray) -> np.ndarray:
     else:
         sec, frac = np.divmod(ticks, np.uint64(interface.per_second))
     return sec.astype(np.float64) + frac.astype(np.float64) * interface.tick + interface.offset
-
-
-def _frame_batches(reader: CaptureReader, size: int) -> Iterator[Batch]:
-    """pcapng from a pipe: the frame reader's frames joined into batches per link type, a batch ending
-    where the frames that have arrived do (as in _pcap_batches; CaptureReader.caught_up knows where a
-    pipe's pcapng blocks end)."""
-    caught_up = reader.caught_up if reader.pipe else None
-    started = 0.0  # when the first frame of the batch arrived (pipes)
-    frames: list[bytes] = []
-    meta: list[tuple[float, int]] = []
-    linktype = -1
-    first = 1
-
-    def flush() -> Batch:
-        cap = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
-        off = np.zeros(len(frames), dtype=np.int64)
-        np.cumsum(cap[:-1], out=off[1:])
-        ts = np.fromiter((m[0] for m in meta), dtype=np.float64, count=len(meta))
-        wire = np.fromiter((m[1] for m in meta), dtype=np.int64, count=len(meta))
-        batch = Batch(linktype, b"".join(frames), off, cap, wire, ts, first)
-        frames.clear()
-        meta.clear()
-        return batch
-
-    try:
-        for number, ts, lt, data, wire in reader:
-            if frames and (lt != linktype or len(frames) >= size):
-                yield flush()
-            if not frames:
-                linktype, first = lt, number
-            frames.append(data)
-            meta.append((ts, wire))
-            if caught_up is not None:
-                if len(frames) == 1:
-                    started = time.monotonic()
-                if caught_up(started):
-                    yield flush()
-    except CaptureError:
-        if frames:
-            yield flush()
-        raise
-    if frames:
-        yield flush()
 
 
 @attrs.define(slots=True)

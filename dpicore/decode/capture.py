@@ -108,8 +108,6 @@ def _peek(fh: BinaryIO, n: int, path: str) -> bytes:
 
 #: A pipe's read buffer: what Linux holds in a pipe by default.
 PIPE_BUFFER = 1 << 16
-#: pcapng blocks that carry a packet: enhanced, obsolete and simple packet blocks.
-_PACKET_BLOCKS = (6, 2, 3)
 #: From a pipe, frames are classified once nothing more arrives for PIPE_IDLE seconds, or once the first
 #: of them has waited PIPE_AGE seconds and the pipe has nothing at that moment.
 PIPE_IDLE = 0.005
@@ -124,25 +122,11 @@ def pipe_wait(age: float) -> float:
 
 class _Unread(io.RawIOBase):
     """``head``, then the rest of the pipe ``stream``, each read what one read of it gives (a pipe's
-    reader must not wait for 4 MB before it can classify what has arrived).
-
-    :attr:`delivered` counts the bytes it gave, and it keeps a copy of the
-    last read: the reader above, which knows how many it used, can tell
-    whether its buffer still holds some, and what.  :meth:`arrived` takes
-    in what has come without waiting for more (:attr:`pending`, given out
-    before the pipe's next bytes), so the reader can see whether a whole
-    frame is there before it reads (:meth:`CaptureReader.caught_up`).
-    """
+    reader must not wait for 4 MB before it can classify what has arrived)."""
 
     def __init__(self, head: bytes, stream: io.FileIO) -> None:
         self._head = head
         self._stream = stream
-        self.delivered = 0
-        #: The bytes of the last read.  A BufferedReader reads its raw stream only once its buffer is
-        #: empty, so what it holds is always the end of them.
-        self.last = b""
-        #: Bytes taken from the pipe by :meth:`arrived`, not yet given out.
-        self.pending = bytearray()
 
     def readable(self) -> bool:
         return True
@@ -155,26 +139,8 @@ class _Unread(io.RawIOBase):
             n = min(len(b), len(self._head))
             b[:n] = self._head[:n]
             self._head = self._head[n:]
-        elif self.pending:
-            n = min(len(b), len(self.pending))
-            b[:n] = self.pending[:n]
-            del self.pending[:n]
-        else:
-            n = self._stream.readinto(b)
-        self.delivered += n
-        self.last = bytes(b[:n])
-        return n
-
-    def arrived(self, wait: float) -> bool | None:
-        """Take in what arrives within ``wait`` seconds, without waiting for more: True when something
-        came, False when nothing did, None at the end of the pipe."""
-        if self.idle(wait):
-            return False
-        data = self._stream.read(PIPE_BUFFER)  # select said readable: one read does not wait
-        if not data:
-            return None
-        self.pending += data
-        return True
+            return n
+        return self._stream.readinto(b)
 
     def idle(self, wait: float) -> bool:
         """Whether nothing more arrives through the pipe within ``wait`` seconds."""
@@ -225,53 +191,6 @@ class CaptureReader:
     def more_within(self, wait: float) -> bool:
         """Whether more of a piped capture arrives within ``wait`` seconds (False for a regular file)."""
         return self._pipe is not None and not self._pipe.idle(wait)
-
-    def caught_up(self, started: float) -> bool:
-        """Whether the frames read so far from a pipe should be classified before the next is read: it
-        may be a long wait away (a slow capture).  ``started``: when (time.monotonic) the first frame
-        not yet classified arrived.
-
-        No whole packet block has arrived after them (a writer's writes need
-        not end on a block, and a statistics block or a new section can come
-        first), and none arrives within PIPE_IDLE seconds, or at once once
-        the frames have waited PIPE_AGE (so a steady trickle makes batches of
-        PIPE_AGE's worth, not of one frame, whose fixed cost would take a
-        core).  False for a regular file, and for gzip through a pipe (what
-        the decompressor holds is not known).
-        """
-        pipe = self._pipe
-        if pipe is None or self._fh is not self._base:
-            return False
-        while not self._frame_ahead(pipe):
-            age = time.monotonic() - started
-            came = pipe.arrived(pipe_wait(age))
-            if came is None:
-                return False  # the end: reading on does not wait
-            if not came or age >= PIPE_AGE:
-                return True
-        return False
-
-    def _frame_ahead(self, pipe: _Unread) -> bool:
-        """Whether a whole packet block follows what was read: in the buffer (the end of the pipe's last
-        read), then in what the pipe took in since."""
-        rest = pipe.delivered - self._used
-        last = pipe.last
-        start = len(last) - rest
-        if start < 0:
-            return False
-        if rest >= 8:
-            btype, length = self._block(last, start)
-        else:
-            head = last[start:] + pipe.pending[:8 - rest]
-            if len(head) < 8:
-                return False
-            btype, length = self._block(head)
-        return btype in _PACKET_BLOCKS and rest + len(pipe.pending) >= length
-
-    #: Bytes of the capture used by the frames read so far (pcapng: every byte up to the last frame's end),
-    #: and how to read a block's type and length in the section being read.
-    _used = -1
-    _block = struct.Struct("<II").unpack_from
 
     def __enter__(self) -> "CaptureReader":
         return self
@@ -324,18 +243,13 @@ class CaptureReader:
         blocks = PcapngBlocks(self.path)
         self.linktypes = blocks.linktypes
         read = self._fh.read
-        used = 0  # bytes of the blocks read whole (see caught_up)
         while True:
             got = blocks.block(read)
             self._number = blocks.number
             if got is None:
                 return
-            length, frame = got
-            used += length
-            self._used = used
-            self._block = blocks.header  # of the blocks to come (caught_up)
-            if frame is not None:
-                yield frame
+            if got[1] is not None:
+                yield got[1]
 
 
 class Interface(NamedTuple):
