@@ -123,24 +123,27 @@ def _batched(path: Path) -> tuple[list[tuple[int, float, int, bytes, int]], tupl
     return got, None
 
 
-def _same(path: Path) -> None:
+def _same(path: Path, data: bytes | None = None) -> None:
+    """Both readers give the same of ``path`` (first written with ``data``)."""
+    if data is not None:
+        path.write_bytes(data)
     frames, error = _frames(path)
     batched, batch_error = _batched(path)
     assert batched == frames
     assert batch_error == error
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+#: Hypothesis settings: the tests write files into pytest's tmp_path, which every example may share.
+_FILES = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+
+
+@settings(max_examples=300, **_FILES)
 @given(data=pcapng_files())
 def test_batches_of_a_pcapng_file_are_its_frames(tmp_path: Path, data: bytes) -> None:
-    path = tmp_path / "x.pcapng"
-    path.write_bytes(data)
-    _same(path)
+    _same(tmp_path / "x.pcapng", data)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(max_examples=200, **_FILES)
 @given(data=pcapng_files(), chunk=st.integers(1, 300))
 def test_pcapng_in_chunks_smaller_than_a_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes,
                                                chunk: int) -> None:
@@ -149,19 +152,14 @@ def test_pcapng_in_chunks_smaller_than_a_block(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(B, "CHUNK", chunk)
     monkeypatch.setattr(B, "MAX_RECORD", 1024)
     monkeypatch.setattr(C, "MAX_RECORD", 1024)
-    path = tmp_path / "x.pcapng"
-    path.write_bytes(data)
-    _same(path)
+    _same(tmp_path / "x.pcapng", data)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(max_examples=100, **_FILES)
 @given(data=pcapng_files(), cut=st.floats(0.3, 1.0))
 def test_gzip_pcapng_cut_anywhere(tmp_path: Path, data: bytes, cut: float) -> None:
     packed = gzip.compress(data)
-    path = tmp_path / "x.pcapng.gz"
-    path.write_bytes(packed[:max(20, int(len(packed) * cut))])
-    _same(path)
+    _same(tmp_path / "x.pcapng.gz", packed[:max(20, int(len(packed) * cut))])
 
 
 def test_a_large_pcapng_is_read_in_batches_of_its_chunks(tmp_path: Path) -> None:
