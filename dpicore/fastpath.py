@@ -63,7 +63,7 @@ def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, in
     ``walks`` lets them share the walk from record to record.
     """
     try:
-        for batch in batches(source.path, walks=walks):
+        for batch in batches(source.path, walks=walks, skip=source.skipped):
             yield from _batch(engine, source, batch, shard)
     except CaptureError as exc:
         source.fail(exc)

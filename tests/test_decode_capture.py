@@ -211,10 +211,33 @@ def test_pcapng_cut_mid_block(tmp_path: Path) -> None:
 
 
 def test_pcapng_packet_on_undescribed_interface(tmp_path: Path) -> None:
-    data = pcapng_bytes([([(1, None)], [(0, T0, FRAMES[0]), (7, T0, FRAMES[1])])])
+    """A packet naming an interface the section never described costs that packet: the blocks after it
+    are read on (they ended the file before)."""
+    data = pcapng_bytes([([(1, None)], [(0, T0, FRAMES[0]), (7, T0, FRAMES[1]), (0, T0 + 1, FRAMES[2])])])
     src = CaptureSource(_write(tmp_path, "iface.pcapng", data))
-    assert len(list(src)) == 1
+    assert [p.number for p in src] == [1, 3]
     assert src.damaged and "interface 7" in src.problems[0] and "packet 2" in src.problems[0]
+    assert src.undecodable == 1 and src.fatal is None
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batch path", "packet path"])
+def test_a_damaged_pcapng_packet_block_costs_that_packet(tmp_path: Path, batched: bool) -> None:
+    """An enhanced packet block whose captured length runs past its block (0xfffffff0), first in the
+    file: the block's length still frames it, so the packets after it are classified and the file is
+    reported damaged (no flow came out of such a file before; found by fuzzing)."""
+    from dpicore.api import Classifier
+
+    good = pcapng_bytes([([(1, None)], [(0, T0 + i, f) for i, f in enumerate(FRAMES)])])
+    first = good.index(struct.pack("<I", 6))  # the first packet block
+    bad = bytearray(good[first:first + struct.unpack_from("<I", good, first + 4)[0]])  # a copy of that block
+    struct.pack_into("<I", bad, 20, 0xFFFFFFF0)
+    path = _write(tmp_path, "caplen.pcapng", good[:first] + bytes(bad) + good[first:])
+    clf = Classifier(layers=["heuristics"])
+    flows = list(clf.classify_pcap(path, batched=batched))
+    src = clf.last_source
+    assert sum(f.c2s_packets + f.s2c_packets for f in flows) == len(FRAMES)
+    assert src.damaged and src.undecodable == 1 and src.problems == [
+        f"{path}: packet 1: cannot decode: corrupt packet block (captured length {0xFFFFFFF0})"]
 
 
 @pytest.mark.parametrize("content, message", [

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpicore.decode import CaptureError, read_frames
+from dpicore.decode import CaptureError, CaptureReader
 from dpicore.decode import batch as B
 from dpicore.decode import capture as C
 from tests.helpers.frames import _block, _opt, eth, pcapng_bytes, udp4
@@ -101,36 +101,43 @@ def pcapng_files(draw: Any) -> bytes:
     return bytes(data)
 
 
-def _frames(path: Path) -> tuple[list[tuple[int, float, int, bytes, int]], tuple[int, str] | None]:
-    got = []
+Read = tuple[list[tuple[int, float, int, bytes, int]], list[tuple[int, str]], tuple[int, str] | None]
+
+
+def _frames(path: Path, skipping: bool) -> Read:
+    """(frames, packets skipped as damaged, the damage that ended the reading) of the frame reader."""
+    got: list[tuple[int, float, int, bytes, int]] = []
+    skipped: list[tuple[int, str]] = []
     try:
-        for f in read_frames(path):
-            got.append((f.number, f.ts, f.linktype, f.data, f.wire_len))
+        with CaptureReader(path, (lambda n, m: skipped.append((n, m))) if skipping else None) as reader:
+            for f in reader:
+                got.append((f.number, f.ts, f.linktype, f.data, f.wire_len))
     except CaptureError as exc:
-        return got, (exc.packet, exc.message)
-    return got, None
+        return got, skipped, (exc.packet, exc.message)
+    return got, skipped, None
 
 
-def _batched(path: Path) -> tuple[list[tuple[int, float, int, bytes, int]], tuple[int, str] | None]:
-    got = []
+def _batched(path: Path, skipping: bool) -> Read:
+    """The same of the batch reader."""
+    got: list[tuple[int, float, int, bytes, int]] = []
+    skipped: list[tuple[int, str]] = []
     try:
-        for b in B.batches(str(path)):
+        for b in B.batches(str(path), skip=(lambda n, m: skipped.append((n, m))) if skipping else None):
             assert len(b.off) == len(b.cap) == len(b.wire) == len(b.ts)
             for i in range(len(b)):
                 got.append((b.first + i, float(b.ts[i]), b.linktype, b.frame(i), int(b.wire[i])))
     except CaptureError as exc:
-        return got, (exc.packet, exc.message)
-    return got, None
+        return got, skipped, (exc.packet, exc.message)
+    return got, skipped, None
 
 
 def _same(path: Path, data: bytes | None = None) -> None:
-    """Both readers give the same of ``path`` (first written with ``data``)."""
+    """Both readers give the same of ``path`` (first written with ``data``): damaged packet blocks
+    skipped, or ending the reading."""
     if data is not None:
         path.write_bytes(data)
-    frames, error = _frames(path)
-    batched, batch_error = _batched(path)
-    assert batched == frames
-    assert batch_error == error
+    for skipping in (True, False):
+        assert _batched(path, skipping) == _frames(path, skipping)
 
 
 #: Hypothesis settings: the tests write files into pytest's tmp_path, which every example may share.

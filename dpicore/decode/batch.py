@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import attrs
 import numpy as np
 
-from .capture import (MAX_RECORD, PCAP_MAGICS, CaptureError, CaptureReader, Frame, Interface, PcapngBlocks,
+from .capture import (MAX_RECORD, PCAP_MAGICS, CaptureError, CaptureReader, Frame, Interface, PcapngBlocks, Skip,
                       pipe_wait)
 from .packets import (DLT_EN10MB, DLT_IPV4, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
                       DLT_RAW_OLD, DLT_RAW_OPENBSD)
@@ -53,11 +53,13 @@ class Batch:
         return self.buf[o:o + int(self.cap[i])]
 
 
-def batches(path: str, size: int = BATCH, walks: SharedWalks | None = None) -> Iterator[Batch]:
+def batches(path: str, size: int = BATCH, walks: SharedWalks | None = None, skip: Skip | None = None
+            ) -> Iterator[Batch]:
     """Batches of a capture file.  Damage raises :class:`CaptureError` after every
     complete frame before it was yielded (the same messages as CaptureReader).
-    ``walks``: record walks shared with other processes reading the same file (a pcap file, not a pipe)."""
-    reader = CaptureReader(path)  # validates the file the same way the frame path does
+    ``walks``: record walks shared with other processes reading the same file (a pcap file, not a pipe);
+    ``skip``: told of each damaged pcapng packet block skipped (see PcapngBlocks; None: it ends the file)."""
+    reader = CaptureReader(path, skip)  # validates the file the same way the frame path does
     try:
         if reader.format == "pcap":
             # From a pipe (tcpdump -w - | dpi classify /dev/stdin) a batch is what has arrived, not a
@@ -65,7 +67,8 @@ def batches(path: str, size: int = BATCH, walks: SharedWalks | None = None) -> I
             yield from _pcap_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None,
                                      walks=None if reader.pipe else walks)
         else:
-            yield from _pcapng_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None)
+            yield from _pcapng_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None,
+                                       skip=skip)
     finally:
         reader.close()
 
@@ -218,7 +221,7 @@ def _emit(linktype: int, buf: bytes, records: list[np.ndarray], first: int, size
 
 
 def _pcapng_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
-                    more: Callable[[float], bool] | None = None) -> Iterator[Batch]:
+                    more: Callable[[float], bool] | None = None, skip: Skip | None = None) -> Iterator[Batch]:
     """Batches of a pcapng capture, read in chunks as :func:`_pcap_batches` reads a pcap (from a pipe,
     ``more``, a chunk is what has arrived).
 
@@ -233,10 +236,10 @@ def _pcapng_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
     block that does not lie whole in the chunk yet (the walk stops there, and
     PcapngBlocks' read comes up short) is read again with more bytes.
     """
-    blocks = PcapngBlocks(path)
+    run = _Run(skip)
+    blocks = PcapngBlocks(path, run.skip if skip is not None else None)
     buf, pos, eof = b"", 0, False
     broken: Exception | None = None
-    run = _Run()
     while True:
         found, pos = _walk_pcapng(buf, pos, blocks.header)
         run.walked(blocks, found)
@@ -315,18 +318,23 @@ def _walk_pcapng(buf: bytes, pos: int, header: Callable[[bytes, int], tuple[int,
 
 
 class _Run:
-    """The packet blocks of a pcapng file read since the last batch, in order: where each starts in the
-    buffer, and the frames PcapngBlocks read (simple and obsolete packet blocks) by their place in the run;
-    the others are enhanced packet blocks, whose fields numpy reads when the run becomes batches."""
+    """The packets of a pcapng file read since the last batch, in order (each has its place, its number
+    the run's first plus its place): where each block starts in the buffer, the frames PcapngBlocks
+    read (simple and obsolete packet blocks) and the packets it skipped as damaged, by their place; the
+    others are enhanced packet blocks, whose fields numpy reads when the run becomes batches."""
 
-    __slots__ = ("starts", "frames", "first")
+    __slots__ = ("starts", "frames", "notes", "first", "tell", "_emitting")
 
-    def __init__(self) -> None:
+    def __init__(self, tell: Skip | None) -> None:
         self.starts: list[int] = []
         #: Place in the run -> (frame offset in the buffer, captured length, wire length, time, link type).
         self.frames: dict[int, tuple[int, int, int, float, int]] = {}
+        #: Place in the run -> why PcapngBlocks skipped that packet: told (``tell``) in order, as batches are made.
+        self.notes: dict[int, str] = {}
         #: The number of the run's first packet.
         self.first = 0
+        self.tell = tell
+        self._emitting = False
 
     def walked(self, blocks: PcapngBlocks, starts: list[int]) -> None:
         """Enhanced packet blocks the walk found: counted as read (PcapngBlocks.number)."""
@@ -343,29 +351,41 @@ class _Run:
         self.frames[len(self.starts)] = (offset, len(frame.data), frame.wire_len, frame.ts, frame.linktype)
         self.starts.append(offset)
 
+    def skip(self, number: int, message: str) -> None:
+        """PcapngBlocks' ``skip``: a packet it read and skipped, told in its place among the run's (at once
+        while the run becomes batches: a damaged enhanced packet block read there)."""
+        assert self.tell is not None
+        if self._emitting:
+            self.tell(number, message)
+            return
+        if not self.starts:
+            self.first = number
+        self.notes[len(self.starts)] = message
+        self.starts.append(-1)
+
     def batches(self, blocks: PcapngBlocks, buf: bytes, size: int) -> Iterator[Batch]:
-        """The run's frames as batches of one link type each, up to its first damaged enhanced packet
-        block, which :meth:`PcapngBlocks.block` then reads (and reports); the run is empty after."""
-        starts, frames, first = self.starts, self.frames, self.first
+        """The run's frames as batches of one link type each; each enhanced packet block the checks find
+        damaged is read by :meth:`PcapngBlocks.block` where it lies, which skips (and tells) or raises.
+        The run is empty after."""
+        starts, frames, notes, first = self.starts, self.frames, self.notes, self.first
         if not starts:
             return
-        self.starts, self.frames = [], {}
+        self.starts, self.frames, self.notes = [], {}, {}
         interfaces = blocks.interfaces
         total = len(starts)
         pos = np.asarray(starts, dtype=np.int64)
         enhanced = np.ones(total, dtype=bool)
-        enhanced[list(frames)] = False
+        enhanced[[*frames, *notes]] = False
         rows = np.flatnonzero(enhanced)
         fields = np.frombuffer(buf, dtype=np.uint8)[pos[rows, None] + np.arange(28)].view(
             np.dtype(blocks.order + "u4"))
         length, iface, cap = (fields[:, k].astype(np.int64) for k in (1, 2, 5))
-        bad = np.flatnonzero((length % 4 != 0) | (length > MAX_RECORD) | (iface >= len(interfaces))
-                             | (cap > length - 28))
-        count = int(rows[bad[0]]) if len(bad) else total
-        ok = rows < count
+        damaged = (length % 4 != 0) | (length > MAX_RECORD) | (iface >= len(interfaces)) | (cap > length - 28)
+        bad = sorted(rows[damaged].tolist() + list(notes))
+        ok = ~damaged
         rows, fields, iface, cap = rows[ok], fields[ok], iface[ok], cap[ok]
-        off, caps, wire, linktype = (np.empty(count, dtype=np.int64) for _ in range(4))
-        ts = np.empty(count)
+        off, caps, wire, linktype = (np.empty(total, dtype=np.int64) for _ in range(4))
+        ts = np.empty(total)
         off[rows], caps[rows], wire[rows] = pos[rows] + 28, cap, np.maximum(fields[:, 6].astype(np.int64), cap)
         ticks = (fields[:, 3].astype(np.uint64) << np.uint64(32)) | fields[:, 4]
         for i in np.unique(iface).tolist():
@@ -374,18 +394,26 @@ class _Run:
         if len(rows):
             linktype[rows] = np.array([x.linktype for x in interfaces])[iface]
         for k, (o, c, w, t, lt) in frames.items():
-            if k < count:
-                off[k], caps[k], wire[k], ts[k], linktype[k] = o, c, w, t, lt
+            off[k], caps[k], wire[k], ts[k], linktype[k] = o, c, w, t, lt
         records = [off, caps, wire, ts]
-        cuts = (np.flatnonzero(linktype[1:] != linktype[:-1]) + 1).tolist()  # a batch has one link type
-        for s, e in zip([0, *cuts], [*cuts, count]) if count else ():
-            yield from _emit(int(linktype[s]), buf, [a[s:e] for a in records], first + s, size)
-        if count < total:
-            blocks.number = first + count - 1
-            rest = io.BytesIO(buf)
-            rest.seek(starts[count])
-            blocks.block(rest.read)
-            raise AssertionError("PcapngBlocks.block read a block numpy found damaged")  # pragma: no cover
+        # The frames between the damaged blocks (a batch numbers its frames without a gap), by link type.
+        for a, b in zip([-1, *bad], [*bad, total]):
+            if a + 1 < b:
+                cuts = (np.flatnonzero(linktype[a + 2:b] != linktype[a + 1:b - 1]) + a + 2).tolist()
+                for s, e in zip([a + 1, *cuts], [*cuts, b]):
+                    yield from _emit(int(linktype[s]), buf, [x[s:e] for x in records], first + s, size)
+            if b in notes:
+                self.tell(first + b, notes[b])  # type: ignore[misc]
+            elif b < total:  # a damaged enhanced packet block: PcapngBlocks skips it (and tells) or raises
+                blocks.number = first + b - 1
+                rest = io.BytesIO(buf)
+                rest.seek(starts[b])
+                self._emitting = True
+                try:
+                    blocks.block(rest.read)
+                finally:
+                    self._emitting = False
+        blocks.number = first + total - 1
 
 
 def _times(interface: Interface, ticks: np.ndarray) -> np.ndarray:

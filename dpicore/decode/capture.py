@@ -162,8 +162,11 @@ class CaptureReader:
     have and then the error.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, skip: Skip | None = None) -> None:
         self.path = str(path)
+        #: Told of each pcapng packet block skipped as damaged (see PcapngBlocks); None: such damage ends
+        #: the reading, as any other.
+        self.skip = skip
         self._fh, self._base, self._pipe = _open(self.path)
         #: The capture comes through a pipe or FIFO (``/dev/stdin``): it is read as it arrives.
         self.pipe = self._pipe is not None
@@ -240,7 +243,7 @@ class CaptureReader:
 
     # -- pcapng ------------------------------------------------------------
     def _pcapng(self) -> Iterator[Frame]:
-        blocks = PcapngBlocks(self.path)
+        blocks = PcapngBlocks(self.path, self.skip)
         self.linktypes = blocks.linktypes
         read = self._fh.read
         while True:
@@ -270,6 +273,10 @@ class Interface(NamedTuple):
         return ticks * self.tick + self.offset
 
 
+#: Told of a packet skipped as damaged: (its number, what is wrong).
+Skip = Callable[[int, str], None]
+
+
 class PcapngBlocks:
     """pcapng's blocks, read one at a time, and what reading them depends on: the section's byte
     order, its interfaces, the number of the last packet.
@@ -280,10 +287,17 @@ class PcapngBlocks:
     :attr:`interfaces`, and hands every other block here, and every packet
     block its checks find damaged, so the messages and packet numbers of
     damage are the same in both.
+
+    A packet block whose block is sound (its length frames it) but whose
+    packet is not — a captured length past the block, an interface never
+    described, fields cut short — costs that packet alone when ``skip`` is
+    given: it is told there and the reading goes on with the next block,
+    where a pcap file's records, framed by their own lengths, cannot.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, skip: Skip | None = None) -> None:
         self.path = path
+        self.skip = skip
         self.order = "<"
         self.interfaces: list[Interface] = []
         #: The link type of every interface described so far, in every section.
@@ -316,7 +330,8 @@ class PcapngBlocks:
         elif btype == 3:  # simple packet block: no timestamp
             self.number += 1
             if not self.interfaces:
-                raise CaptureError(self.path, "simple packet before any interface description", self.number)
+                self._damaged("simple packet before any interface description")
+                return length, None
             (wire,) = struct.unpack_from(self.order + "I", body, 0)
             return length, Frame(self.number, 0.0, self.interfaces[0].linktype, body[4:4 + min(wire, len(body) - 8)],
                                  wire)
@@ -364,23 +379,31 @@ class PcapngBlocks:
         self.interfaces.append(Interface(idb.linktype & 0xFFFF, per_second, tick, offset))
         self.linktypes.append(idb.linktype & 0xFFFF)
 
-    def _packet(self, btype: int, length: int, body: bytes) -> Frame:
-        """An enhanced (6) or obsolete (2) packet block's frame."""
+    def _packet(self, btype: int, length: int, body: bytes) -> Frame | None:
+        """An enhanced (6) or obsolete (2) packet block's frame (None: skipped as damaged)."""
         self.number += 1
-        number = self.number
         if len(body) < 20:  # both start with 20 bytes of fixed fields
-            raise CaptureError(self.path, f"corrupt packet block (block length {length})", number)
+            self._damaged(f"corrupt packet block (block length {length})")
+            return None
         if btype == 6:
             iface, hi, lo, caplen, wire = struct.unpack_from(self.order + "IIIII", body, 0)
         else:
             iface, _drops, hi, lo, caplen, wire = struct.unpack_from(self.order + "HHIIII", body, 0)
         if iface >= len(self.interfaces):
-            raise CaptureError(self.path, f"packet names interface {iface}, which was never described", number)
+            self._damaged(f"packet names interface {iface}, which was never described")
+            return None
         if 20 + caplen > len(body):
-            raise CaptureError(self.path, f"corrupt packet block (captured length {caplen})", number)
+            self._damaged(f"corrupt packet block (captured length {caplen})")
+            return None
         interface = self.interfaces[iface]
-        return Frame(number, interface.time((hi << 32) | lo), interface.linktype, body[20:20 + caplen],
+        return Frame(self.number, interface.time((hi << 32) | lo), interface.linktype, body[20:20 + caplen],
                      max(wire, caplen))
+
+    def _damaged(self, message: str) -> None:
+        """The packet just counted is damaged in a sound block: told to ``skip``, else the end."""
+        if self.skip is None:
+            raise CaptureError(self.path, message, self.number)
+        self.skip(self.number, message)
 
 
 def read_frames(path: str | Path) -> Iterator[Frame]:
@@ -394,4 +417,4 @@ def is_capture(data: bytes) -> bool:
     return data[:4] in PCAP_MAGICS or data[:4] == PCAPNG_SHB or data[:2] == GZIP_MAGIC
 
 
-__all__ = ["CaptureError", "CaptureReader", "Frame", "Interface", "PcapngBlocks", "read_frames", "is_capture"]
+__all__ = ["CaptureError", "CaptureReader", "Frame", "Interface", "PcapngBlocks", "Skip", "read_frames", "is_capture"]

@@ -1,7 +1,10 @@
 """A capture file as a stream of packets, with its damage recorded, not raised.
 
 Traffic is hostile input: a garbage frame must cost one counted error, never
-the run.  A file that cannot be read further (cut mid-record, corrupt block)
+the run.  So does a pcapng packet block that is damaged inside a sound block
+(a captured length past its end, an interface never described): its block
+length still frames it, and the reading goes on after it.  A file that
+cannot be read further (cut mid-record, a corrupt record or block length)
 ends the stream early; everything decoded before the damage has already been
 yielded, and :attr:`CaptureSource.problems` says what happened and where.
 """
@@ -39,7 +42,7 @@ class CaptureSource:
     def __iter__(self) -> Iterator[Packet]:
         decode = self.decode
         try:
-            reader = CaptureReader(self.path)
+            reader = CaptureReader(self.path, self.skipped)
         except CaptureError as exc:
             self._fatal(exc)
             return
@@ -76,6 +79,11 @@ class CaptureSource:
         self.undecodable += 1
         if self.undecodable <= MAX_DESCRIBED:
             self.problems.append(f"{self.path}: packet {number}: cannot decode: {exc}")
+
+    def skipped(self, number: int, message: str) -> None:
+        """A damaged packet the reader skipped (a pcapng packet block whose block is sound): one
+        undecodable packet, as a frame the decoder cannot read."""
+        self.note_error(-1, number, DecodeError(message))
 
     def fail(self, exc: CaptureError) -> None:
         """The file cannot be read further (or at all)."""
