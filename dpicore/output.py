@@ -177,10 +177,15 @@ class RecordWriter:
         self._held = ""
 
     def write(self, record: dict[str, Any]) -> None:
-        self.count += 1
         if self.fmt == "jsonl":
-            self._put(jsonl_line(record) + "\n")
-        elif self.fmt == "csv":
+            line = jsonl_line(record) + "\n"
+            # Counted once its line is made, as _put takes it: a Ctrl-C while the line was made (the
+            # longest step) counted a record that was never written.
+            self.count += 1
+            self._put(line)
+            return
+        self.count += 1
+        if self.fmt == "csv":
             if self._csv is None:
                 fields = list(RECORD_FIELDS) + (["verdicts"] if self.all_layers else [])
                 self._csv = csv.DictWriter(_Lines(self._put), fieldnames=fields, extrasaction="ignore")
