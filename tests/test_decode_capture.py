@@ -282,6 +282,24 @@ def test_source_unknown_link_type(tmp_path: Path) -> None:
     assert "unsupported link type 147" in src.problems[0] and "lt.pcap" in src.problems[0]
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["batch path", "packet path"])
+def test_a_capture_without_ip_says_so(tmp_path: Path, batched: bool) -> None:
+    """ARP and an unknown EtherType only: no flows, not damage, but a line saying why there are none (the
+    run said nothing at all)."""
+    from dpicore.api import Classifier
+
+    frames = [eth(bytes(28), etype=0x0806), eth(bytes(28), etype=0x1234)] * 3
+    path = _write(tmp_path, "arp.pcap", pcap_bytes([(T0 + i, f) for i, f in enumerate(frames)]))
+    clf = Classifier(layers=["heuristics"])
+    assert list(clf.classify_pcap(path, batched=batched)) == []
+    src = clf.last_source
+    assert not src.damaged and src.problems == [
+        f"{path}: none of its 6 frames is an IP packet (ARP, spanning tree, other EtherTypes or loopback "
+        "families): no flows"]
+    mixed = _write(tmp_path, "mixed.pcap", pcap_bytes([(T0 + i, f) for i, f in enumerate(frames + FRAMES[:1])]))
+    assert len(list(clf.classify_pcap(mixed, batched=batched))) == 1 and clf.last_source.problems == []
+
+
 def test_pcapng_damaged_interface_block(tmp_path: Path) -> None:
     """An interface description shorter than its fixed fields: dpkt's error becomes ours."""
     from tests.helpers.frames import _block

@@ -99,6 +99,9 @@ class CaptureSource:
         self.problems.append(str(exc))
 
     def _summarise(self) -> None:
+        if self.frames and self.non_ip == self.frames:  # (every -j shard sees every such frame)
+            self.problems.append(f"{self.path}: none of its {self.frames} frames is an IP packet (ARP, spanning "
+                                 "tree, other EtherTypes or loopback families): no flows")
         if self.undecodable > MAX_DESCRIBED:
             self.problems.append(f"{self.path}: {self.undecodable} packets could not be decoded in all")
         for linktype, count in sorted(self.unsupported.items()):
