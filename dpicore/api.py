@@ -266,6 +266,8 @@ def synthetic_packets(payload: bytes, proto: int, sport: int, dport: int, from_s
     for name, port in (("src_port", sport), ("dst_port", dport)):
         if type(port) is not int or not 0 <= port <= 0xFFFF:
             raise ValueError(f"{name} must be an int in 0..65535, not {port!r}")
+    if type(from_server) is not bool:  # "no" would be true
+        raise ValueError(f"from_server must be True or False, not {from_server!r}")
 
     client, server = bytes(parse_ip(CLIENT_IP)), bytes(parse_ip(SERVER_IP))
     decoder = Decoder()

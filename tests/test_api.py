@@ -46,6 +46,8 @@ def test_a_closed_classifier_refuses_work_instead_of_answering_unknown() -> None
     ({"payload": HTTP, "dst_port": True}, ValueError, "dst_port must be an int"),
     ({"payload": HTTP, "transport": 6}, ValueError, "transport must be 'tcp' or 'udp'"),
     ({"payload": HTTP, "transport": None}, ValueError, "transport must be 'tcp' or 'udp'"),
+    ({"payload": HTTP, "from_server": "no"}, ValueError, "from_server must be True or False"),
+    ({"payload": HTTP, "from_server": 1}, ValueError, "from_server must be True or False"),
 ])
 def test_classify_payload_refuses_what_one_packet_cannot_carry(clf: Classifier, kwargs: dict, error: type,
                                                                message: str) -> None:
