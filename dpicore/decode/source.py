@@ -106,7 +106,8 @@ class CaptureSource:
             self.problems.append(f"{self.path}: {self.undecodable} packets could not be decoded in all")
         for linktype, count in sorted(self.unsupported.items()):
             name = LINKTYPE_NAMES.get(linktype, "unknown")
-            self.problems.append(f"{self.path}: {count} packets with unsupported link type {linktype} ({name}) "
+            self.problems.append(f"{self.path}: {count} packet{'s' if count != 1 else ''} with unsupported link type "
+                                 f"{linktype} ({name}) "
                                  "skipped; supported: " + ", ".join(sorted(set(LINKTYPE_NAMES.values()))))
         if self.unsupported and not self.packets:
             self.damaged = True
