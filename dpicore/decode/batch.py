@@ -410,9 +410,10 @@ class _Run:
                 rest.seek(starts[b])
                 self._emitting = True
                 try:
-                    blocks.block(rest.read)
+                    got = blocks.block(rest.read)
                 finally:
                     self._emitting = False
+                assert got is not None and got[1] is None, "numpy's checks of a packet block and PcapngBlocks' differ"
         blocks.number = first + total - 1
 
 
