@@ -15,7 +15,6 @@ import gzip
 import io
 import select
 import struct
-import time
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple

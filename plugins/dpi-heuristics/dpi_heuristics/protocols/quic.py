@@ -21,7 +21,7 @@ from dpicore import Verdict
 
 from .. import quicinitial as qi
 from .. import tlshello
-from ..base import CERTAIN, LIKELY, MORE, STRONG, UDP_ONLY, Context, Heuristic, found
+from ..base import CERTAIN, LIKELY, STRONG, UDP_ONLY, Context, Heuristic, found
 
 #: Payload packets watched after the verdict while the ClientHello is incomplete.
 WATCH = 3
