@@ -124,6 +124,12 @@ def unusable(verdict: Any, kept: bool = False) -> str | None:
     return None
 
 
+def _changed(verdict: Verdict) -> str | None:
+    """What is wrong with a verdict the engine took, checked again when its flow ends (None: nothing); a
+    shared bare Unknown is frozen, so no layer changed it."""
+    return None if type(verdict) is SharedVerdict else unusable(verdict, kept=True)
+
+
 #: ``Flow._payloads`` of a flow no layer still looking at reads (``LayerInfo.reads_payloads``): its
 #: payloads are not kept.  ``Flow.payloads`` reads it as empty; _let_go puts None back at the end.
 _UNREAD: tuple[tuple[int, bytes], ...] = ()
@@ -638,10 +644,8 @@ class Engine:
         _let_go(flow)
         verdicts = flow._verdicts
         if verdicts is not None:
-            if type(verdicts) is list:
-                if any(type(v) is not SharedVerdict and unusable(v, kept=True) is not None for v in verdicts):
-                    self._drop_changed(flow)
-            elif type(verdicts) is not SharedVerdict and unusable(verdicts, kept=True) is not None:
+            if (any(_changed(v) is not None for v in verdicts) if type(verdicts) is list
+                    else _changed(verdicts) is not None):  # one verdict: most flows, no list made
                 self._drop_changed(flow)
             if flow.verdict is None:
                 flow.verdict = self.choose(flow.verdicts)
@@ -653,7 +657,7 @@ class Engine:
         flow, as a bad verdict returned is, instead of a crash where the record is written."""
         kept: list[Verdict] = []
         for v in flow.verdicts:
-            problem = None if type(v) is SharedVerdict else unusable(v, kept=True)
+            problem = _changed(v)
             if problem is None:
                 kept.append(v)
                 continue
