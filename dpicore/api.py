@@ -46,8 +46,8 @@ MAX_PAYLOAD = {TCP: 0xFFFF - 40, UDP: 0xFFFF - 28}
 def flow_from_packet(pkt: Packet) -> Flow:
     """A new flow holding ``pkt`` as its first packet (the sender is the client), as go-dpi's GetPacketFlow
     makes one: its counters count that packet."""
-    return Flow(FlowKey.of(pkt), pkt.proto, pkt.vlan, pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.ip_version,
-                pkt.ts, pkt.ts, c2s_packets=1, c2s_bytes=pkt.wire_len, number=pkt.number)
+    return Flow(FlowKey.of(pkt), pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.ts, pkt.ts, c2s_packets=1,
+                c2s_bytes=pkt.wire_len, number=pkt.number)
 
 
 class Classifier:

@@ -135,19 +135,52 @@ def _changed(verdict: Verdict) -> str | None:
 _UNREAD: tuple[tuple[int, bytes], ...] = ()
 
 
-def watchers(pending: list[_Pending] | _Held | None) -> list[_Pending] | None:
-    """``pending`` if every layer in it watches for a pattern (``Verdict.watch_for``) and none wants empty
-    packets, else None: the flows whose payloads the batch path may count past them (:func:`passes`)."""
-    if not pending or type(pending) is _Held:
-        return None
-    for entry in pending:
-        verdict = entry.verdict
-        if not entry.watching or verdict is None or verdict.watch_for is None or entry.layer.info.wants_empty:
-            return None
+#: ``Flow.pending`` (pipeline-owned): None when no layer looks at the flow, a _Held before its layers
+#: start, then the one layer's _Pending or a tuple of two or more.  One layer alone is the usual case
+#: (nDPI inspecting a flow the heuristics layer ruled out, a deciding layer watching): a list around it
+#: was 72 bytes of each such flow, at a million flows nDPI inspects the 1.5 GB bound.
+Pending = _Pending | tuple[_Pending, ...] | _Held | None
+
+
+def layers_of(pending: Pending) -> tuple[_Pending, ...]:
+    """The layers' entries in ``Flow.pending``, in priority order (none before they start).  A tuple
+    that does not change: a layer leaving replaces ``Flow.pending``, so a loop over it visits every
+    entry that was there when it began, as a copy of a list would."""
+    if type(pending) is _Pending:
+        return (pending,)
+    if pending is None or type(pending) is _Held:
+        return ()
     return pending  # type: ignore[return-value]
 
 
-def passes(watching: list[_Pending], payload: bytes) -> bool:
+def _has(pending: Pending, entry: _Pending) -> bool:
+    """Whether ``entry``'s layer still looks at the flow whose ``Flow.pending`` is ``pending``."""
+    return pending is entry or type(pending) is tuple and entry in pending
+
+
+def _without(pending: Pending, entry: _Pending) -> Pending:
+    """``Flow.pending`` once ``entry`` (in it) left: None when it was the last."""
+    if pending is entry:
+        return None
+    rest = tuple(e for e in layers_of(pending) if e is not entry)
+    return rest[0] if len(rest) == 1 else rest
+
+
+def watchers(pending: Pending) -> tuple[_Pending, ...] | None:
+    """The entries of ``pending`` if every layer in it watches for a pattern (``Verdict.watch_for``) and
+    none wants empty packets, else None: the flows whose payloads the batch path may count past them
+    (:func:`passes`)."""
+    entries = layers_of(pending)
+    if not entries:
+        return None
+    for entry in entries:
+        verdict = entry.verdict
+        if not entry.watching or verdict is None or verdict.watch_for is None or entry.layer.info.wants_empty:
+            return None
+    return entries
+
+
+def passes(watching: tuple[_Pending, ...], payload: bytes) -> bool:
     """Whether ``payload`` goes past every one of :func:`watchers`: none of their patterns finds it, and
     each has packets left to watch after it, so counting it ends no watch.  The batch path then counts it
     inline (:meth:`Engine.watched_past`) as :meth:`Engine._classify` would; anything else (a pattern a
@@ -163,9 +196,9 @@ def passes(watching: list[_Pending], payload: bytes) -> bool:
     return True
 
 
-def _reader_in(pending: list[_Pending]) -> bool:
-    """Whether a layer in ``pending`` reads ``Flow.payloads``."""
-    for entry in pending:
+def _reader_in(entries: Iterable[_Pending]) -> bool:
+    """Whether a layer in ``entries`` reads ``Flow.payloads``."""
+    for entry in entries:
         if entry.layer.info.reads_payloads:
             return True
     return False
@@ -339,7 +372,7 @@ class Engine:
                     self._layer_failed(flow, layer, "dpi_flow_new", exc)
                     continue
             pending.append(_Pending(layer, state))
-        flow.pending = pending[:] or None  # its exact size: the appends left room for more layers
+        flow.pending = pending[0] if len(pending) == 1 else tuple(pending) or None
         if not pending:
             flow.final = True
         elif self._none_read or self._some_unread and not _reader_in(pending):  # no reader started on it
@@ -368,9 +401,9 @@ class Engine:
         payload = pkt.payload
         if payload and not self._note_payload(flow, direction, pkt.proto, pkt.seq, payload):
             payload = b""  # a retransmission: layers have seen these bytes
-        pending = flow.pending
-        assert pending is not None
-        for entry in list(pending):
+        pending = layers_of(flow.pending)
+        assert pending
+        for entry in pending:
             layer = entry.layer
             if layer.classify is None:
                 continue
@@ -398,7 +431,7 @@ class Engine:
                     continue
             if self._offer(flow, entry, pkt, direction):
                 return
-        if not pending:  # the last layer left
+        if flow.pending is None:  # the last layer left
             flow.final = True
             flow.pending = None
             _let_go(flow)
@@ -447,7 +480,7 @@ class Engine:
         for p in held:
             if self._offer(flow, entry, p, flow.direction_of(p)):
                 return _DECIDED
-            if flow.pending is None or entry not in flow.pending:
+            if not _has(flow.pending, entry):
                 return _GONE
         return _GOING
 
@@ -494,7 +527,7 @@ class Engine:
         """What :meth:`_classify` does with a payload that :func:`passes` every layer watching ``flow``:
         the batch path's inline twin, so the two paths keep the same watches, notes and payloads."""
         if self._note_payload(flow, direction, proto, seq, payload):
-            for entry in flow.pending:  # type: ignore[union-attr]
+            for entry in layers_of(flow.pending):
                 entry.watching -= 1
 
     def _note_payload(self, flow: Flow, direction: int, proto: int, seq: int, payload: bytes) -> bool:
@@ -523,9 +556,9 @@ class Engine:
         pending = flow.pending
         layer = entry.layer
         unread = False
-        if pending is not None and entry in pending:
-            pending.remove(entry)
-            unread = self._some_unread and layer.info.reads_payloads and not _reader_in(pending)
+        if _has(pending, entry):
+            flow.pending = pending = _without(pending, entry)
+            unread = self._some_unread and layer.info.reads_payloads and not _reader_in(layers_of(pending))
         if layer.flow_end is not None:
             try:
                 last = layer.flow_end(flow, entry.state, reason)
@@ -598,7 +631,7 @@ class Engine:
     def _decide(self, flow: Flow, keep: _Pending | None = None) -> None:
         """The flow is final: release every layer still looking at it (but a watching one)."""
         flow.final = True
-        pending = flow.pending or []
+        pending = layers_of(flow.pending)
         flow.pending = None
         for entry in pending:
             if entry is not keep:
@@ -606,7 +639,7 @@ class Engine:
         if keep is not None:
             keep.verdict = flow.verdict
             keep.watching = flow.verdict.watch if flow.verdict is not None else 0
-            flow.pending = [keep]
+            flow.pending = keep
         else:
             _let_go(flow)
 
@@ -631,14 +664,14 @@ class Engine:
         """The flow ended: release layers, pick the verdict."""
         if type(flow.pending) is _Held:
             self._begin(flow)
-        for entry in list(flow.pending or ()):
-            if entry.held and flow.pending is not None and entry in flow.pending:
+        for entry in layers_of(flow.pending):
+            if entry.held and _has(flow.pending, entry):
                 self._replay(flow, entry)  # the packets the layer would have seen before the end
-        pending = flow.pending
+        pending = layers_of(flow.pending)
         if pending:
             flow.pending = None
             reason = flow.end_reason or END_EOF
-            for entry in list(pending):
+            for entry in pending:
                 self._leave(flow, entry, reason)
         flow.final = True
         _let_go(flow)

@@ -92,8 +92,7 @@ class FlowTable:
             client, cport, server, sport = src, ports[pkt.sport], dst, ports[pkt.dport]
         key = FlowKey(key.proto, key.vlan, a, ports[key.port_a], b, ports[key.port_b])
         self.created += 1
-        return Flow(key, pkt.proto, pkt.vlan, client, cport, server, sport, pkt.ip_version, pkt.ts, pkt.ts,
-                    number=pkt.number)
+        return Flow(key, client, cport, server, sport, pkt.ts, pkt.ts, number=pkt.number)
 
     def insert(self, flow: Flow) -> None:
         self.flows[flow.key] = flow

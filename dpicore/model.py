@@ -262,22 +262,23 @@ class _OneOrMore(_MadeOnUse[list]):  # type: ignore[type-arg]
         return value
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, weakref_slot=False)
 class Flow:
     """A bidirectional conversation; the client is whoever sent the first packet seen.
 
     When the capture shows a SYN/ACK before anything else, the flow table
     swaps the roles so the SYN sender is still the client.
+
+    Its transport, VLAN and IP version are read from its key and addresses,
+    and it has no weak-reference slot: a million live flows are the table's
+    memory, and those four slots were 32 bytes of each (208 bytes, not 240).
     """
 
     key: FlowKey
-    proto: int
-    vlan: int
     client: bytes
     client_port: int
     server: bytes
     server_port: int
-    ip_version: int
     first_seen: float
     last_seen: float
     c2s_packets: int = 0
@@ -296,8 +297,9 @@ class Flow:
     final: bool = False
     _errors: list[str] | None = attrs.field(default=None, alias="errors")
     end_reason: str = ""
-    #: Layers still looking at this flow, or the packets it holds before they start (pipeline-owned).
-    pending: list[Any] | None = None
+    #: Layers still looking at this flow, or the packets it holds before they start (pipeline-owned:
+    #: see dpicore.engine.Pending).
+    pending: Any = None
     #: TCP: FIN seen from client / server; the flow ends when both are seen or on RST.
     fin_mask: int = 0
     #: The number of the packet that opened the flow in its source (for stable ordering).
@@ -323,6 +325,19 @@ class Flow:
             verdicts.append(verdict)
         else:
             self._verdicts = [verdicts, verdict]
+
+    @property
+    def proto(self) -> int:
+        """The transport protocol number (TCP, UDP, ...)."""
+        return self.key.proto
+
+    @property
+    def vlan(self) -> int:
+        return self.key.vlan
+
+    @property
+    def ip_version(self) -> int:
+        return 4 if len(self.client) == 4 else 6
 
     @property
     def packets(self) -> int:

@@ -49,9 +49,8 @@ def test_the_cases_orjson_writes_differently() -> None:
 
 def _flow(metadata: dict) -> Flow:
     client, server = parse_ip("2001:db8::10"), parse_ip("2001:db8::1")
-    flow = Flow(key=FlowKey(6, 0, server, 443, client, 40000), proto=6, vlan=0, client=client,
-                client_port=40000, server=server, server_port=443, ip_version=6, first_seen=1.5,
-                last_seen=2.25)
+    flow = Flow(key=FlowKey(6, 0, server, 443, client, 40000), client=client, client_port=40000, server=server,
+                server_port=443, first_seen=1.5, last_seen=2.25)
     flow.verdict = Verdict("TLS", "heuristics", 0.9, app="Google", metadata=metadata)
     flow.errors.append("x: boom")
     return flow
