@@ -162,7 +162,8 @@ def _without(pending: Pending, entry: _Pending) -> Pending:
     """``Flow.pending`` once ``entry`` (in it) left: None when it was the last."""
     if pending is entry:
         return None
-    rest = tuple(e for e in layers_of(pending) if e is not entry)
+    i = pending.index(entry)  # type: ignore[union-attr]  # a tuple of two or more
+    rest = pending[:i] + pending[i + 1:]  # type: ignore[index]
     return rest[0] if len(rest) == 1 else rest
 
 
@@ -170,8 +171,9 @@ def watchers(pending: Pending) -> tuple[_Pending, ...] | None:
     """The entries of ``pending`` if every layer in it watches for a pattern (``Verdict.watch_for``) and
     none wants empty packets, else None: the flows whose payloads the batch path may count past them
     (:func:`passes`)."""
-    entries = layers_of(pending)
-    if not entries:
+    # layers_of inline: the batch path asks for every group of a flow a layer still looks at
+    entries = (pending,) if type(pending) is _Pending else pending if type(pending) is tuple else None
+    if entries is None:
         return None
     for entry in entries:
         verdict = entry.verdict
@@ -401,9 +403,9 @@ class Engine:
         payload = pkt.payload
         if payload and not self._note_payload(flow, direction, pkt.proto, pkt.seq, payload):
             payload = b""  # a retransmission: layers have seen these bytes
-        pending = layers_of(flow.pending)
-        assert pending
-        for entry in pending:
+        pending = flow.pending
+        assert pending is not None
+        for entry in (pending,) if type(pending) is _Pending else pending:  # layers_of, on every packet
             layer = entry.layer
             if layer.classify is None:
                 continue
@@ -527,7 +529,8 @@ class Engine:
         """What :meth:`_classify` does with a payload that :func:`passes` every layer watching ``flow``:
         the batch path's inline twin, so the two paths keep the same watches, notes and payloads."""
         if self._note_payload(flow, direction, proto, seq, payload):
-            for entry in layers_of(flow.pending):
+            pending = flow.pending
+            for entry in (pending,) if type(pending) is _Pending else pending:  # layers_of, on every packet
                 entry.watching -= 1
 
     def _note_payload(self, flow: Flow, direction: int, proto: int, seq: int, payload: bytes) -> bool:
@@ -556,7 +559,10 @@ class Engine:
         pending = flow.pending
         layer = entry.layer
         unread = False
-        if _has(pending, entry):
+        if pending is entry:  # the last layer: the usual case, twice in most flows' life
+            flow.pending = None
+            unread = self._some_unread and layer.info.reads_payloads
+        elif _has(pending, entry):
             flow.pending = pending = _without(pending, entry)
             unread = self._some_unread and layer.info.reads_payloads and not _reader_in(layers_of(pending))
         if layer.flow_end is not None:
@@ -662,17 +668,18 @@ class Engine:
 
     def _finish(self, flow: Flow) -> Flow:
         """The flow ended: release layers, pick the verdict."""
-        if type(flow.pending) is _Held:
-            self._begin(flow)
-        for entry in layers_of(flow.pending):
-            if entry.held and _has(flow.pending, entry):
-                self._replay(flow, entry)  # the packets the layer would have seen before the end
-        pending = layers_of(flow.pending)
-        if pending:
-            flow.pending = None
-            reason = flow.end_reason or END_EOF
-            for entry in pending:
-                self._leave(flow, entry, reason)
+        if flow.pending is not None:  # most flows are decided long before they end
+            if type(flow.pending) is _Held:
+                self._begin(flow)
+            for entry in layers_of(flow.pending):
+                if entry.held and _has(flow.pending, entry):
+                    self._replay(flow, entry)  # the packets the layer would have seen before the end
+            pending = layers_of(flow.pending)
+            if pending:
+                flow.pending = None
+                reason = flow.end_reason or END_EOF
+                for entry in pending:
+                    self._leave(flow, entry, reason)
         flow.final = True
         _let_go(flow)
         verdicts = flow._verdicts

@@ -498,7 +498,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     flags, paylen, src, sport, times, wires = cols.flags, cols.paylen, cols.src, cols.sport, cols.times, cols.wires
     flow = table.flows.get(key)
     client = int.from_bytes(flow.client, "big") if flow is not None else -1
-    watching = watchers(flow.pending) if flow is not None else None
+    watching = watchers(flow.pending) if flow is not None and flow.pending else None
     summed = 0
     for j in idx:
         if flow is not None and j not in decoded and (
@@ -531,7 +531,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
         ended = engine.feed(pkt, expire=False, key=key)
         flow = table.flows.get(key)
         client = int.from_bytes(flow.client, "big") if flow is not None else -1
-        watching = watchers(flow.pending) if flow is not None else None
+        watching = watchers(flow.pending) if flow is not None and flow.pending else None
         if ended:
             yield from ended
     if summed:

@@ -113,12 +113,12 @@ def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
     if flow._errors:  # the field: reading Flow.errors would make an empty list
         metadata["errors"] = _clean(flow._errors)
     record: dict[str, Any] = {
-        "transport": transport_name(flow.proto),
+        "transport": transport_name(flow.key.proto),  # Flow.proto and .vlan are properties reading the key
         "src_ip": format_ip(flow.client),
         "src_port": flow.client_port,
         "dst_ip": format_ip(flow.server),
         "dst_port": flow.server_port,
-        "vlan": flow.vlan,
+        "vlan": flow.key.vlan,
         "first_seen": rounded(flow.first_seen, 6),
         "last_seen": rounded(flow.last_seen, 6),
         "packets": flow.c2s_packets + flow.s2c_packets,
