@@ -15,6 +15,7 @@ use one per thread or process.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from pathlib import Path
@@ -41,6 +42,20 @@ DEFAULT_SERVER_PORT = 1
 _TRANSPORTS = {"tcp": TCP, "udp": UDP}
 #: What one IPv4 packet of classify_payload carries after its 20-byte IP and TCP (20) or UDP (8) header.
 MAX_PAYLOAD = {TCP: 0xFFFF - 40, UDP: 0xFFFF - 28}
+
+
+def freeze_startup() -> None:
+    """Keep every object alive now out of Python's cyclic garbage collection for the rest of the process
+    (:func:`gc.freeze`): for a process that builds its Classifier once and then classifies.
+
+    A run allocates flows, packets and verdicts by the million, which triggers collections, and each
+    full one walked the start-up's objects as well: the modules, numpy, the plugins' tables and
+    patterns, ~100 k objects alive until the process ends.  ``dpi classify`` calls this once its layers
+    are loaded, and each ``-j`` worker once its own are (a forked worker then also leaves the pages of
+    the objects it shares with its parent unwritten by the collector).  Frozen objects are never
+    collected, so a program that builds classifiers over and over should not call it after each.
+    """
+    gc.freeze()
 
 
 def flow_from_packet(pkt: Packet) -> Flow:

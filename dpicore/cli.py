@@ -29,7 +29,7 @@ import click
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from . import __version__  # noqa: E402
-from .api import Classifier  # noqa: E402
+from .api import Classifier, freeze_startup  # noqa: E402
 from .config import Config, ConfigError, load_config  # noqa: E402
 from .output import FORMATS, RecordWriter, flow_record, printable  # noqa: E402
 from .plugins import FAILED, LOADED, PluginError, PluginSet, discover  # noqa: E402
@@ -284,6 +284,7 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
     clf = Classifier(config=config, plugins=plugins)
     if not clf.layers:
         _warn_no_layers()
+    freeze_startup()
     out, writer = _open_writer(output, fmt, config.all_layers)
     damaged = False
     show = not quiet and sys.stderr.isatty()

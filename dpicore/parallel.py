@@ -55,7 +55,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator
 
 import attrs
 
-from .api import Classifier
+from .api import Classifier, freeze_startup
 from .config import Config
 from .decode.walks import SharedWalks
 from .output import RecordWriter, flow_record
@@ -458,6 +458,7 @@ def _worker(config: Config, todo: Any, results: Any, number: int, log_level: int
         put(("error", number, traceback.format_exc()))
         put(("bye", number, None))
         return
+    freeze_startup()
     with clf:
         while True:
             item = todo.get()

@@ -369,3 +369,14 @@ def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
     (tmp_path / "a.pcap").write_bytes(pcap_bytes([(T0, eth(udp4(payload=b"\x00" * 12)))]))
     proc = dpi("classify", "a.pcap", str(tmp_path / "a.pcap"), ".", "-q", "-f", "jsonl", cwd=tmp_path)
     assert len(proc.stdout.splitlines()) == 1
+
+
+def test_classify_leaves_the_start_up_out_of_garbage_collection(capture: Path, tmp_path: Path) -> None:
+    """Once its layers are loaded, `dpi classify` freezes what start-up made (modules, numpy, the plugins'
+    tables), so the collections a run's allocations trigger no longer walk it (api.freeze_startup)."""
+    code = ("import gc, sys\nfrom dpicore import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(gc.get_freeze_count(), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, "classify", str(capture), "-o", str(tmp_path / "out.jsonl")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and (tmp_path / "out.jsonl").read_text().count("\n") == 3, proc.stderr
+    assert int(proc.stderr.split()[-1]) > 10_000, proc.stderr
