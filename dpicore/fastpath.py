@@ -326,7 +326,7 @@ class _Flows:
             first, inverse = _unique_rows(rows)
             parts.append((frames, inverse + len(keys)))
             firsts.append(frames[first])
-            keys.extend(make(row) for row in rows[first].tolist())
+            keys.extend(make(rows[first].tolist()))
         if keys:
             seen = np.argsort(np.concatenate(firsts), kind="stable")  # flows in order of first packet
             rank = np.empty_like(seen)
@@ -371,10 +371,15 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse
 
 
-def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[list[int]], FlowKey]]:
+#: FlowKey's own constructor, without the generated ``__new__`` (a Python function) around it: a batch
+#: makes a key for each of its flows.
+_key = tuple.__new__
+
+
+def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[list[list[int]]], list[FlowKey]]]:
     """Flow rows of the numpy-decoded IPv4 frames: both endpoints (address << 16 | port, lower first)
     and proto << 12 | vlan, with the frames' indices, whether each frame's source is the lower
-    endpoint, and the FlowKey of a row."""
+    endpoint, and the FlowKeys of a list of rows."""
     frames = np.flatnonzero(h.ok & ~h.ip6)
     a = (h.src[frames] << 16) | h.sport[frames]
     b = (h.dst[frames] << 16) | h.dport[frames]
@@ -384,14 +389,13 @@ def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[li
     rows[:, 2] = (h.proto[frames] << 12) | h.vlan[frames]
     is_a = a <= b
 
-    def key(row: list[int]) -> FlowKey:
-        lo, hi, pv = row
-        return FlowKey(pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF, (hi >> 16).to_bytes(4, "big"),
-                       hi & 0xFFFF)
-    return rows, frames, is_a, key
+    def keys(rows: list[list[int]]) -> list[FlowKey]:
+        return [_key(FlowKey, (pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF,
+                               (hi >> 16).to_bytes(4, "big"), hi & 0xFFFF)) for lo, hi, pv in rows]
+    return rows, frames, is_a, keys
 
 
-def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[list[int]], FlowKey]]:
+def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[list[list[int]]], list[FlowKey]]]:
     """Flow rows of the numpy-decoded IPv6 frames: each endpoint as (high 64 bits, low 64 bits, port),
     the lower first as FlowKey.of orders them, then proto << 12 | vlan (uint64); as :func:`_rows4`."""
     frames = np.flatnonzero(h.ok & h.ip6)  # ok: a shard's filter clears it, not ip6
@@ -405,11 +409,11 @@ def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[li
         rows[:, col + 3] = np.where(swap, x, y)
     rows[:, 6] = ((h.proto[frames] << 12) | h.vlan[frames]).astype(u)
 
-    def key(row: list[int]) -> FlowKey:
-        a_hi, a_lo, a_port, b_hi, b_lo, b_port, pv = row
-        return FlowKey(pv >> 12, pv & 0xFFF, ((a_hi << 64) | a_lo).to_bytes(16, "big"), a_port,
-                       ((b_hi << 64) | b_lo).to_bytes(16, "big"), b_port)
-    return rows, frames, ~swap, key
+    def keys(rows: list[list[int]]) -> list[FlowKey]:
+        return [_key(FlowKey, (pv >> 12, pv & 0xFFF, ((a_hi << 64) | a_lo).to_bytes(16, "big"), a_port,
+                               ((b_hi << 64) | b_lo).to_bytes(16, "big"), b_port))
+                for a_hi, a_lo, a_port, b_hi, b_lo, b_port, pv in rows]
+    return rows, frames, ~swap, keys
 
 
 class _Columns:

@@ -252,3 +252,19 @@ def test_the_cli_output_passes_each_write_on_where_a_write_can_wait(tmp_path: Pa
         assert not pipe_out.write_through
         _pass_writes_on(pipe_out)
         assert pipe_out.write_through
+
+
+def test_format_ip_is_the_same_text_from_its_table_and_for_any_bytes_like() -> None:
+    """format_ip keeps the texts it made (addresses recur across records); a repeat, a bytearray or a
+    memoryview of the same address, and a table that filled up and was cleared all give the same text."""
+    from dpicore import model
+    from dpicore.model import format_ip
+
+    v4, v6 = parse_ip("192.0.2.77"), parse_ip("2001:db8::1:0:0:7")
+    for _ in range(2):
+        assert format_ip(v4) == "192.0.2.77" and format_ip(v6) == "2001:db8::1:0:0:7"
+    assert format_ip(bytearray(v4)) == "192.0.2.77" and format_ip(memoryview(v6)) == "2001:db8::1:0:0:7"
+    for i in range(model.ADDRESS_TEXTS + 10):  # fills the table: it is cleared, not grown
+        format_ip(i.to_bytes(4, "big"))
+    assert len(model._ADDRESS_TEXT) <= model.ADDRESS_TEXTS
+    assert format_ip(v4) == "192.0.2.77" and format_ip((7).to_bytes(4, "big")) == "0.0.0.7"
