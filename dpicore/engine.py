@@ -450,7 +450,7 @@ class Engine:
         except PLUGIN_FAILURES as exc:
             self._layer_failed(flow, layer, "dpi_classify", exc)
             self._leave(flow, entry, REASON_ERROR)
-            return False
+            return flow.final  # its dpi_flow_end may have named the flow: the later layers left with it
         if verdict is not None:
             problem = unusable(verdict)
             if problem is not None:

@@ -92,6 +92,8 @@ class FlowTable:
             client, cport, server, sport = src, ports[pkt.sport], dst, ports[pkt.dport]
         key = FlowKey(key.proto, key.vlan, a, ports[key.port_a], b, ports[key.port_b])
         self.created += 1
+        # Positional: the same call by field names cost 0.4% of a run's instructions (CPython matches each
+        # keyword against the 22 parameters of attrs' __init__).
         return Flow(key, client, cport, server, sport, pkt.ts, pkt.ts, number=pkt.number)
 
     def insert(self, flow: Flow) -> None:

@@ -85,7 +85,7 @@ def format_ip(addr: bytes) -> str:
     """
     text = _ADDRESS_TEXT.get(addr) if type(addr) is bytes else None
     if text is None:
-        addr = bytes(addr)
+        addr = memoryview(addr).tobytes()  # any bytes-like (not bytes(n) of an int: n zero bytes)
         text = inet_ntoa(addr) if len(addr) == 4 else str(ipaddress.IPv6Address(addr))
         if len(_ADDRESS_TEXT) >= ADDRESS_TEXTS:
             _ADDRESS_TEXT.clear()
@@ -279,6 +279,9 @@ class Flow:
     Its transport, VLAN and IP version are read from its key and addresses,
     and it has no weak-reference slot: a million live flows are the table's
     memory, and those four slots were 32 bytes of each (208 bytes, not 240).
+    Build one by field names (``Flow(key=..., client=..., ...)``): a
+    positional call written for the fields it had before (key, proto, vlan,
+    client, ...) would shift every value one field over.
     """
 
     key: FlowKey

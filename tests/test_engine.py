@@ -738,3 +738,24 @@ def test_a_second_verdict_makes_the_list() -> None:
     e = build(weak, other, third)
     (flow,) = e.run(data_packets(1))
     assert [v.protocol for v in flow.verdicts] == ["DNS", "SSH", "HTTP"] and flow.verdict.protocol == "HTTP"
+
+
+def test_a_layer_that_fails_and_names_the_flow_at_its_end_decides_it_there() -> None:
+    """A layer whose dpi_classify raises leaves the flow, and a confident verdict from its dpi_flow_end
+    decides the flow then: the layers after it get their one dpi_flow_end ("decided") and no packet after
+    it (the loop over the layers went on, and asked a later one to classify after its end)."""
+
+    class NamesAtEnd(Recorder):
+        @hookimpl
+        def dpi_flow_end(self, flow: Flow, reason: str) -> Verdict:
+            self.ends.append((id(flow), reason))
+            return Verdict("HTTP", confidence=1.0)
+
+    log: list[str] = []
+    failing = NamesAtEnd("a", 10, raises=RuntimeError("boom"), log=log)
+    later = Recorder("b", 20, log=log)
+    flows = list(build(failing, later).run(data_packets(3)))
+    assert len(flows) == 1 and flows[0].verdict is not None and flows[0].verdict.protocol == "HTTP"
+    assert log == ["a"] and later.calls == 0
+    assert [reason for _, reason in later.ends] == ["decided"]
+    assert flows[0].errors == ["a: dpi_classify raised RuntimeError: boom"]

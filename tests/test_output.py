@@ -268,3 +268,21 @@ def test_format_ip_is_the_same_text_from_its_table_and_for_any_bytes_like() -> N
         format_ip(i.to_bytes(4, "big"))
     assert len(model._ADDRESS_TEXT) <= model.ADDRESS_TEXTS
     assert format_ip(v4) == "192.0.2.77" and format_ip((7).to_bytes(4, "big")) == "0.0.0.7"
+
+
+def test_a_flow_reads_transport_vlan_and_ip_version_from_its_key_and_format_ip_wants_bytes() -> None:
+    """proto, vlan and ip_version are no fields of Flow any more but read from its key and addresses, and
+    cannot be given; format_ip refuses an int, which bytes() would have made into zero bytes."""
+    from dpicore.model import format_ip
+
+    client, server = parse_ip("192.0.2.1"), parse_ip("192.0.2.2")
+    key = FlowKey(17, 3, client, 5353, server, 53)
+    with pytest.raises(TypeError):
+        Flow(key=key, proto=17, client=client, client_port=5353, server=server, server_port=53,  # type: ignore[call-arg]
+             first_seen=1.0, last_seen=2.0)
+    flow = Flow(key=key, client=client, client_port=5353, server=server, server_port=53, first_seen=1.0,
+                last_seen=2.0)
+    assert (flow.proto, flow.vlan, flow.ip_version) == (17, 3, 4)
+    assert flow_record(flow)["transport"] == "UDP" and flow_record(flow)["vlan"] == 3
+    with pytest.raises(TypeError):
+        format_ip(4)  # type: ignore[arg-type]

@@ -36,7 +36,8 @@ def make_flow(transport: int = TCP, client_port: int = 49152, server_port: int =
     """A flow as the flow table would open it for a client at ``client``:``client_port``."""
     a, b = sorted([(client, client_port), (server, server_port)])
     key = FlowKey(transport, 0, a[0], a[1], b[0], b[1])
-    return Flow(key, client, client_port, server, server_port, 0.0, 0.0)
+    return Flow(key=key, client=client, client_port=client_port, server=server, server_port=server_port,
+                first_seen=0.0, last_seen=0.0)
 
 
 def _record(flow: Flow, direction: int, payload: bytes) -> None:
