@@ -167,6 +167,12 @@ def _without(pending: Pending, entry: _Pending) -> Pending:
     return rest[0] if len(rest) == 1 else rest
 
 
+def holding(pending: Pending) -> _Held | None:
+    """``pending`` if it is the payload-less packets a flow keeps before its layers start (_Held), else
+    None: the batch path adds such packets to it inline, as :meth:`Engine._classify` would."""
+    return pending if type(pending) is _Held else None
+
+
 def watchers(pending: Pending) -> tuple[_Pending, ...] | None:
     """The entries of ``pending`` if every layer in it watches for a pattern (``Verdict.watch_for``) and
     none wants empty packets, else None: the flows whose payloads the batch path may count past them

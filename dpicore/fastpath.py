@@ -50,7 +50,7 @@ from .decode.batch import Batch, Headers, batches, decode_headers
 from .decode.capture import CaptureError
 from .decode.source import CaptureSource
 from .decode.walks import SharedWalks
-from .engine import Engine, passes, watchers
+from .engine import Engine, holding, passes, watchers
 from .flowtable import CLOSE_AT, CLOSING, FlowTable
 from .model import C2S, FIN, RST, S2C, SYN, Flow, FlowKey, Packet
 
@@ -494,7 +494,10 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     connection — is accounted inline, its FIN/RST noted as
     :meth:`Engine.feed` notes them; so is a payload that every layer still
     looking watches past (:func:`~dpicore.engine.passes`: FTP's control
-    connection but for its announcements), with :meth:`Engine.watched_past`.  (This repeats the counting of
+    connection but for its announcements), with :meth:`Engine.watched_past`;
+    and so is a payload-less packet of a flow whose layers have not started,
+    which it keeps for them (:func:`~dpicore.engine.holding`: the handshake
+    nDPI and the ML layer want, held until a payload).  (This repeats the counting of
     :meth:`Engine.feed` and the checks of :meth:`FlowTable.must_restart`
     on purpose: calling them per packet cost 7-10% of the whole run on
     corpus_x10; tests/test_fastpath.py holds the two paths equal.)
@@ -505,15 +508,18 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     table = engine.table
     idle, active = table.idle_timeout, table.active_timeout
     skip_empty = not engine.wants_empty
+    defer = engine.defer
     flags, paylen, src, sport, times, wires = cols.flags, cols.paylen, cols.src, cols.sport, cols.times, cols.wires
     flow = table.flows.get(key)
     client = int.from_bytes(flow.client, "big") if flow is not None else -1
     watching = watchers(flow.pending) if flow is not None and flow.pending else None
+    held = holding(flow.pending) if defer and flow is not None else None
     summed = 0
     for j in idx:
         if flow is not None and j not in decoded and (
                 not flow.pending or skip_empty and not paylen[j]
-                or watching is not None and paylen[j] and passes(watching, (row := cols.transport(j))[2])):
+                or watching is not None and paylen[j] and passes(watching, (row := cols.transport(j))[2])
+                or held is not None and not paylen[j] and len(held) < defer):
             ts = times[j]
             f = flags[j]
             if ts - flow.last_seen <= idle and ts - flow.first_seen <= active and (
@@ -532,6 +538,8 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
                     table.note_tcp_flags(flow, f, direction, ts)
                 if watching is not None and paylen[j]:  # watched past: ``row`` is set (a decided flow has no watchers)
                     engine.watched_past(flow, direction, *row)
+                elif held is not None:  # kept for the layers that want it, which have not started
+                    held.append(cols.packet(j))
                 summed += 1
                 continue
         pkt = decoded.get(j)
@@ -542,6 +550,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
         flow = table.flows.get(key)
         client = int.from_bytes(flow.client, "big") if flow is not None else -1
         watching = watchers(flow.pending) if flow is not None and flow.pending else None
+        held = holding(flow.pending) if defer and flow is not None else None
         if ended:
             yield from ended
     if summed:

@@ -59,7 +59,7 @@ def test_realclients_batched_equals_packet_by_packet() -> None:
 
 
 # -- synthetic traffic that stresses the batch path's timing --------------------------------
-def _mixed_traffic(seed: int, sessions: int = 400) -> list[tuple[float, bytes]]:
+def _mixed_traffic(seed: int, sessions: int = 400, idle: bool = False) -> list[tuple[float, bytes]]:
     """TCP sessions (closed by FIN/FIN, by RST or not at all, 5-tuples reused before and after the
     closing timeout, stragglers after the close), UDP exchanges, IPv6 and 802.1Q-tagged ones, gaps
     from milliseconds to past the idle timeout, and one jump back of the capture clock."""
@@ -106,6 +106,9 @@ def _mixed_traffic(seed: int, sessions: int = 400) -> list[tuple[float, bytes]]:
         add(True, SYN, seq=cs)
         add(False, SYN | ACK, seq=ss)
         add(True, ACK, seq=cs + 1)
+        if idle and rnd.random() < 0.1:  # idle before the request: more payload-less packets than a layer holds
+            for _ in range(rnd.randrange(5, 30)):
+                add(rnd.random() < 0.5, ACK, seq=cs + 1)
         req = b"GET /%d HTTP/1.1\r\nHost: example.com\r\n\r\n" % n
         add(True, PSH | ACK, req, cs + 1)
         cs += 1 + len(req)
@@ -136,12 +139,15 @@ def _mixed_traffic(seed: int, sessions: int = 400) -> list[tuple[float, bytes]]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_synthetic_timeouts_batched_equals_packet_by_packet(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize("layers", [["heuristics"], ["heuristics", "ndpi"], ["ndpi", "ml"]])
+def test_synthetic_timeouts_batched_equals_packet_by_packet(tmp_path: Path, seed: int, layers: list[str]) -> None:
+    """Also with layers that want payload-less packets (nDPI, ML): a new flow keeps them until its layers
+    start, which the batch path does inline (engine.holding), up to the hold and past it."""
     from tests.helpers.frames import pcap_bytes
 
     path = tmp_path / "mixed.pcap"
-    path.write_bytes(pcap_bytes(_mixed_traffic(seed)))
-    config = attrs.evolve(Config().with_layers(["heuristics"]), idle_timeout=8.0, active_timeout=40.0)
+    path.write_bytes(pcap_bytes(_mixed_traffic(seed, idle=True)))
+    config = attrs.evolve(Config().with_layers(layers), idle_timeout=8.0, active_timeout=40.0)
     with Classifier(config=config) as batched, Classifier(config=config) as single:
         fast = flows_of(batched.classify_pcap(path, batched=True))
         slow = flows_of(single.classify_pcap(path, batched=False))
