@@ -387,15 +387,19 @@ class Engine:
             flow._payloads = _UNREAD
 
     def _begin(self, flow: Flow) -> None:
-        """Start the layers of a flow that kept its first packets (_Held) and hand those over, in order."""
+        """Start the layers of a flow that kept its first packets (_Held) and hand those over, in order.
+
+        What _classify would do with each: they carry no payload, so a layer that does not want such
+        packets skips them, and one that does holds them all (its ``hold_empty`` is at least as long
+        as a flow keeps them, Engine.defer), with no layer called in between."""
         held = flow.pending
         assert type(held) is _Held
         flow.pending = None
         self._start(flow, held[0])
-        for p in held:
-            if not flow.pending:
-                break
-            self._classify(flow, p, flow.direction_of(p))
+        for entry in layers_of(flow.pending):
+            layer = entry.layer
+            if layer.classify is not None and layer.info.wants_empty:
+                entry.held = list(held)
 
     def _classify(self, flow: Flow, pkt: Packet, direction: int) -> None:
         if type(flow.pending) is _Held:
