@@ -445,7 +445,6 @@ class Engine:
                 return
         if flow.pending is None:  # the last layer left
             flow.final = True
-            flow.pending = None
             _let_go(flow)
 
     def _offer(self, flow: Flow, entry: _Pending, pkt: Packet, direction: int) -> bool:
