@@ -316,8 +316,8 @@ class Engine:
         table.moved(flow)
         if pkt.proto == TCP and pkt.tcp_flags & (FIN | RST):
             table.note_tcp_flags(flow, pkt.tcp_flags, direction, ts)
-        if flow.pending and flow.pending is not opened:
-            self._classify(flow, pkt, direction)
+        if flow.pending and flow.pending is not opened and (pkt.payload or self.wants_empty):
+            self._classify(flow, pkt, direction)  # which skips a payload-less packet when no layer wants one
         return ended
 
     def tick(self, now: float) -> list[Flow]:
