@@ -220,11 +220,6 @@ class RecordWriter:
         written again; pieces end after a line (but for a line longer than PIECE), so that repeats
         whole lines.  Exact bookkeeping would need the signal handlers to wait for the write.
         """
-        if not self._held and len(lines) <= PIECE:  # one record's line, nothing held: the loop below, once
-            self._held = lines
-            self.out.write(lines)
-            self._held = ""
-            return
         if self._held:
             lines = self._held + lines
         self._held = lines

@@ -269,16 +269,16 @@ def _pcapng_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
                 return got
 
             try:
-                got = blocks.block(read)
+                frame = blocks.block(read)
             except _More:  # PcapngBlocks changes nothing before its reads are done
                 pass
             except CaptureError:
                 yield from run.batches(blocks, buf, size)  # the frames before the damage (or an earlier damage)
                 raise
             else:
-                assert got is not None  # pos < n
-                if got[1] is not None:
-                    run.read(blocks, pos + (28 if btype == 2 else 12), got[1])
+                assert not blocks.ended  # pos < n
+                if frame is not None:
+                    run.read(blocks, pos + (28 if btype == 2 else 12), frame)
                 pos = rest.tell()
                 continue
         yield from run.batches(blocks, buf, size)  # buf is about to be replaced
@@ -410,10 +410,10 @@ class _Run:
                 rest.seek(starts[b])
                 self._emitting = True
                 try:
-                    got = blocks.block(rest.read)
+                    frame = blocks.block(rest.read)
                 finally:
                     self._emitting = False
-                assert got is not None and got[1] is None, "numpy's checks of a packet block and PcapngBlocks' differ"
+                assert frame is None and not blocks.ended, "numpy's checks of a packet block and PcapngBlocks' differ"
         blocks.number = first + total - 1
 
 

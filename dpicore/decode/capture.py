@@ -246,12 +246,12 @@ class CaptureReader:
         self.linktypes = blocks.linktypes
         read = self._fh.read
         while True:
-            got = blocks.block(read)
+            frame = blocks.block(read)
             self._number = blocks.number
-            if got is None:
+            if frame is not None:
+                yield frame
+            elif blocks.ended:
                 return
-            if got[1] is not None:
-                yield got[1]
 
 
 class Interface(NamedTuple):
@@ -305,17 +305,21 @@ class PcapngBlocks:
         self.number = 0
         #: (type, length) of the block header at an offset, in the section's byte order.
         self.header = struct.Struct("<II").unpack_from
+        #: The last read found the end of the capture.
+        self.ended = False
 
-    def block(self, read: Callable[[int], bytes]) -> tuple[int, Frame | None] | None:
-        """Read one block with ``read``: None at the end of the capture, else (the block's length, the
-        frame it carries or None).  Damage raises CaptureError."""
+    def block(self, read: Callable[[int], bytes]) -> Frame | None:
+        """Read one block with ``read``: the frame it carries, or None (no packet, a packet skipped as
+        damaged, or the end of the capture: then :attr:`ended`).  Damage raises CaptureError."""
         head = read(8)
         if not head:
+            self.ended = True
             return None
         if len(head) < 8:
             raise CaptureError(self.path, "capture cut short inside a block header", self.number + 1)
         if head[:4] == PCAPNG_SHB:
-            return self._section(head, read), None
+            self._section(head, read)
+            return None
         btype, length = self.header(head)
         if length < 12 or length % 4 or length > MAX_RECORD:
             raise CaptureError(self.path, f"corrupt block (type {btype}, length {length})", self.number + 1)
@@ -325,19 +329,18 @@ class PcapngBlocks:
         if btype == 1:  # interface description
             self._interface(head, body)
         elif btype in (6, 2):  # enhanced packet / obsolete packet block
-            return length, self._packet(btype, length, body)
+            return self._packet(btype, length, body)
         elif btype == 3:  # simple packet block: no timestamp
             self.number += 1
             if not self.interfaces:
                 self._damaged("simple packet before any interface description")
-                return length, None
+                return None
             (wire,) = struct.unpack_from(self.order + "I", body, 0)
-            return length, Frame(self.number, 0.0, self.interfaces[0].linktype, body[4:4 + min(wire, len(body) - 8)],
-                                 wire)
+            return Frame(self.number, 0.0, self.interfaces[0].linktype, body[4:4 + min(wire, len(body) - 8)], wire)
         # other blocks (name resolution, statistics, custom) carry no packets
-        return length, None
+        return None
 
-    def _section(self, head: bytes, read: Callable[[int], bytes]) -> int:
+    def _section(self, head: bytes, read: Callable[[int], bytes]) -> None:
         """A section header block: a byte order, and no interfaces yet."""
         bom = read(4)
         if bom == b"\x4d\x3c\x2b\x1a":
@@ -355,7 +358,6 @@ class PcapngBlocks:
         self.order = order
         self.header = struct.Struct(order + "II").unpack_from
         self.interfaces = []
-        return length
 
     def _interface(self, head: bytes, body: bytes) -> None:
         import dpkt.pcapng
