@@ -247,6 +247,28 @@ def test_numpy_leaves_tiny_and_odd_ipv6_frames_alone(tmp_path: Path) -> None:
         assert not decode_headers(batch).ok.any()
 
 
+def test_header_rows_are_the_bytes_at_each_offset_zero_past_the_buffer() -> None:
+    """decode_headers reads every field from rows of bytes gathered at each frame's offsets; a row
+    that runs past the buffer's end (a short last frame, a garbage offset) must read zeros there,
+    never another place in the buffer."""
+    import numpy as np
+
+    from dpicore.decode.batch import _rows
+
+    rng = np.random.default_rng(7)
+    for size in (0, 1, 13, 22, 40, 41, 100, 5000):
+        b = rng.integers(0, 256, size, dtype=np.uint8)
+        for width in (14, 22, 40):
+            inside = rng.integers(0, max(size - width, 0) + 1, 50) if size >= width else np.zeros(0, np.int64)
+            anywhere = np.concatenate([rng.integers(0, size + 60, 200), [0, size, max(size - width, 0)]])
+            edges = [np.array([a], dtype=np.int64) for a in range(max(size - width - 1, 0), size + 2)]
+            for at in (inside.astype(np.int64), anywhere.astype(np.int64), *edges):
+                rows = _rows(b, at, width)
+                assert rows.shape == (len(at), width) and rows.dtype == np.uint8
+                for a, row in zip(at.tolist(), rows):
+                    assert bytes(row) == bytes(b[a:a + width]).ljust(width, b"\0"), (size, width, a)
+
+
 def test_shard_hash_from_columns_equals_shard_of_the_key(corpus: Path) -> None:
     """A worker drops the other shards' frames in numpy (fastpath.shards) and the rest by their key
     (fastpath.shard_of): both must put a flow in the same shard."""

@@ -81,7 +81,7 @@ def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
         raise CaptureError(path, "file header cut short")
     linktype = struct.unpack(order + "I", rest[16:20])[0] & 0xFFFF
     unpack = struct.Struct(order + "IIII").unpack_from
-    caplen = struct.Struct(order + "I").unpack_from
+    caplen = struct.Struct(order + "8xI").unpack_from  # a record's captured length, from its start
     header = np.dtype(order + "u4")
     buf = b""
     pos = 0
@@ -109,7 +109,7 @@ def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
         chunk += 1
         count = len(records[0])
         bad = np.flatnonzero(records[1] > MAX_RECORD)
-        stopped = caplen(buf, pos + 8)[0] if pos <= limit else 0  # the length the walk stopped at
+        stopped = caplen(buf, pos)[0] if pos <= limit else 0  # the length the walk stopped at
         if len(bad) or stopped > MAX_RECORD:
             k = int(bad[0]) if len(bad) else count
             cap = int(records[1][k]) if len(bad) else stopped
@@ -128,6 +128,8 @@ def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
 
 def _walk(buf: bytes, caplen: Callable[[bytes, int], tuple[int]]) -> tuple[list[int], int]:
     """(the start of every record that lies whole in ``buf``, from its start; where the walk stopped).
+    ``caplen`` reads a record's captured length given the record's start (the struct skips the times:
+    an addition less per record, a tenth of the loop).
 
     Only the walk from record to record is a Python loop (it reads one length per record); numpy
     reads the record headers found.  The loop does not test each length against MAX_RECORD (that
@@ -141,7 +143,7 @@ def _walk(buf: bytes, caplen: Callable[[bytes, int], tuple[int]]) -> tuple[list[
     limit = n - 16
     pos = 0
     while pos <= limit:
-        end = pos + 16 + caplen(buf, pos + 8)[0]
+        end = pos + 16 + caplen(buf, pos)[0]
         if end > n:
             break
         found(pos)
@@ -166,7 +168,7 @@ def checked_walk(buf: bytes, starts: np.ndarray, header: np.dtype, unit: float,
         pos = int(starts[-1]) + 16 + int(cap[-1])
         if pos > n:
             return None
-    if pos <= n - 16 and pos + 16 + caplen(buf, pos + 8)[0] <= n:  # the walk would have gone on
+    if pos <= n - 16 and pos + 16 + caplen(buf, pos)[0] <= n:  # the walk would have gone on
         return None
     return records, pos
 
@@ -202,11 +204,16 @@ def _read(fh, size: int, more: Callable[[float], bool] | None = None  # type: ig
     return b"".join(pieces), None
 
 
+def _items(b: np.ndarray, width: int) -> np.ndarray:
+    """Every ``width`` consecutive bytes of ``b`` as one item (a read-only view, not a copy)."""
+    return np.ndarray(shape=(max(len(b) - width + 1, 0),), dtype=np.dtype(f"V{width}"), buffer=b, strides=(1,))
+
+
 def _records(buf: bytes, starts: list[int] | np.ndarray, header: np.dtype, unit: float) -> list[np.ndarray]:
     """[frame offsets, captured lengths, original lengths, times] of the records whose 16-byte headers
     start at ``starts`` in ``buf`` (the lengths as the file says, before any check)."""
     pos = np.asarray(starts, dtype=np.int64)
-    fields = np.frombuffer(buf, dtype=np.uint8)[pos[:, None] + np.arange(16)].view(header).astype(np.int64)
+    fields = _items(np.frombuffer(buf, dtype=np.uint8), 16)[pos].view(header).reshape(-1, 4).astype(np.int64)
     cap = fields[:, 2]
     ts = fields[:, 0].astype(np.float64) + fields[:, 1].astype(np.float64) * unit
     return [pos + 16, cap, np.maximum(fields[:, 3], cap), ts]
@@ -377,8 +384,8 @@ class _Run:
         enhanced = np.ones(total, dtype=bool)
         enhanced[[*frames, *notes]] = False
         rows = np.flatnonzero(enhanced)
-        fields = np.frombuffer(buf, dtype=np.uint8)[pos[rows, None] + np.arange(28)].view(
-            np.dtype(blocks.order + "u4"))
+        fields = _items(np.frombuffer(buf, dtype=np.uint8), 28)[pos[rows]].view(
+            np.dtype(blocks.order + "u4")).reshape(-1, 7)
         length, iface, cap = (fields[:, k].astype(np.int64) for k in (1, 2, 5))
         damaged = (length % 4 != 0) | (length > MAX_RECORD) | (iface >= len(interfaces)) | (cap > length - 28)
         bad = sorted(rows[damaged].tolist() + list(notes))
@@ -459,18 +466,42 @@ class Headers:
     dst_hi: np.ndarray
 
 
-def _be16(b: np.ndarray, i: np.ndarray) -> np.ndarray:
-    return (b[i].astype(np.int64) << 8) | b[i + 1]
+def _rows(b: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
+    """``b[a:a + width]`` for each ``a`` of ``at``, as the rows of one (len(at), width) uint8 array;
+    bytes past the end of ``b`` read as zero.
+
+    One gather copies each frame's header bytes side by side, and every field is then a column:
+    reading a field as a gather per byte, at computed offsets, cost several times as much.  The
+    gather is of ``width``-byte items (a view of ``b`` with one item starting at every byte), which
+    numpy copies whole: three times faster than rows of a 2-D sliding window.
+    """
+    last = len(b) - width
+    if len(at) and int(at.max()) <= last:
+        return _items(b, width)[at].view(np.uint8).reshape(len(at), width)
+    rows = np.zeros((len(at), width), dtype=np.uint8)
+    inside = at <= last
+    if last >= 0:
+        rows[inside] = _items(b, width)[at[inside]].view(np.uint8).reshape(-1, width)
+    # The few rows that run past the buffer: from a zero-padded copy of its end.
+    tail = max(last, 0)
+    padded = np.zeros(len(b) - tail + width, dtype=np.uint8)
+    padded[:len(b) - tail] = b[tail:]
+    near = np.minimum(at[~inside], len(b)) - tail
+    rows[~inside] = _items(padded, width)[near].view(np.uint8).reshape(-1, width)
+    return rows
 
 
-def _be32(b: np.ndarray, i: np.ndarray) -> np.ndarray:
-    return (b[i].astype(np.int64) << 24) | (b[i + 1].astype(np.int64) << 16) | (b[i + 2].astype(np.int64) << 8) \
-        | b[i + 3]
+def _be16(rows: np.ndarray, col: int) -> np.ndarray:
+    return rows[:, col:col + 2].view(">u2")[:, 0].astype(np.int64)
 
 
-def _be64(b: np.ndarray, i: np.ndarray) -> np.ndarray:
-    """Big-endian 64-bit words at offsets ``i`` (uint64)."""
-    return np.ascontiguousarray(b[i[:, None] + np.arange(8)]).view(">u8").ravel().astype(np.uint64)
+def _be32(rows: np.ndarray, col: int) -> np.ndarray:
+    return rows[:, col:col + 4].view(">u4")[:, 0].astype(np.int64)
+
+
+def _be64(rows: np.ndarray, col: int) -> np.ndarray:
+    """Big-endian 64-bit words (uint64)."""
+    return rows[:, col:col + 8].view(">u8")[:, 0].astype(np.uint64)
 
 
 def _not_decoded(n: int) -> Headers:
@@ -479,76 +510,84 @@ def _not_decoded(n: int) -> Headers:
                    np.zeros(n, dtype=np.uint64))
 
 
+#: Bytes from a frame's start that hold its link header's fields (Ethernet with two VLAN tags).
+_LINK = 22
+#: Bytes from the IP header's start that hold its fields (IPv6's fixed header; IPv4's are in the first 20).
+_IP = 40
+#: Bytes from the transport header's start that hold its fields (TCP's to the flags).
+_L4 = 14
+
+
 def decode_headers(batch: Batch) -> Headers:
-    """Vectorised decode of the common case; everything else has ``ok`` False."""
+    """Vectorised decode of the common case; everything else has ``ok`` False.
+
+    A frame is ok only if every field read lies inside it (``end``); the rows of a frame too short
+    hold bytes of the next frame or zeros, and its fields are garbage nobody reads.
+    """
     n = len(batch)
     b = np.frombuffer(batch.buf, dtype=np.uint8)
-    if len(b) < 64:  # reads of too-short frames are clipped to the buffer's end: keep them inside it
-        b = np.concatenate([b, np.zeros(64, dtype=np.uint8)])
-    size = len(b)
     off, cap = batch.off, batch.cap
     end = off + cap
-    ok = np.ones(n, dtype=bool)
     vlan = np.zeros(n, dtype=np.int64)
     lt = batch.linktype
-
-    def safe(idx: np.ndarray, need: int) -> np.ndarray:
-        """Indices clipped into the buffer; frames too short for them are marked not ok."""
-        nonlocal ok
-        ok &= idx + need <= end
-        return np.minimum(idx, size - need)
+    link = _rows(b, off, _LINK)
 
     # The link layer: where the IP header starts, and whether it is IPv6 (else it must be IPv4).
     if lt == DLT_EN10MB:
-        et = _be16(b, safe(off + 12, 2))
+        ok = off + 14 <= end
+        et = _be16(link, 12)
         l3 = off + 14
-        for _ in range(2):  # 802.1Q and QinQ; the innermost tag wins, as ndpiReader reports it
-            tagged = (et == 0x8100) | (et == 0x88A8) | (et == 0x9100)
-            if not tagged.any():
-                break
-            pos = safe(np.where(tagged, l3, off), 4)
-            vlan = np.where(tagged, _be16(b, pos) & 0x0FFF, vlan)
-            et = np.where(tagged, _be16(b, pos + 2), et)
-            l3 = np.where(tagged, l3 + 4, l3)
+        tagged = (et == 0x8100) | (et == 0x88A8) | (et == 0x9100)
+        if tagged.any():  # 802.1Q and QinQ; the innermost tag wins, as ndpiReader reports it
+            ok &= ~tagged | (off + 18 <= end)
+            vlan = np.where(tagged, _be16(link, 14) & 0x0FFF, vlan)
+            et = np.where(tagged, _be16(link, 16), et)
+            l3 = np.where(tagged, off + 18, l3)
+            tagged = (et == 0x8100) | (et == 0x88A8) | (et == 0x9100)  # the untagged frames' et is no tag
+            if tagged.any():
+                ok &= ~tagged | (off + 22 <= end)
+                vlan = np.where(tagged, _be16(link, 18) & 0x0FFF, vlan)
+                et = np.where(tagged, _be16(link, 20), et)
+                l3 = np.where(tagged, off + 22, l3)
         ip6 = et == 0x86DD
         ok &= (et == 0x0800) | ip6
     elif lt == DLT_LINUX_SLL:
-        et = _be16(b, safe(off + 14, 2))
+        ok = off + 16 <= end
+        et = _be16(link, 14)
         ip6 = et == 0x86DD
         ok &= (et == 0x0800) | ip6
         l3 = off + 16
     elif lt == DLT_LINUX_SLL2:
-        et = _be16(b, safe(off, 2))
+        ok = off + 2 <= end
+        et = _be16(link, 0)
         ip6 = et == 0x86DD
         ok &= (et == 0x0800) | ip6
         l3 = off + 20
     elif lt in (DLT_RAW, DLT_RAW_OLD, DLT_RAW_OPENBSD, DLT_IPV4):
+        ok = off + 1 <= end
         l3 = off
-        ip6 = b[safe(l3, 1)] >> 4 == 6  # the version nibble, as the scalar decoder reads it
+        ip6 = link[:, 0] >> 4 == 6  # the version nibble, as the scalar decoder reads it
     elif lt in (DLT_NULL, DLT_LOOP):
-        pos = safe(off, 4)
+        ok = off + 4 <= end
         # The scalar decoder takes the smaller of the two byte orders (families are small numbers).
-        fam_be = _be32(b, pos)
-        fam_le = b[pos].astype(np.int64) | (b[pos + 1].astype(np.int64) << 8) | (b[pos + 2].astype(np.int64) << 16) \
-            | (b[pos + 3].astype(np.int64) << 24)
-        fam = np.minimum(fam_be, fam_le)
+        fam = np.minimum(_be32(link, 0), link[:, 0:4].view("<u4")[:, 0].astype(np.int64))
         ip6 = (fam == 10) | (fam == 24) | (fam == 28) | (fam == 30)
         ok &= (fam == 2) | ip6
         l3 = off + 4
     else:
         return _not_decoded(n)
 
-    # IPv4: header length, total length, no fragment.  The reads of a frame too short for them are
-    # clipped into the buffer and the frame marked not ok.
-    p3 = safe(l3, 20)
-    vihl = b[p3].astype(np.int64)
+    # IPv4: header length, total length, no fragment.
+    ok &= l3 + 20 <= end
+    ip = _rows(b, l3, _IP)
+    vihl = ip[:, 0].astype(np.int64)
     ihl = (vihl & 0x0F) * 4
-    total = _be16(b, p3 + 2)
-    frag = _be16(b, p3 + 6) & 0x3FFF
-    proto = b[p3 + 9].astype(np.int64)
+    total = _be16(ip, 2)
+    frag = _be16(ip, 6) & 0x3FFF
+    proto = ip[:, 9].astype(np.int64)
     ok4 = (vihl >> 4 == 4) & (ihl >= 20) & (total >= ihl) & (frag == 0)
-    src = _be32(b, p3 + 12)
-    dst = _be32(b, p3 + 16)
+    src = _be32(ip, 12)
+    dst = _be32(ip, 16)
     ipend = np.minimum(end, l3 + total)  # Ethernet padding dropped, snap length tolerated
     l4 = l3 + ihl
     l4wire = total - ihl
@@ -556,35 +595,33 @@ def decode_headers(batch: Batch) -> Headers:
     if ip6.any():
         # IPv6 without extension headers (the next header is the transport) and a payload length
         # (0 means a jumbogram): the rest, fragments included, goes to the scalar decoder.
-        p6 = np.minimum(l3, size - 40)
-        plen = _be16(b, p6 + 4)
-        nxt = b[p6 + 6].astype(np.int64)
-        ok6 = (l3 + 40 <= end) & (b[p6] >> 4 == 6) & (plen > 0)
-        proto = np.where(ip6, nxt, proto)
+        plen = _be16(ip, 4)
+        ok6 = (l3 + 40 <= end) & (vihl >> 4 == 6) & (plen > 0)
+        proto = np.where(ip6, ip[:, 6], proto)
         ok4 = np.where(ip6, ok6, ok4)
         ipend = np.where(ip6, np.minimum(end, l3 + 40 + plen), ipend)
         l4 = np.where(ip6, l3 + 40, l4)
         l4wire = np.where(ip6, plen, l4wire)
         i6 = np.flatnonzero(ip6)
-        at = p6[i6]
+        at = ip[i6]
         src_hi, dst_hi = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64)
-        src_hi[i6] = _be64(b, at + 8)
-        dst_hi[i6] = _be64(b, at + 24)
-        src[i6] = _be64(b, at + 16).view(np.int64)
-        dst[i6] = _be64(b, at + 32).view(np.int64)
+        src_hi[i6] = _be64(at, 8)
+        dst_hi[i6] = _be64(at, 24)
+        src[i6] = _be64(at, 16).view(np.int64)
+        dst[i6] = _be64(at, 32).view(np.int64)
     ok &= ok4 & ((proto == TCP) | (proto == UDP))
-    p4 = safe(l4, 8)
-    sport = _be16(b, p4)
-    dport = _be16(b, p4 + 2)
     tcp = proto == TCP
-    pt = safe(np.where(tcp, l4, off), 20)
-    doff = (b[pt + 12].astype(np.int64) >> 4) * 4
+    ok &= np.where(tcp, l4 + 20, l4 + 8) <= end
+    t = _rows(b, l4, _L4)
+    sport = _be16(t, 0)
+    dport = _be16(t, 2)
+    doff = (t[:, 12].astype(np.int64) >> 4) * 4
     ok &= np.where(tcp, (l4 + 20 <= ipend) & (doff >= 20) & (l4 + doff <= ipend), l4 + 8 <= ipend)
-    flags = np.where(tcp, b[pt + 13], 0).astype(np.int64)
+    flags = np.where(tcp, t[:, 13], 0).astype(np.int64)
     hlen = np.where(tcp, doff, 8)
     pay = l4 + hlen
     paylen = ipend - pay
-    seq = np.where(tcp, _be32(b, pt + 4), 0)
+    seq = np.where(tcp, _be32(t, 4), 0)
     paywire = np.maximum(l4wire - hlen, 0)
     return Headers(ok, proto, vlan, src, dst, sport, dport, flags, paylen, l3, pay, ipend, seq, paywire,
                    ip6 & ok, src_hi, dst_hi)
