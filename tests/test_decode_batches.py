@@ -1,8 +1,10 @@
-"""The batch reader of pcapng files (``dpicore.decode.batch._pcapng_batches``) against the frame-by-frame
+"""The batch readers of pcap and pcapng files (``dpicore.decode.batch``) against the frame-by-frame
 reader (``CaptureReader``), the reference: the same frames (number, time, link type, bytes, wire length)
-and the same damage (packet number, message) on random files — sections of either byte order,
-interfaces of several link types and timestamp resolutions, packet blocks of every kind, blocks that
-carry no packet, damage, files cut short, gzip — read whole and in chunks far smaller than a block.
+and the same damage (packet number, message) on random files — pcap of either byte order and
+resolution; pcapng sections of either byte order, interfaces of several link types and timestamp
+resolutions, packet blocks of every kind, blocks that carry no packet — with damage, cut short,
+gzip, read whole and in chunks far smaller than a record (a plain pcap file reads the record a chunk
+ends inside again with the next chunk; gzip joins the pieces).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 from dpicore.decode import CaptureError, CaptureReader
 from dpicore.decode import batch as B
 from dpicore.decode import capture as C
-from tests.helpers.frames import _block, _opt, eth, pcapng_bytes, udp4
+from tests.helpers.frames import _block, _opt, eth, pcap_bytes, pcapng_bytes, udp4
 
 LINKTYPES = [1, 113, 101, 276]
 #: if_tsresol bytes: none (µs), decimal ones (ms, µs, ns, 10**19, 10**20: past a 64-bit count), binary ones.
@@ -83,11 +85,28 @@ def pcapng_files(draw: Any) -> bytes:
                 out.append(_block(o, draw(st.sampled_from([6, 2])), bytes(draw(st.sampled_from([0, 4, 8, 16])))))
             else:  # name resolution, statistics, a custom block: no packet
                 out.append(_block(o, draw(st.sampled_from([4, 5, 0xBAD, 0x40000BAD])), _padded(data[:40])))
-    data = bytearray(b"".join(out))
+    return _damaged(draw, bytearray(b"".join(out)), 28)
+
+
+@st.composite
+def pcap_files(draw: Any) -> bytes:
+    """A pcap file of either byte order and resolution, with damage as pcapng_files has it."""
+    records = [(1_600_000_000 + draw(st.integers(0, 10**6)) / 1000, draw(st.binary(max_size=700)))
+               for _ in range(draw(st.integers(0, 40)))]
+    data = bytearray(pcap_bytes([(ts, frame, len(frame) + draw(st.sampled_from([0, 0, 1, 1500])))
+                                 for ts, frame in records],
+                                linktype=draw(st.sampled_from(LINKTYPES)), nano=draw(st.booleans()),
+                                big=draw(st.booleans())))
+    return _damaged(draw, data, 24)
+
+
+def _damaged(draw: Any, data: bytearray, start: int) -> bytes:
+    """``data`` with up to two pieces of damage from ``start`` on: cut, a word or a byte overwritten,
+    bytes inserted."""
     for damage in draw(st.lists(st.sampled_from(["cut", "word", "byte", "insert"]), max_size=2)):
-        if len(data) < 40:
+        if len(data) < start + 12:
             break
-        at = draw(st.integers(28, len(data) - 4))
+        at = draw(st.integers(start, len(data) - 4))
         if damage == "cut":
             del data[at:]
         elif damage == "word":  # a length, a field or packet bytes: whatever lies there
@@ -167,6 +186,24 @@ def test_pcapng_in_chunks_smaller_than_a_block(tmp_path: Path, monkeypatch: pyte
 def test_gzip_pcapng_cut_anywhere(tmp_path: Path, data: bytes, cut: float) -> None:
     packed = gzip.compress(data)
     _same(tmp_path / "x.pcapng.gz", packed[:max(20, int(len(packed) * cut))])
+
+
+@settings(max_examples=200, **_FILES)
+@given(data=pcap_files())
+def test_batches_of_a_pcap_file_are_its_frames(tmp_path: Path, data: bytes) -> None:
+    _same(tmp_path / "x.pcap", data)
+
+
+@settings(max_examples=200, **_FILES)
+@given(data=pcap_files(), chunk=st.integers(1, 300), gz=st.booleans())
+def test_pcap_in_chunks_smaller_than_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes,
+                                             chunk: int, gz: bool) -> None:
+    """Every record crosses a chunk's end: a plain file reads it again from its start with the next
+    chunk, gzip joins the pieces; records over the bound are damage in both readers."""
+    monkeypatch.setattr(B, "CHUNK", chunk)
+    monkeypatch.setattr(B, "MAX_RECORD", 1024)
+    monkeypatch.setattr(C, "MAX_RECORD", 1024)
+    _same(tmp_path / "x.pcap", gzip.compress(data) if gz else data)
 
 
 def test_a_large_pcapng_is_read_in_batches_of_its_chunks(tmp_path: Path) -> None:
