@@ -69,7 +69,7 @@ def batches(path: str, size: int = BATCH, walks: SharedWalks | None = None, skip
                                      rewind=not reader.pipe and reader._fh is reader._base)
         else:
             yield from _pcapng_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None,
-                                       skip=skip)
+                                       skip=skip, rewind=not reader.pipe and reader._fh is reader._base)
     finally:
         reader.close()
 
@@ -242,9 +242,11 @@ def _emit(linktype: int, buf: bytes, records: list[np.ndarray], first: int, size
 
 
 def _pcapng_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
-                    more: Callable[[float], bool] | None = None, skip: Skip | None = None) -> Iterator[Batch]:
+                    more: Callable[[float], bool] | None = None, skip: Skip | None = None,
+                    rewind: bool = False) -> Iterator[Batch]:
     """Batches of a pcapng capture, read in chunks as :func:`_pcap_batches` reads a pcap (from a pipe,
-    ``more``, a chunk is what has arrived).
+    ``more``, a chunk is what has arrived; from a plain file, ``rewind``, the block a chunk ends inside
+    is read again with the next chunk).
 
     A Python step per block walks from one enhanced packet block to the next
     (:func:`_walk_pcapng`), over the blocks that carry no packet and change
@@ -303,9 +305,12 @@ def _pcapng_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
                 pos = rest.tell()
                 continue
         yield from run.batches(blocks, buf, size)  # buf is about to be replaced
+        if rewind and pos:
+            fh.seek(pos - len(buf), io.SEEK_CUR)
+            buf, pos = b"", 0
         data, broken = _read(fh, CHUNK, more)
         eof = not data or broken is not None
-        buf, pos = buf[pos:] + data, 0
+        buf, pos = buf[pos:] + data if buf else data, 0
 
 
 class _More(Exception):
