@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dpicore.model import Flow, FlowKey, Verdict, parse_ip
-from dpicore.output import RecordWriter, flow_record, jsonl_line
+from dpicore.output import RecordWriter, _clean, flow_record, jsonl_line
 
 
 def reference(value: object) -> str:
@@ -68,6 +68,19 @@ def test_flow_record_cleans_metadata_and_keeps_key_order() -> None:
     writer.write(record)
     assert json.loads(out.getvalue()) == record
     assert out.getvalue() == reference(record) + "\n"
+
+
+def test_plain_metadata_is_copied_into_the_record() -> None:
+    """Metadata of text keys and plain values (the usual verdict's) goes into the record as it is, but
+    as a copy: a caller changing the record must not change the flow's verdict."""
+    metadata = {"sni": "example.org", "port": 443, "resumed": False, "alpn": None}
+    flow = _flow(metadata)
+    record = flow_record(flow)
+    assert record["metadata"] == {**metadata, "app": "Google", "errors": ["x: boom"]}
+    record["metadata"]["sni"] = "changed"
+    assert flow.verdict.metadata["sni"] == "example.org"
+    assert _clean(metadata) == metadata and _clean(metadata) is not metadata
+    assert _clean({"n": {"k": "v"}})["n"] == {"k": "v"}
 
 
 def test_rounded_is_round() -> None:
