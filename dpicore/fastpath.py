@@ -52,7 +52,7 @@ from .decode.source import CaptureSource
 from .decode.walks import SharedWalks
 from .engine import Engine, holding, passes, watchers
 from .flowtable import CLOSE_AT, CLOSING, FlowTable
-from .model import C2S, FIN, RST, S2C, SYN, Flow, FlowKey, Packet
+from .model import C2S, FIN, RST, S2C, SYN, Flow, FlowKey, Packet, new_key
 
 
 def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, int] | None = None,
@@ -372,9 +372,6 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse
 
 
-#: FlowKey's own constructor, without the generated ``__new__`` (a Python function) around it: a batch
-#: makes a key for each of its flows.
-_key = tuple.__new__
 
 
 def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[list[list[int]]], list[FlowKey]]]:
@@ -391,7 +388,7 @@ def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[li
     is_a = a <= b
 
     def keys(rows: list[list[int]]) -> list[FlowKey]:
-        return [_key(FlowKey, (pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF,
+        return [new_key(FlowKey, (pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF,
                                (hi >> 16).to_bytes(4, "big"), hi & 0xFFFF)) for lo, hi, pv in rows]
     return rows, frames, is_a, keys
 
@@ -411,7 +408,7 @@ def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[li
     rows[:, 6] = ((h.proto[frames] << 12) | h.vlan[frames]).astype(u)
 
     def keys(rows: list[list[int]]) -> list[FlowKey]:
-        return [_key(FlowKey, (pv >> 12, pv & 0xFFF, ((a_hi << 64) | a_lo).to_bytes(16, "big"), a_port,
+        return [new_key(FlowKey, (pv >> 12, pv & 0xFFF, ((a_hi << 64) | a_lo).to_bytes(16, "big"), a_port,
                                ((b_hi << 64) | b_lo).to_bytes(16, "big"), b_port))
                 for a_hi, a_lo, a_port, b_hi, b_lo, b_port, pv in rows]
     return rows, frames, ~swap, keys

@@ -146,6 +146,11 @@ class FlowKey(NamedTuple):
         return cls(pkt.proto, pkt.vlan, a[0], a[1], b[0], b[1])
 
 
+#: FlowKey's own constructor without the generated ``__new__`` (a Python function) around it, for the
+#: places that make a key per flow: ``new_key(FlowKey, (proto, vlan, addr_a, port_a, addr_b, port_b))``.
+new_key = tuple.__new__
+
+
 @attrs.define(slots=True)
 class Verdict:
     """One layer's answer about a flow.
