@@ -156,8 +156,10 @@ def starts(*prefixes: bytes | str) -> frozenset[int]:
 def found(protocol: str, confidence: float = STRONG, watch: int = 0, app: str | None = None,
           watch_for: re.Pattern[bytes] | None = None, **metadata: Any) -> Verdict:
     """A verdict from this layer; metadata with None values is left out."""
-    return Verdict(protocol, LAYER_ID, confidence, app=app,
-                   metadata={k: v for k, v in metadata.items() if v is not None}, watch=watch, watch_for=watch_for)
+    # Positional (protocol, source, confidence, app, category, metadata, watch, watch_for): by keywords
+    # CPython matched each against the attrs __init__'s parameters, once for every flow a heuristic names.
+    return Verdict(protocol, LAYER_ID, confidence, app, None,
+                   {k: v for k, v in metadata.items() if v is not None}, watch, watch_for)
 
 
 def text(data: bytes, limit: int = 256) -> str:
