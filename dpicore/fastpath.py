@@ -372,8 +372,6 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse
 
 
-
-
 def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[list[list[int]]], list[FlowKey]]]:
     """Flow rows of the numpy-decoded IPv4 frames: both endpoints (address << 16 | port, lower first)
     and proto << 12 | vlan, with the frames' indices, whether each frame's source is the lower
@@ -389,7 +387,7 @@ def _rows4(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[li
 
     def keys(rows: list[list[int]]) -> list[FlowKey]:
         return [new_key(FlowKey, (pv >> 12, pv & 0xFFF, (lo >> 16).to_bytes(4, "big"), lo & 0xFFFF,
-                               (hi >> 16).to_bytes(4, "big"), hi & 0xFFFF)) for lo, hi, pv in rows]
+                                  (hi >> 16).to_bytes(4, "big"), hi & 0xFFFF)) for lo, hi, pv in rows]
     return rows, frames, is_a, keys
 
 
@@ -409,7 +407,7 @@ def _rows6(h: Headers) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[li
 
     def keys(rows: list[list[int]]) -> list[FlowKey]:
         return [new_key(FlowKey, (pv >> 12, pv & 0xFFF, ((a_hi << 64) | a_lo).to_bytes(16, "big"), a_port,
-                               ((b_hi << 64) | b_lo).to_bytes(16, "big"), b_port))
+                                  ((b_hi << 64) | b_lo).to_bytes(16, "big"), b_port))
                 for a_hi, a_lo, a_port, b_hi, b_lo, b_port, pv in rows]
     return rows, frames, ~swap, keys
 

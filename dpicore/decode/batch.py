@@ -61,15 +61,15 @@ def batches(path: str, size: int = BATCH, walks: SharedWalks | None = None, skip
     ``skip``: told of each damaged pcapng packet block skipped (see PcapngBlocks; None: it ends the file)."""
     reader = CaptureReader(path, skip)  # validates the file the same way the frame path does
     try:
+        # From a pipe (tcpdump -w - | dpi classify /dev/stdin) a batch is what has arrived, not a whole
+        # chunk: a slow capture must not wait for 4 MB before its first flow is classified.
+        more = reader.more_within if reader.pipe else None
+        rewind = not reader.pipe and reader._fh is reader._base  # a plain file, not gzip (see _next_chunk)
         if reader.format == "pcap":
-            # From a pipe (tcpdump -w - | dpi classify /dev/stdin) a batch is what has arrived, not a
-            # whole chunk: a slow capture must not wait for 4 MB before its first flow is classified.
-            yield from _pcap_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None,
-                                     walks=None if reader.pipe else walks,
-                                     rewind=not reader.pipe and reader._fh is reader._base)
+            yield from _pcap_batches(path, reader._fh, size, more=more, walks=None if reader.pipe else walks,
+                                     rewind=rewind)
         else:
-            yield from _pcapng_batches(path, reader._fh, size, more=reader.more_within if reader.pipe else None,
-                                       skip=skip, rewind=not reader.pipe and reader._fh is reader._base)
+            yield from _pcapng_batches(path, reader._fh, size, more=more, skip=skip, rewind=rewind)
     finally:
         reader.close()
 
@@ -77,14 +77,7 @@ def batches(path: str, size: int = BATCH, walks: SharedWalks | None = None, skip
 def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
                   more: Callable[[float], bool] | None = None, walks: SharedWalks | None = None,
                   rewind: bool = False) -> Iterator[Batch]:
-    """Batches of a pcap file, read in chunks of CHUNK bytes.
-
-    ``rewind``: ``fh`` is a plain file that seeks cheaply.  The record a chunk ends inside is then read
-    again from its start with the next chunk, instead of copied in front of it: one fresh chunk per
-    chunk rather than two, and the memory of the one before is reused as it is freed (joining them
-    cost a copy of each chunk and a page fault per 4 KB of the file, a tenth of a run's time on the
-    shared captures).
-    """
+    """Batches of a pcap file, read in chunks of CHUNK bytes (:func:`_next_chunk`)."""
     order, unit = PCAP_MAGICS[fh.read(4)]
     rest = fh.read(20)
     if len(rest) < 20:
@@ -99,14 +92,7 @@ def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
     chunk = 0
     eof = False
     while not eof:
-        if rewind and pos:  # pos: the walk moved (a record longer than the chunk is joined, below)
-            fh.seek(pos - len(buf), io.SEEK_CUR)
-            buf = b""
-            pos = 0
-        data, broken = _read(fh, CHUNK, more)
-        if not data or broken is not None:
-            eof = True
-        buf = buf[pos:] + data if buf else data
+        buf, eof, broken = _next_chunk(fh, buf, pos, rewind, more)
         n = len(buf)
         limit = n - 16
         # The walk is a function of buf alone, and every process reading the file makes the same bufs:
@@ -218,6 +204,25 @@ def _read(fh, size: int, more: Callable[[float], bool] | None = None  # type: ig
     return b"".join(pieces), None
 
 
+def _next_chunk(fh, buf: bytes, pos: int, rewind: bool,  # type: ignore[no-untyped-def]
+                more: Callable[[float], bool] | None) -> tuple[bytes, bool, Exception | None]:
+    """(the next chunk to walk, whether the capture ended, the error that stopped the reading early):
+    ``buf`` from ``pos`` on (a record or block the previous chunk ended inside), then up to CHUNK more bytes.
+
+    ``rewind``: ``fh`` is a plain file that seeks cheaply.  The unfinished record is then read again
+    from its start with the next chunk, instead of copied in front of it: one fresh buffer per chunk
+    rather than two, and the memory of the one before is reused as it is freed (joining them cost a
+    copy of each chunk and a page fault per 4 KB of the file, a tenth of a run's time on the shared
+    captures).  A record longer than the chunk (``pos`` 0: the walk did not move), a pipe and gzip
+    are joined.
+    """
+    if rewind and pos:
+        fh.seek(pos - len(buf), io.SEEK_CUR)
+        buf = b""
+    data, broken = _read(fh, CHUNK, more)
+    return (buf[pos:] + data if buf else data), not data or broken is not None, broken
+
+
 def _items(b: np.ndarray, width: int) -> np.ndarray:
     """Every ``width`` consecutive bytes of ``b`` as one item (a read-only view, not a copy)."""
     return np.ndarray(shape=(max(len(b) - width + 1, 0),), dtype=np.dtype(f"V{width}"), buffer=b, strides=(1,))
@@ -305,12 +310,8 @@ def _pcapng_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
                 pos = rest.tell()
                 continue
         yield from run.batches(blocks, buf, size)  # buf is about to be replaced
-        if rewind and pos:
-            fh.seek(pos - len(buf), io.SEEK_CUR)
-            buf, pos = b"", 0
-        data, broken = _read(fh, CHUNK, more)
-        eof = not data or broken is not None
-        buf, pos = buf[pos:] + data if buf else data, 0
+        buf, eof, broken = _next_chunk(fh, buf, pos, rewind, more)
+        pos = 0
 
 
 class _More(Exception):
@@ -556,18 +557,14 @@ def decode_headers(batch: Batch) -> Headers:
         ok = off + 14 <= end
         et = _be16(link, 12)
         l3 = off + 14
-        tagged = (et == 0x8100) | (et == 0x88A8) | (et == 0x9100)
-        if tagged.any():  # 802.1Q and QinQ; the innermost tag wins, as ndpiReader reports it
-            ok &= ~tagged | (off + 18 <= end)
-            vlan = np.where(tagged, _be16(link, 14) & 0x0FFF, vlan)
-            et = np.where(tagged, _be16(link, 16), et)
-            l3 = np.where(tagged, off + 18, l3)
-            tagged = (et == 0x8100) | (et == 0x88A8) | (et == 0x9100)  # the untagged frames' et is no tag
-            if tagged.any():
-                ok &= ~tagged | (off + 22 <= end)
-                vlan = np.where(tagged, _be16(link, 18) & 0x0FFF, vlan)
-                et = np.where(tagged, _be16(link, 20), et)
-                l3 = np.where(tagged, off + 22, l3)
+        for tag in (14, 18):  # 802.1Q and QinQ; the innermost tag wins, as ndpiReader reports it
+            tagged = (et == 0x8100) | (et == 0x88A8) | (et == 0x9100)  # an untagged frame's et is no tag
+            if not tagged.any():
+                break
+            ok &= ~tagged | (off + tag + 4 <= end)
+            vlan = np.where(tagged, _be16(link, tag) & 0x0FFF, vlan)
+            et = np.where(tagged, _be16(link, tag + 2), et)
+            l3 = np.where(tagged, off + tag + 4, l3)
         ip6 = et == 0x86DD
         ok &= (et == 0x0800) | ip6
     elif lt == DLT_LINUX_SLL:
