@@ -137,7 +137,7 @@ def _label_expected(flows: list[Flow], entry: dict[str, Any], summaries: dict[Fl
     rules = _expected_rules(entry)
     for flow in flows:
         summary = summaries.get(flow)
-        if summary is None or (summary.first[0] is None and summary.first[1] is None):
+        if summary is None or not summary.has_payload:
             continue  # expected.json names payload-carrying flows only
         transport = transport_name(flow.proto)
         for t, lo, hi, label in rules:

@@ -25,7 +25,7 @@ from .model import Forest
 
 def observable(summary: FlowSummary) -> bool:
     """False for a TCP/UDP flow with no payload in the packets the model sees."""
-    return summary.transport not in (TCP, UDP) or summary.first[0] is not None or summary.first[1] is not None
+    return summary.transport not in (TCP, UDP) or summary.has_payload
 
 
 def predict(forest: Forest, summaries: Sequence[FlowSummary]) -> tuple[list[str], np.ndarray]:

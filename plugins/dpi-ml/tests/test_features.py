@@ -79,8 +79,10 @@ def test_udp_same_ports_and_short_payload() -> None:
 def test_only_the_first_packets_count() -> None:
     s = FlowSummary(TCP, 1234, 80)
     full = [s.add(float(i), i % 2, 10 * i, 0x18, b"x" * i) for i in range(N_PACKETS + 3)]
-    assert full.index(True) == N_PACKETS - 1 and len(s) == N_PACKETS
-    assert s.first[1] == b"x" and s.first[0] == b"xx"  # packet 0 had no payload
+    assert full.index(True) == N_PACKETS - 1 and s.count == N_PACKETS
+    # Packet 0 had no payload: (scanned length, printable bytes, distinct bytes, leading bytes).
+    assert s.first(1) == (1, 1, 1, b"x") and s.first(0) == (2, 2, 1, b"xx") and s.first_index == (2, 1)
+    assert [p[0] for p in s.packets()] == [float(i) for i in range(N_PACKETS)]
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x00", bytes(range(256)) * 8, b"\xff" * 70000])
@@ -92,7 +94,7 @@ def test_hostile_payloads_never_raise(payload: bytes) -> None:
     assert v.shape == (N_FEATURES,) and np.all(np.isfinite(v))
     assert column(v, "p1_iat") == 0.0
     if payload:
-        assert len(s.first[0] or b"") == min(len(payload), N_SCAN)
+        assert s.first(0)[0] == min(len(payload), N_SCAN)  # type: ignore[index]
 
 
 def test_matrix_stacks_vectors_and_payloadless_flows_are_not_observable() -> None:
@@ -103,3 +105,26 @@ def test_matrix_stacks_vectors_and_payloadless_flows_are_not_observable() -> Non
     assert matrix([]).shape == (0, N_FEATURES)
     assert not observable(a) and observable(b)
     assert observable(FlowSummary(1))  # ICMP: the transport names it
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_counts_kept_at_arrival_give_the_columns_of_the_whole_payload(seed: int) -> None:
+    """The summary keeps counts, not the payload: its columns must equal those read off the payload itself."""
+    rng = np.random.default_rng(seed)
+    payloads = [rng.integers(0, 256 if seed % 2 else 128, int(rng.integers(1, 600)), dtype=np.uint8).tobytes()
+                for _ in range(2)]
+    s = FlowSummary(TCP, 1, 2)
+    s.add(0.0, 0, 0, SYN, b"")
+    for d, p in enumerate(payloads):
+        s.add(1.0 + d, d, len(p), 0x18, p)
+    v = vector(s)
+    for d, p in zip(("c2s", "s2c"), payloads):
+        raw = np.frombuffer(p[:N_SCAN], dtype=np.uint8)
+        printable = np.isin(raw, list(range(32, 127)) + [9, 10, 13])
+        assert column(v, f"{d}_printable") == np.count_nonzero(printable) / raw.size
+        assert column(v, f"{d}_distinct") == np.unique(raw).size / raw.size
+        assert [column(v, f"{d}_b{j}") for j in range(N_BYTES)] == (
+            [float(b) for b in raw[:N_BYTES]] + [MISSING] * (N_BYTES - min(raw.size, N_BYTES)))
+        assert column(v, f"{d}_len") == len(p)
+        assert column(v, f"{d}_len_0_2be_0") == (float(int.from_bytes(p[:2], "big") == len(p)) if len(p) >= 2
+                                                 else MISSING)

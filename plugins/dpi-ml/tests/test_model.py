@@ -45,7 +45,7 @@ def test_inference_equals_scikit_learn_on_held_out_flows(fitted: Any, held_out_s
 def test_byte_guards_refuse_answers_that_contradict_a_protocols_first_bytes(fitted: Any,
                                                                             train_samples: list[Sample]) -> None:
     _, forest = fitted
-    tls = [s for s in train_samples if s.label == "TLS" and s.summary.first[0]]
+    tls = [s for s in train_samples if s.label == "TLS" and s.summary.first(0)]
     assert tls and forest.guards
     x = matrix([tls[0].summary])
     names, conf = forest.predict(x)
