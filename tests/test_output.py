@@ -265,6 +265,40 @@ def test_the_cli_output_passes_each_write_on_where_a_write_can_wait(tmp_path: Pa
         assert not pipe_out.write_through
         _pass_writes_on(pipe_out)
         assert pipe_out.write_through
+    # Python run unbuffered (PYTHONUNBUFFERED, -u) writes standard output through: a file's is buffered again.
+    with open(tmp_path / "stdout", "wb", buffering=0) as raw, io.TextIOWrapper(raw, write_through=True) as unbuffered:
+        _pass_writes_on(unbuffered)
+        assert not unbuffered.write_through
+
+
+def test_records_to_a_file_from_unbuffered_python_are_written_in_blocks(tmp_path: Path) -> None:
+    """PYTHONUNBUFFERED made `dpi classify > file` one write system call per record (counted by the kernel:
+    /proc/self/io's syscw at exit); the records stay the same."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers.frames import eth, udp4, write_pcap
+
+    capture = tmp_path / "dns.pcap"
+    write_pcap(capture, [eth(udp4(sport=20000 + i, payload=bytes(12))) for i in range(400)])
+    probe = ("import sys\nfrom dpicore.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
+             "    sys.stdout.flush()\n    print(open('/proc/self/io').read(), file=sys.stderr)\n")
+    records, writes = [], []
+    for unbuffered in (True, False):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        if unbuffered:
+            env["PYTHONUNBUFFERED"] = "1"
+        out = tmp_path / f"records-{unbuffered}.jsonl"
+        with open(out, "wb") as fh:
+            proc = subprocess.run([sys.executable, "-c", probe, "classify", "-q", "-f", "jsonl", "-l", "heuristics",
+                                   str(capture)], stdout=fh, stderr=subprocess.PIPE, env=env, text=True)
+        assert proc.returncode == 0, proc.stderr
+        records.append(out.read_bytes())
+        writes.append(int(proc.stderr.split("syscw:")[1].split()[0]))
+    assert records[0] == records[1] and records[0].count(b"\n") == 400
+    assert writes[0] < 40, writes  # 400 records: one call each before
+    assert abs(writes[0] - writes[1]) <= 5, writes
 
 
 def test_format_ip_is_the_same_text_from_its_table_and_for_any_bytes_like() -> None:
