@@ -96,15 +96,15 @@ class FlowSummary(bytearray):
     """The few facts per packet the model needs, collected in the layer's per-packet hook.
 
     The layer holds one summary per flow it is still watching, so it is one
-    packed buffer (a bytearray, no GC header, no attribute slots): a fixed
+    packed buffer (a bytearray subclass without attribute slots): a fixed
     part, then 15 bytes per packet.  Of each direction's first payload it
     keeps what the features read, counted when it arrives (its printable and
     distinct bytes over the first N_SCAN, and its leading N_BYTES), not the
-    payload itself.  A million undecided flows cost ~0.14 KB each instead of
-    the ~0.25 KB of Python objects (a list of boxed numbers, a payload copy)
-    it was, and ~0.2 KB rather than ~1 KB once a flow has its eight packets
-    and two first payloads; the numbers are computed once, when the flow is
-    predicted (:func:`vector`).  Equal features either way: the counts are
+    payload itself.  An undecided flow of one packet costs ~0.14 KB instead
+    of the ~0.25 KB of Python objects (a list of boxed numbers, a payload
+    copy) it was, and one with its eight packets and two first payloads
+    ~0.26 KB rather than 0.8-1.25 KB; the numbers are computed once, when the
+    flow is predicted (:func:`vector`).  Equal features either way: the counts are
     integers and the ratios the same divisions.
     """
 
