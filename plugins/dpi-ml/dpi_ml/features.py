@@ -118,7 +118,11 @@ class FlowSummary(bytearray):
         n = self[2]
         if n >= N_PACKETS:
             return True
-        self += _PACKET.pack(ts, direction, size, flags)
+        try:
+            record = _PACKET.pack(ts, direction, size, flags)
+        except struct.error:  # a Packet made through the API with values no capture gives
+            record = _PACKET.pack(ts, 1 if direction else 0, min(max(size, 0), 0xFFFFFFFF), flags & 0xFFFF)
+        self += record
         self[2] = n + 1
         if payload:
             d = 1 if direction else 0

@@ -128,3 +128,12 @@ def test_counts_kept_at_arrival_give_the_columns_of_the_whole_payload(seed: int)
         assert column(v, f"{d}_len") == len(p)
         assert column(v, f"{d}_len_0_2be_0") == (float(int.from_bytes(p[:2], "big") == len(p)) if len(p) >= 2
                                                  else MISSING)
+
+
+def test_packet_values_no_capture_gives_are_clamped_not_raised() -> None:
+    """A Packet made through the API can carry any int: a negative size, flags past 16 bits, a size past 32."""
+    s = FlowSummary(TCP, 1, 2)
+    s.add(1.0, 0, -5, 0x1FF18, b"ab")
+    s.add(2.0, 7, 2 ** 40, 0x10, b"")
+    assert s.packets() == [(1.0, 0, 0, 0xFF18), (2.0, 1, 0xFFFFFFFF, 0x10)]
+    assert vector(s).shape == (N_FEATURES,)
