@@ -81,12 +81,15 @@ def feature_spec() -> dict[str, object]:
             "names": list(FEATURE_NAMES)}
 
 
-#: A FlowSummary's fixed part: done, transport, packets recorded, index + 1 of the packet that carried the first
-#: payload per direction (0: none yet), client port, server port; then per direction the first payload's
-#: scanned length (at most N_SCAN), printable and distinct byte counts, and leading N_BYTES bytes.
-_START = struct.Struct(f"<BBBBBHH{'HHH%ds' % N_BYTES * 2}")
+#: A FlowSummary's head: done, transport, packets recorded, index + 1 of the packet that carried the first
+#: payload per direction (0: none yet), client port, server port; the byte offsets of the first five.
+_HEAD = struct.Struct("<BBBBBHH")
+_DONE, _TRANSPORT, _COUNT, _INDEX = 0, 1, 2, 3
+#: Then per direction the first payload's scanned length (at most N_SCAN), printable and distinct byte
+#: counts, and leading N_BYTES bytes (zeros while the direction sent none); then the packets.
 _FIRST = struct.Struct(f"<HHH{N_BYTES}s")
-_FIRST_AT = (_START.size - 2 * _FIRST.size, _START.size - _FIRST.size)
+_FIRST_AT = (_HEAD.size, _HEAD.size + _FIRST.size)
+_PACKETS_AT = _HEAD.size + 2 * _FIRST.size
 #: Each packet: time, direction, payload size on the wire, TCP flags.
 _PACKET = struct.Struct("<dBIH")
 _PRINTABLE_BYTES = bytes(np.flatnonzero(_PRINTABLE).tolist())
@@ -111,11 +114,12 @@ class FlowSummary(bytearray):
     __slots__ = ()
 
     def __init__(self, transport: int, client_port: int = 0, server_port: int = 0) -> None:
-        super().__init__(_START.pack(0, transport, 0, 0, 0, client_port, server_port, 0, 0, 0, b"", 0, 0, 0, b""))
+        super().__init__(_PACKETS_AT)
+        _HEAD.pack_into(self, 0, 0, transport, 0, 0, 0, client_port, server_port)
 
     def add(self, ts: float, direction: int, size: int, flags: int, payload: bytes) -> bool:
         """Record one packet; True once :data:`N_PACKETS` packets are in."""
-        n = self[2]
+        n = self[_COUNT]
         if n >= N_PACKETS:
             return True
         try:
@@ -123,11 +127,11 @@ class FlowSummary(bytearray):
         except struct.error:  # a Packet made through the API with values no capture gives
             record = _PACKET.pack(ts, 1 if direction else 0, min(max(size, 0), 0xFFFFFFFF), flags & 0xFFFF)
         self += record
-        self[2] = n + 1
+        self[_COUNT] = n + 1
         if payload:
             d = 1 if direction else 0
-            if not self[3 + d]:
-                self[3 + d] = n + 1
+            if not self[_INDEX + d]:
+                self[_INDEX + d] = n + 1
                 scan = bytes(payload[:N_SCAN])
                 printable = len(scan) - len(scan.translate(None, _PRINTABLE_BYTES))
                 _FIRST.pack_into(self, _FIRST_AT[d], len(scan), printable, len(set(scan)), scan)
@@ -138,47 +142,47 @@ class FlowSummary(bytearray):
     @property
     def count(self) -> int:
         """Packets recorded (at most :data:`N_PACKETS`)."""
-        return self[2]
+        return self[_COUNT]
 
     @property
     def done(self) -> bool:
         """Set once the layer has answered (or abstained) for this flow."""
-        return bool(self[0])
+        return bool(self[_DONE])
 
     @done.setter
     def done(self, value: bool) -> None:
-        self[0] = 1 if value else 0
+        self[_DONE] = 1 if value else 0
 
     @property
     def transport(self) -> int:
-        return self[1]
+        return self[_TRANSPORT]
 
     @property
     def client_port(self) -> int:
-        return int.from_bytes(self[5:7], "little")
+        return _HEAD.unpack_from(self)[5]
 
     @property
     def server_port(self) -> int:
-        return int.from_bytes(self[7:9], "little")
+        return _HEAD.unpack_from(self)[6]
 
     def packets(self) -> list[tuple[float, int, int, int]]:
         """(time, direction, payload size on the wire, TCP flags) of each recorded packet, in order."""
-        return list(_PACKET.iter_unpack(self[_START.size:_START.size + _PACKET.size * self[2]]))
+        return list(_PACKET.iter_unpack(self[_PACKETS_AT:_PACKETS_AT + _PACKET.size * self[_COUNT]]))
 
     @property
     def first_index(self) -> tuple[int, int]:
         """Index of the packet that carried the first payload, client to server and back (-1: none)."""
-        return self[3] - 1, self[4] - 1
+        return self[_INDEX] - 1, self[_INDEX + 1] - 1
 
     @property
     def has_payload(self) -> bool:
         """Some recorded packet carried payload (in either direction)."""
-        return bool(self[3] or self[4])
+        return bool(self[_INDEX] or self[_INDEX + 1])
 
     def first(self, direction: int) -> tuple[int, int, int, bytes] | None:
         """The first payload of a direction as kept: (scanned length, printable bytes, distinct bytes,
         leading bytes); None when the direction sent none yet."""
-        if not self[3 + direction]:
+        if not self[_INDEX + direction]:
             return None
         length, printable, distinct, head = _FIRST.unpack_from(self, _FIRST_AT[direction])
         return length, printable, distinct, head[:min(length, N_BYTES)]
