@@ -36,22 +36,35 @@ REASON_DECIDED = "decided"
 REASON_ERROR = "error"
 
 
-@attrs.define(slots=True, eq=False, weakref_slot=False)
 class _Pending:
-    """One layer's interest in one flow (no weak reference slot: 80 bytes, not 96)."""
+    """One layer's interest in one flow; ``Flow.pending`` holds the first layer's, each ``next`` the one after.
 
-    layer: Layer
-    state: Any
-    seen: int = 0
-    #: Packets left to observe after this layer decided the flow (Verdict.watch).
-    watching: int = 0
-    #: The verdict being watched (its metadata grows while watching).
-    verdict: Verdict | None = None
-    #: Payload-less packets held back for a layer with ``LayerInfo.hold_empty``: it gets them, in order,
-    #: before its next packet that is not held, or at the flow's end; never when another layer decides
-    #: the flow first.  Packets alone: the replay asks the flow for their direction, which saves a tuple
-    #: per packet and layer while a scan's or a flood's flows wait.
-    held: list[Packet] | None = None
+    80 bytes: two pairs of fields a layer never needs at once share a slot each.  Before its verdict
+    ``count`` is the packets it was offered and ``more`` the payload-less ones held back for it (or
+    None); once it decided the flow and watches more packets (``Verdict.watch``), ``more`` is the verdict
+    watched and ``count`` the packets left to watch.  A flow nDPI and the ML layer both inspect cost 224
+    bytes of these (two entries of six slots and a tuple of them), 160 now.  (A 64-byte entry, the layer
+    a class attribute of a subclass per layer, saved 32 bytes more but cost 1.2% of a run's
+    instructions: Python 3.11 specialises no attribute read of objects of several types at one place.)
+    """
+
+    __slots__ = ("layer", "state", "count", "more", "next")
+
+    def __init__(self, layer: Layer, state: Any) -> None:
+        self.layer = layer
+        self.state = state
+        self.count = 0
+        #: None; a list of the payload-less packets held back for a layer with ``LayerInfo.hold_empty``
+        #: (it gets them, in order, before its next packet that is not held, or at the flow's end; never
+        #: when another layer decides the flow first: packets alone, the replay asks the flow for their
+        #: direction); or, while it watches, the verdict it watches (its metadata grows meanwhile).
+        self.more: list[Packet] | Verdict | None = None
+        #: The next layer's entry (priority order), None for the last.  A layer leaving is unlinked and
+        #: keeps its own ``next``: a walk standing on it goes on to the layers after it.
+        self.next: _Pending | None = None
+
+    def __repr__(self) -> str:
+        return f"_Pending({self.layer.id!r}, count={self.count}, more={self.more!r})"
 
 
 class _Held(list):  # type: ignore[type-arg]
@@ -136,35 +149,47 @@ _UNREAD: tuple[tuple[int, bytes], ...] = ()
 
 
 #: ``Flow.pending`` (pipeline-owned): None when no layer looks at the flow, a _Held before its layers
-#: start, then the one layer's _Pending or a tuple of two or more.  One layer alone is the usual case
-#: (nDPI inspecting a flow the heuristics layer ruled out, a deciding layer watching): a list around it
-#: was 72 bytes of each such flow, at a million flows nDPI inspects the 1.5 GB bound.
-Pending = _Pending | tuple[_Pending, ...] | _Held | None
+#: start, then the first layer's _Pending, linked to the others' in priority order.
+Pending = _Pending | _Held | None
 
 
 def layers_of(pending: Pending) -> tuple[_Pending, ...]:
-    """The layers' entries in ``Flow.pending``, in priority order (none before they start).  A tuple
-    that does not change: a layer leaving replaces ``Flow.pending``, so a loop over it visits every
-    entry that was there when it began, as a copy of a list would."""
-    if type(pending) is _Pending:
-        return (pending,)
+    """The layers' entries in ``Flow.pending``, in priority order (none before they start), as a tuple
+    that does not change when a layer leaves meanwhile."""
     if pending is None or type(pending) is _Held:
         return ()
-    return pending  # type: ignore[return-value]
+    entry: _Pending | None = pending  # type: ignore[assignment]
+    if entry.next is None:  # type: ignore[union-attr]
+        return (entry,)  # type: ignore[return-value]
+    entries = []
+    while entry is not None:
+        entries.append(entry)
+        entry = entry.next
+    return tuple(entries)
 
 
 def _has(pending: Pending, entry: _Pending) -> bool:
     """Whether ``entry``'s layer still looks at the flow whose ``Flow.pending`` is ``pending``."""
-    return pending is entry or type(pending) is tuple and entry in pending
+    if type(pending) is _Held:
+        return False
+    walk: _Pending | None = pending  # type: ignore[assignment]
+    while walk is not None:
+        if walk is entry:
+            return True
+        walk = walk.next
+    return False
 
 
-def _without(pending: Pending, entry: _Pending) -> Pending:
-    """``Flow.pending`` once ``entry`` (in it) left: None when it was the last."""
+def _without(pending: _Pending, entry: _Pending) -> _Pending | None:
+    """``Flow.pending`` once ``entry`` (in it) left: None when it was the last.  ``entry`` keeps its own
+    ``next``, so a walk standing on it goes on to the layers after it."""
     if pending is entry:
-        return None
-    i = pending.index(entry)  # type: ignore[union-attr]  # a tuple of two or more
-    rest = pending[:i] + pending[i + 1:]  # type: ignore[index]
-    return rest[0] if len(rest) == 1 else rest
+        return entry.next
+    walk = pending
+    while walk.next is not entry:
+        walk = walk.next  # type: ignore[assignment]
+    walk.next = entry.next
+    return pending
 
 
 def holding(pending: Pending) -> _Held | None:
@@ -173,42 +198,45 @@ def holding(pending: Pending) -> _Held | None:
     return pending if type(pending) is _Held else None
 
 
-def watchers(pending: Pending) -> tuple[_Pending, ...] | None:
-    """The entries of ``pending`` if every layer in it watches for a pattern (``Verdict.watch_for``) and
-    none wants empty packets, else None: the flows whose payloads the batch path may count past them
-    (:func:`passes`)."""
-    # layers_of inline: the batch path asks for every group of a flow a layer still looks at
-    entries = (pending,) if type(pending) is _Pending else pending if type(pending) is tuple else None
-    if entries is None:
+def watchers(pending: Pending) -> _Pending | None:
+    """``pending`` if every layer in it watches for a pattern (``Verdict.watch_for``) and none wants empty
+    packets, else None: the flows whose payloads the batch path may count past them (:func:`passes`)."""
+    if pending is None or type(pending) is _Held:
         return None
-    for entry in entries:
-        verdict = entry.verdict
-        if not entry.watching or verdict is None or verdict.watch_for is None or entry.layer.info.wants_empty:
+    entry: _Pending | None = pending  # type: ignore[assignment]
+    while entry is not None:
+        verdict = entry.more
+        if verdict is None or type(verdict) is list or verdict.watch_for is None \
+                or entry.layer.info.wants_empty:  # type: ignore[union-attr]
             return None
-    return entries
+        entry = entry.next
+    return pending  # type: ignore[return-value]
 
 
-def passes(watching: tuple[_Pending, ...], payload: bytes) -> bool:
-    """Whether ``payload`` goes past every one of :func:`watchers`: none of their patterns finds it, and
+def passes(watched: _Pending, payload: bytes) -> bool:
+    """Whether ``payload`` goes past every layer of :func:`watchers`: none of their patterns finds it, and
     each has packets left to watch after it, so counting it ends no watch.  The batch path then counts it
     inline (:meth:`Engine.watched_past`) as :meth:`Engine._classify` would; anything else (a pattern a
     layer broke after its verdict included) it feeds to the engine."""
-    for entry in watching:
-        if entry.watching <= 1:
+    entry: _Pending | None = watched
+    while entry is not None:
+        if entry.count <= 1:
             return False
         try:
-            if entry.verdict.watch_for.search(payload) is not None:  # type: ignore[union-attr]
+            if entry.more.watch_for.search(payload) is not None:  # type: ignore[union-attr]
                 return False
         except Exception:  # noqa: BLE001 - reported by the engine, which gets this packet
             return False
+        entry = entry.next
     return True
 
 
-def _reader_in(entries: Iterable[_Pending]) -> bool:
-    """Whether a layer in ``entries`` reads ``Flow.payloads``."""
-    for entry in entries:
+def _reader_in(entry: _Pending | None) -> bool:
+    """Whether a layer of ``entry`` or the entries after it reads ``Flow.payloads``."""
+    while entry is not None:
         if entry.layer.info.reads_payloads:
             return True
+        entry = entry.next
     return False
 
 
@@ -368,7 +396,7 @@ class Engine:
 
     # -- layers ----------------------------------------------------------------
     def _start(self, flow: Flow, pkt: Packet) -> None:
-        pending: list[_Pending] = []
+        first = last = None
         for layer in self.layers:
             if layer.disabled:
                 continue
@@ -379,11 +407,14 @@ class Engine:
                 except PLUGIN_FAILURES as exc:
                     self._layer_failed(flow, layer, "dpi_flow_new", exc)
                     continue
-            pending.append(_Pending(layer, state))
-        flow.pending = pending[0] if len(pending) == 1 else tuple(pending) or None
-        if not pending:
+            if last is None:
+                first = last = _Pending(layer, state)
+            else:
+                last.next = last = _Pending(layer, state)
+        flow.pending = first
+        if first is None:
             flow.final = True
-        elif self._none_read or self._some_unread and not _reader_in(pending):  # no reader started on it
+        elif self._none_read or self._some_unread and not _reader_in(first):  # no reader started on it
             flow._payloads = _UNREAD
 
     def _begin(self, flow: Flow) -> None:
@@ -399,7 +430,7 @@ class Engine:
         for entry in layers_of(flow.pending):
             layer = entry.layer
             if layer.classify is not None and layer.info.wants_empty:
-                entry.held = list(held)
+                entry.more = list(held)
 
     def _classify(self, flow: Flow, pkt: Packet, direction: int) -> None:
         if type(flow.pending) is _Held:
@@ -413,29 +444,32 @@ class Engine:
         payload = pkt.payload
         if payload and not self._note_payload(flow, direction, pkt.proto, pkt.seq, payload):
             payload = b""  # a retransmission: layers have seen these bytes
-        pending = flow.pending
-        assert pending is not None
-        for entry in (pending,) if type(pending) is _Pending else pending:  # layers_of, on every packet
+        after = flow.pending
+        assert after is not None
+        while after is not None:  # each layer's entry (layers_of, on every packet)
+            entry = after
+            after = entry.next  # before the layer runs: an entry that leaves keeps its own next anyway
             layer = entry.layer
             if layer.classify is None:
                 continue
+            more = entry.more
+            watches = more is not None and type(more) is not list  # a verdict: watching (see _Pending)
             if not payload:
                 if not layer.info.wants_empty:
                     continue
                 hold = layer.info.hold_empty
-                if hold and not entry.watching:
-                    held = entry.held
-                    if held is None:
-                        if entry.seen < hold:
-                            entry.held = [pkt]
+                if hold and not watches:
+                    if more is None:
+                        if entry.count < hold:
+                            entry.more = [pkt]
                             continue
-                    elif entry.seen + len(held) < hold:
-                        held.append(pkt)
+                    elif entry.count + len(more) < hold:  # type: ignore[arg-type]
+                        more.append(pkt)  # type: ignore[union-attr]
                         continue
-            if entry.watching and entry.verdict is not None and entry.verdict.watch_for is not None \
-                    and self._past(flow, entry, payload):
-                continue
-            if entry.held:
+            if watches:
+                if more.watch_for is not None and self._past(flow, entry, payload):  # type: ignore[union-attr]
+                    continue
+            elif more is not None:  # packets held back for it
                 state = self._replay(flow, entry)
                 if state is _DECIDED:
                     return
@@ -449,11 +483,12 @@ class Engine:
 
     def _offer(self, flow: Flow, entry: _Pending, pkt: Packet, direction: int) -> bool:
         """One packet to one layer; True when the flow got decided (the packet goes no further)."""
-        if entry.watching:
+        more = entry.more
+        if more is not None and type(more) is not list:  # a verdict: watching (see _Pending)
             self._watch(flow, pkt, direction, entry)
             return False
         layer = entry.layer
-        entry.seen += 1
+        entry.count += 1
         try:
             verdict = layer.classify(flow, pkt, direction, entry.state)
         except PLUGIN_FAILURES as exc:
@@ -469,15 +504,15 @@ class Engine:
             if verdict.watch > 0 and verdict.protocol != UNKNOWN:
                 if self.all_layers:  # every layer runs on anyway: this one just keeps watching
                     self._accept(flow, layer, verdict)
-                    entry.verdict = verdict
-                    entry.watching = verdict.watch
+                    entry.more = verdict
+                    entry.count = verdict.watch
                     return False
                 if verdict.confidence >= self.threshold:
                     self._accept(flow, layer, verdict, keep=entry)
                     return True
             self._leave(flow, entry, REASON_VERDICT, verdict)
             return flow.final
-        if entry.seen >= layer.info.max_packets:
+        if entry.count >= layer.info.max_packets:
             self._leave(flow, entry, REASON_BUDGET)
             return flow.final
         return False
@@ -486,8 +521,8 @@ class Engine:
         """Hand ``entry``'s layer the payload-less packets held back for it (``LayerInfo.hold_empty``),
         in order, as it would have had them on arrival.  Returns _DECIDED when one decided the flow,
         _GONE when the layer left the flow, else _GOING."""
-        held, entry.held = entry.held, None
-        assert held is not None
+        held, entry.more = entry.more, None
+        assert type(held) is list
         for p in held:
             if self._offer(flow, entry, p, flow.direction_of(p)):
                 return _DECIDED
@@ -497,40 +532,41 @@ class Engine:
 
     def _watch(self, flow: Flow, pkt: Packet, direction: int, entry: _Pending) -> None:
         """Let the deciding layer observe one more packet; a verdict it returns updates the metadata."""
-        entry.watching -= 1
+        entry.count -= 1
         try:
             verdict = entry.layer.classify(flow, pkt, direction, entry.state)
         except PLUGIN_FAILURES as exc:
             self._layer_failed(flow, entry.layer, "dpi_classify", exc)
             verdict = None
-            entry.watching = 0
+            entry.count = 0
         problem = unusable(verdict) if verdict is not None else None
         if problem is not None:
             self._layer_failed(flow, entry.layer, "dpi_classify", TypeError(problem))
-            entry.watching = 0
-        elif verdict is not None and entry.verdict is not None:
+            entry.count = 0
+        elif verdict is not None:
             self._share(verdict.metadata)
-            kept = entry.verdict.metadata
+            kept = entry.more.metadata  # type: ignore[union-attr]  # the verdict watched
             if isinstance(kept, dict):
                 kept.update(verdict.metadata)
             else:  # the layer changed the verdict it is watching for: _finish reports it
-                entry.watching = 0
-        if entry.watching <= 0:
+                entry.count = 0
+        if entry.count <= 0:
             self._leave(flow, entry, REASON_VERDICT)
 
     def _past(self, flow: Flow, entry: _Pending, payload: bytes) -> bool:
         """Whether ``payload`` goes past a layer watching for a pattern (``Verdict.watch_for``) that does not
         find it: the layer is not shown it, and it counts against the watch as a shown one would."""
+        watch_for = entry.more.watch_for  # type: ignore[union-attr]  # the verdict watched
         try:
-            if entry.verdict.watch_for.search(payload) is not None:  # type: ignore[union-attr]
+            if watch_for.search(payload) is not None:
                 return False
         except Exception as exc:  # noqa: BLE001 - the layer changed the pattern after its verdict
             self._layer_failed(flow, entry.layer, "dpi_classify", TypeError(
-                f"watches for {entry.verdict.watch_for!r}, which cannot search bytes: {exc}"))  # type: ignore[union-attr]
+                f"watches for {watch_for!r}, which cannot search bytes: {exc}"))
             self._leave(flow, entry, REASON_ERROR)
             return True
-        entry.watching -= 1
-        if entry.watching <= 0:
+        entry.count -= 1
+        if entry.count <= 0:
             self._leave(flow, entry, REASON_VERDICT)
         return True
 
@@ -538,9 +574,10 @@ class Engine:
         """What :meth:`_classify` does with a payload that :func:`passes` every layer watching ``flow``:
         the batch path's inline twin, so the two paths keep the same watches, notes and payloads."""
         if self._note_payload(flow, direction, proto, seq, payload):
-            pending = flow.pending
-            for entry in (pending,) if type(pending) is _Pending else pending:  # layers_of, on every packet
-                entry.watching -= 1
+            entry = flow.pending
+            while entry is not None:
+                entry.count -= 1
+                entry = entry.next
 
     def _note_payload(self, flow: Flow, direction: int, proto: int, seq: int, payload: bytes) -> bool:
         """False for a TCP segment that only repeats bytes already seen; else notes where it ends and keeps
@@ -564,16 +601,17 @@ class Engine:
 
     def _leave(self, flow: Flow, entry: _Pending, reason: str, verdict: Verdict | None = None) -> None:
         """Take ``entry``'s layer off the flow, giving it its ``dpi_flow_end`` call."""
-        entry.held = None
+        if type(entry.more) is list:
+            entry.more = None  # the packets held back for it
         pending = flow.pending
         layer = entry.layer
         unread = False
-        if pending is entry:  # the last layer: the usual case, twice in most flows' life
+        if pending is entry and entry.next is None:  # the last layer: the usual case, twice in most flows' life
             flow.pending = None
             unread = self._some_unread and layer.info.reads_payloads
         elif _has(pending, entry):
-            flow.pending = pending = _without(pending, entry)
-            unread = self._some_unread and layer.info.reads_payloads and not _reader_in(layers_of(pending))
+            flow.pending = pending = _without(pending, entry)  # type: ignore[arg-type]
+            unread = self._some_unread and layer.info.reads_payloads and not _reader_in(pending)
         if layer.flow_end is not None:
             try:
                 last = layer.flow_end(flow, entry.state, reason)
@@ -652,8 +690,9 @@ class Engine:
             if entry is not keep:
                 self._leave(flow, entry, REASON_DECIDED)
         if keep is not None:
-            keep.verdict = flow.verdict
-            keep.watching = flow.verdict.watch if flow.verdict is not None else 0
+            keep.next = None
+            if flow.verdict is not None:
+                keep.more, keep.count = flow.verdict, flow.verdict.watch
             flow.pending = keep
         else:
             _let_go(flow)
@@ -681,7 +720,7 @@ class Engine:
             if type(flow.pending) is _Held:
                 self._begin(flow)
             for entry in layers_of(flow.pending):
-                if entry.held and _has(flow.pending, entry):
+                if type(entry.more) is list and _has(flow.pending, entry):
                     self._replay(flow, entry)  # the packets the layer would have seen before the end
             pending = layers_of(flow.pending)
             if pending:

@@ -391,6 +391,22 @@ def test_watch_lets_the_deciding_layer_see_more_packets() -> None:
     assert [r for _, r in watcher.ends] == ["verdict"]
 
 
+def test_layers_leaving_from_the_middle_keep_the_others_order_and_a_watcher_stays_alone() -> None:
+    """The engine links the entries of a flow's layers (dpicore.engine._Pending): one leaving in the
+    middle of a packet's walk lets the walk go on to the layers after it; the deciding layer, left
+    watching, no longer leads to the ones released."""
+    log: list[str] = []
+    a, d = Recorder("a", 10, log=log), Recorder("d", 40, log=log)
+    b = Recorder("b", 20, log=log, raises=ZeroDivisionError("boom"))
+    c = Recorder("c", 30, log=log, answers={2: lambda: Verdict("FTP", confidence=0.9, watch=2)})
+    e = build(a, b, c, d)
+    (flow,) = e.run(data_packets(6))
+    assert log == ["a", "b", "c", "d", "a", "c", "c", "c"]
+    assert [r for _, r in a.ends] == ["decided"] and [r for _, r in b.ends] == ["error"]
+    assert [r for _, r in c.ends] == ["verdict"] and [r for _, r in d.ends] == ["decided"]
+    assert flow.verdict.protocol == "FTP" and flow.pending is None
+
+
 def test_watch_also_works_in_all_layers_mode() -> None:
     watcher = Recorder("w", 10, answers={
         1: lambda: Verdict("FTP", confidence=0.9, metadata={"user": "anon"}, watch=2),
