@@ -88,8 +88,8 @@ def ndpi_view(ip: bytes, fragment: bool) -> int:
     return _VIEWS.setdefault(view, view)
 
 
-#: NdpiFlow.budget once nDPI has answered: no count (a Detector made with a budget of -1 is not done).
-_DONE: Any = object()
+#: NdpiFlow.view once released: no ndpi_view value, so no packet is fed to a released flow.
+_RELEASED = -1
 
 #: Each value ndpi_view returned, one object per value (at most 512): an NdpiFlow keeps its flow's view,
 #: and an int above 256 is a new 32-byte object each time it is computed.
@@ -184,13 +184,23 @@ class Detector:
         self._categories: dict[int, str] = {}
         self.live = 0
         self.closed = False
+        self._flow_types: dict[int | None, type[NdpiFlow]] = {}
 
     def new_flow(self, transport: int) -> "NdpiFlow":
         if self.module is None:
             raise RuntimeError("the nDPI module is closed")
         budget = self.tcp_packets if transport == TCP else self.udp_packets if transport == UDP else None
         self.live += 1
-        return NdpiFlow(self, budget)
+        return self.flow_type(budget)()
+
+    def flow_type(self, budget: int | None) -> "type[NdpiFlow]":
+        """The NdpiFlow subclass of this detector's flows that nDPI gets ``budget`` packets of (None: no
+        bound) before its give-up answer: both are class attributes, not slots of every flow."""
+        kind = self._flow_types.get(budget)
+        if kind is None:
+            kind = self._flow_types[budget] = type("NdpiFlow", (NdpiFlow,), {
+                "__slots__": (), "detector": self, "budget": budget, "__module__": __name__})
+        return kind
 
     def name(self, proto_id: int) -> str:
         names = self.names
@@ -234,31 +244,34 @@ class NdpiFlow:
     flow's end, if at all), then never cost one while they live.
     """
 
-    # Six slots, 80 bytes: ``done`` is a budget of _DONE and ``released`` no detector (two more
-    # slots were 16 bytes of every flow nDPI inspects, at a million such flows the 1.5 GB bound).
-    __slots__ = ("detector", "address", "budget", "packets", "last_ts", "view")
+    # Four slots, 64 bytes: the detector and the budget are class attributes (Detector.flow_type), "done"
+    # is no clock and "released" a view no packet has (six slots were 80 bytes of every flow nDPI
+    # inspects, at a million such flows the 1.5 GB bound).
+    __slots__ = ("address", "packets", "last_ts", "view")
+    #: The detector that made the flow (it is freed once closed and its last flow released).
+    detector: Detector
+    #: Packets nDPI gets before its give-up answer (None: no bound).
+    budget: int | None
 
-    def __init__(self, detector: Detector, budget: int | None) -> None:
-        #: None once released.
-        self.detector: Detector | None = detector
+    def __init__(self) -> None:
         #: The ``ndpi_flow_struct``'s address once nDPI has been handed a packet (0 before, and once freed).
         self.address = 0
-        #: Packets nDPI gets before its give-up answer (None: no bound); _DONE once it has answered.
-        self.budget = budget
+        #: Packets fed to nDPI.
         self.packets = 0
-        self.last_ts = 0.0
-        #: :func:`ndpi_view` of the first packet fed: every later one must match it.
+        #: The latest capture time handed to nDPI; None once it has answered (none is handed to it then).
+        self.last_ts: float | None = 0.0
+        #: :func:`ndpi_view` of the first packet fed: every later one must match it (_RELEASED: none can).
         self.view = 0
 
     @property
     def done(self) -> bool:
         """nDPI has given its answer for the flow (detected, or gave up)."""
-        return self.budget is _DONE
+        return self.last_ts is None
 
     @property
     def released(self) -> bool:
         """The flow's nDPI memory is freed (see :meth:`release`)."""
-        return self.detector is None
+        return self.view == _RELEASED
 
     def _allocate(self, det: Detector) -> int:
         """The flow's struct, zeroed, made on first use; returns its address."""
@@ -267,46 +280,47 @@ class NdpiFlow:
 
     def feed(self, packet: Packet) -> NdpiResult | None:
         """Hand one packet to nDPI; the result once detection is complete, else None."""
-        det = self.detector
-        budget = self.budget
-        if budget is _DONE or det is None:
-            return None
+        last = self.last_ts
+        if last is None:
+            return None  # done
         ip = packet.ip
         if type(ip) is not bytes:
             ip = bytes(ip)
         view = ndpi_view(ip, packet.fragment)
         if not view or (view != self.view and self.view):
-            return None  # dropped by ndpiReader, or another IP version/transport than the flow's
+            return None  # dropped by ndpiReader, another IP version/transport than the flow's, or released
         self.view = view
-        self.packets += 1
+        self.packets = count = self.packets + 1
         ts = packet.ts
-        if ts < self.last_ts:  # never backwards (ndpiReader clamps its capture clock the same way)
-            ts = self.last_ts
+        if ts < last:  # never backwards (ndpiReader clamps its capture clock the same way)
+            ts = last
         # The packet's own float (the flow's last_seen holds it too), not the milliseconds: an int
         # of that size would be another 32-byte object per flow.
         self.last_ts = ts
         ms = int(round(ts * 1e6)) // 1000
+        det = self.detector
         abi = det.abi
         address = self.address or self._allocate(det)
         if len(ip) > MAX_TO_NDPI:
             ip = _cut(ip)
         proto = abi.process(det.module, address, ip, len(ip), ms)
-        enough = budget is not None and self.packets > budget
+        budget = self.budget
+        enough = budget is not None and count > budget
         if not enough and proto.app_protocol == 0:
             return None
         if not enough and abi.extra_possible(det.module, address):
             return None  # detected, but nDPI still wants packets (certificate, DNS answer…)
-        self.budget = _DONE
+        self.last_ts = None
         if proto.app_protocol == 0:
             return self._result(det, abi.giveup(det.module, address, det.guess), gave_up=True)
         return self._result(det, proto)
 
     def giveup(self) -> NdpiResult:
         """nDPI's best answer for a flow that ends (or is cut) before detection completed."""
-        det = self.detector
-        if det is None:
+        if self.view == _RELEASED:
             raise RuntimeError("the flow's nDPI state is already freed")
-        self.budget = _DONE
+        det = self.detector
+        self.last_ts = None
         return self._result(det, det.abi.giveup(det.module, self.address or self._allocate(det), det.guess),
                             gave_up=True)
 
@@ -321,9 +335,10 @@ class NdpiFlow:
 
     def release(self) -> None:
         """Free the struct and what nDPI allocated inside it (idempotent)."""
-        det, self.detector = self.detector, None
-        if det is None:
+        if self.view == _RELEASED:
             return
+        self.view = _RELEASED
+        det = self.detector
         address, self.address = self.address, 0
         if address:
             det.abi.free_flow(address)

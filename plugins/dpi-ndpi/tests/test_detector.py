@@ -227,11 +227,10 @@ def test_flows_share_one_object_per_view(detector: Detector) -> None:
 
 
 def test_done_and_released_are_states_not_counts(detector: Detector) -> None:
-    """NdpiFlow keeps "done" as a budget that is no count and "released" as no detector (two slots
-    fewer): a flow made with any budget, even a nonsensical -1, starts neither done nor released."""
-    from dpi_ndpi.detector import NdpiFlow
-
-    flow = NdpiFlow(detector, -1)
+    """NdpiFlow keeps "done" as no clock and "released" as a view no packet has (the detector and the
+    budget are class attributes: two slots fewer): a flow made with any budget, even a nonsensical -1,
+    starts neither done nor released."""
+    flow = detector.flow_type(-1)()
     detector.live += 1  # as Detector.new_flow counts it, so release() balances
     assert not flow.done and not flow.released
     flow.release()
