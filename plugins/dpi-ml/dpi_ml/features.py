@@ -81,13 +81,20 @@ def feature_spec() -> dict[str, object]:
             "names": list(FEATURE_NAMES)}
 
 
-#: A FlowSummary's head: done, transport, packets recorded, index + 1 of the packet that carried the first
-#: payload per direction (0: none yet), client port, server port; the byte offsets of the first five.
-_HEAD = struct.Struct("<BBBBBHH")
-_DONE, _TRANSPORT, _COUNT, _INDEX = 0, 1, 2, 3
-#: Then per direction the first payload's scanned length (at most N_SCAN), printable and distinct byte
-#: counts, and leading N_BYTES bytes (zeros while the direction sent none); then the packets.
-_FIRST = struct.Struct(f"<HHH{N_BYTES}s")
+#: A FlowSummary's head: the packets recorded (low four bits) and whether the layer answered (_DONE),
+#: the transport, the index + 1 of the packet that carried the first payload (0: none yet) of each
+#: direction (client to server in the low four bits, back in the high four), the client and the server
+#: port; the byte offsets of the first three.
+_HEAD = struct.Struct("<BBBHH")
+_STATE, _TRANSPORT, _INDEX = 0, 1, 2
+_COUNT_BITS, _DONE = 0x0F, 0x80
+assert N_PACKETS <= _COUNT_BITS, "the packet count and each first-payload index are four bits of the head"
+#: Then per direction, once it sent payload, its first payload's scanned length (at most N_SCAN) less
+#: one, its printable bytes, its distinct bytes less one (a payload has at least one of each, and 256
+#: fits in no byte) and its leading N_BYTES bytes; zeros before; then the packets.  47 bytes of head
+#: and 15 of a packet are 63, with the bytearray's terminating zero one 64-byte block: two bytes more,
+#: the counts as three 16-bit fields, took a flow of one packet to an 80-byte block.
+_FIRST = struct.Struct(f"<BHB{N_BYTES}s")
 _FIRST_AT = (_HEAD.size, _HEAD.size + _FIRST.size)
 _PACKETS_AT = _HEAD.size + 2 * _FIRST.size
 #: Each packet: time, direction, payload size on the wire, TCP flags.
@@ -115,11 +122,12 @@ class FlowSummary(bytearray):
 
     def __init__(self, transport: int, client_port: int = 0, server_port: int = 0) -> None:
         super().__init__(_PACKETS_AT)
-        _HEAD.pack_into(self, 0, 0, transport, 0, 0, 0, client_port, server_port)
+        _HEAD.pack_into(self, 0, 0, transport, 0, client_port, server_port)
 
     def add(self, ts: float, direction: int, size: int, flags: int, payload: bytes) -> bool:
         """Record one packet; True once :data:`N_PACKETS` packets are in."""
-        n = self[_COUNT]
+        state = self[_STATE]
+        n = state & _COUNT_BITS
         if n >= N_PACKETS:
             return True
         try:
@@ -127,14 +135,15 @@ class FlowSummary(bytearray):
         except struct.error:  # a Packet made through the API with values no capture gives
             record = _PACKET.pack(ts, 1 if direction else 0, min(max(size, 0), 0xFFFFFFFF), flags & 0xFFFF)
         self += record
-        self[_COUNT] = n + 1
+        self[_STATE] = state + 1  # the count, below N_PACKETS: it does not reach the done bit
         if payload:
             d = 1 if direction else 0
-            if not self[_INDEX + d]:
-                self[_INDEX + d] = n + 1
+            index = self[_INDEX]
+            if not (index >> 4 * d) & 0x0F:
+                self[_INDEX] = index | (n + 1) << 4 * d
                 scan = bytes(payload[:N_SCAN])
                 printable = len(scan) - len(scan.translate(None, _PRINTABLE_BYTES))
-                _FIRST.pack_into(self, _FIRST_AT[d], len(scan), printable, len(set(scan)), scan)
+                _FIRST.pack_into(self, _FIRST_AT[d], len(scan) - 1, printable, len(set(scan)) - 1, scan)
         return n + 1 >= N_PACKETS
 
     # bool() of a summary is always True: the fixed part is never empty (the engine tests states by identity).
@@ -142,16 +151,16 @@ class FlowSummary(bytearray):
     @property
     def count(self) -> int:
         """Packets recorded (at most :data:`N_PACKETS`)."""
-        return self[_COUNT]
+        return self[_STATE] & _COUNT_BITS
 
     @property
     def done(self) -> bool:
         """Set once the layer has answered (or abstained) for this flow."""
-        return bool(self[_DONE])
+        return bool(self[_STATE] & _DONE)
 
     @done.setter
     def done(self, value: bool) -> None:
-        self[_DONE] = 1 if value else 0
+        self[_STATE] = self[_STATE] | _DONE if value else self[_STATE] & ~_DONE
 
     @property
     def transport(self) -> int:
@@ -159,33 +168,34 @@ class FlowSummary(bytearray):
 
     @property
     def client_port(self) -> int:
-        return _HEAD.unpack_from(self)[5]
+        return _HEAD.unpack_from(self)[3]
 
     @property
     def server_port(self) -> int:
-        return _HEAD.unpack_from(self)[6]
+        return _HEAD.unpack_from(self)[4]
 
     def packets(self) -> list[tuple[float, int, int, int]]:
         """(time, direction, payload size on the wire, TCP flags) of each recorded packet, in order."""
-        return list(_PACKET.iter_unpack(self[_PACKETS_AT:_PACKETS_AT + _PACKET.size * self[_COUNT]]))
+        return list(_PACKET.iter_unpack(self[_PACKETS_AT:_PACKETS_AT + _PACKET.size * self.count]))
 
     @property
     def first_index(self) -> tuple[int, int]:
         """Index of the packet that carried the first payload, client to server and back (-1: none)."""
-        return self[_INDEX] - 1, self[_INDEX + 1] - 1
+        index = self[_INDEX]
+        return (index & 0x0F) - 1, (index >> 4) - 1
 
     @property
     def has_payload(self) -> bool:
         """Some recorded packet carried payload (in either direction)."""
-        return bool(self[_INDEX] or self[_INDEX + 1])
+        return bool(self[_INDEX])
 
     def first(self, direction: int) -> tuple[int, int, int, bytes] | None:
         """The first payload of a direction as kept: (scanned length, printable bytes, distinct bytes,
         leading bytes); None when the direction sent none yet."""
-        if not self[_INDEX + direction]:
+        if not (self[_INDEX] >> 4 * direction) & 0x0F:
             return None
         length, printable, distinct, head = _FIRST.unpack_from(self, _FIRST_AT[direction])
-        return length, printable, distinct, head[:min(length, N_BYTES)]
+        return length + 1, printable, distinct + 1, head[:min(length + 1, N_BYTES)]
 
 
 _RULE_DELTAS = np.array([d for _, _, _, d in LENGTH_RULES], dtype=np.float64)
