@@ -39,32 +39,53 @@ REASON_ERROR = "error"
 class _Pending:
     """One layer's interest in one flow; ``Flow.pending`` holds the first layer's, each ``next`` the one after.
 
-    80 bytes: two pairs of fields a layer never needs at once share a slot each.  Before its verdict
-    ``count`` is the packets it was offered and ``more`` the payload-less ones held back for it (or
-    None); once it decided the flow and watches more packets (``Verdict.watch``), ``more`` is the verdict
-    watched and ``count`` the packets left to watch.  A flow nDPI and the ML layer both inspect cost 224
-    bytes of these (two entries of six slots and a tuple of them), 160 now.  (A 64-byte entry, the layer
-    a class attribute of a subclass per layer, saved 32 bytes more but cost 1.2% of a run's
-    instructions: Python 3.11 specialises no attribute read of objects of several types at one place.)
+    64 bytes, four slots: what the layer's progress on the flow is lives in ``more``, as one of three
+    things a layer never needs two of at once.  Before its verdict, the packets it was offered (an int)
+    or, while payload-less packets are held back for it, a _Holding of them that knows that count;
+    once it decided the flow and watches more packets (``Verdict.watch``), a _Watch.  A flow nDPI and
+    the ML layer both inspect cost 224 bytes of these (two entries of six slots and a tuple of them),
+    128 now.  (The layer as a class attribute of a subclass per layer, a slot less, cost 1.2% of a
+    run's instructions: Python 3.11 specialises no attribute read at a place that sees objects of
+    several types, and the loop over a flow's layers is such a place.)
     """
 
-    __slots__ = ("layer", "state", "count", "more", "next")
+    __slots__ = ("layer", "state", "more", "next")
 
     def __init__(self, layer: Layer, state: Any) -> None:
         self.layer = layer
         self.state = state
-        self.count = 0
-        #: None; a list of the payload-less packets held back for a layer with ``LayerInfo.hold_empty``
-        #: (it gets them, in order, before its next packet that is not held, or at the flow's end; never
-        #: when another layer decides the flow first: packets alone, the replay asks the flow for their
-        #: direction); or, while it watches, the verdict it watches (its metadata grows meanwhile).
-        self.more: list[Packet] | Verdict | None = None
+        self.more: int | _Holding | _Watch = 0
         #: The next layer's entry (priority order), None for the last.  A layer leaving is unlinked and
         #: keeps its own ``next``: a walk standing on it goes on to the layers after it.
         self.next: _Pending | None = None
 
     def __repr__(self) -> str:
-        return f"_Pending({self.layer.id!r}, count={self.count}, more={self.more!r})"
+        return f"_Pending({self.layer.id!r}, {self.more!r})"
+
+
+class _Holding(list):  # type: ignore[type-arg]
+    """``_Pending.more`` while payload-less packets are held back for a layer with ``LayerInfo.hold_empty``:
+    the packets (it gets them, in order, before its next packet that is not held, or at the flow's end;
+    never when another layer decides the flow first; packets alone: the replay asks the flow for their
+    direction), and ``seen``, the packets it was offered before (set by the maker: a Python __init__
+    here cost ~1,000 instructions each time a layer starts holding)."""
+
+    __slots__ = ("seen",)
+    seen: int
+
+
+class _Watch:
+    """``_Pending.more`` of a layer that decided the flow and watches ``left`` more packets: the verdict it
+    watches with (its metadata grows meanwhile)."""
+
+    __slots__ = ("verdict", "left")
+
+    def __init__(self, verdict: Verdict, left: int) -> None:
+        self.verdict = verdict
+        self.left = left
+
+    def __repr__(self) -> str:
+        return f"_Watch({self.verdict.protocol!r}, left={self.left})"
 
 
 class _Held(list):  # type: ignore[type-arg]
@@ -205,9 +226,8 @@ def watchers(pending: Pending) -> _Pending | None:
         return None
     entry: _Pending | None = pending  # type: ignore[assignment]
     while entry is not None:
-        verdict = entry.more
-        if verdict is None or type(verdict) is list or verdict.watch_for is None \
-                or entry.layer.info.wants_empty:  # type: ignore[union-attr]
+        watch = entry.more
+        if type(watch) is not _Watch or watch.verdict.watch_for is None or entry.layer.info.wants_empty:
             return None
         entry = entry.next
     return pending  # type: ignore[return-value]
@@ -220,10 +240,11 @@ def passes(watched: _Pending, payload: bytes) -> bool:
     layer broke after its verdict included) it feeds to the engine."""
     entry: _Pending | None = watched
     while entry is not None:
-        if entry.count <= 1:
+        watch: _Watch = entry.more  # type: ignore[assignment]  # every one watches (watchers)
+        if watch.left <= 1:
             return False
         try:
-            if entry.more.watch_for.search(payload) is not None:  # type: ignore[union-attr]
+            if watch.verdict.watch_for.search(payload) is not None:  # type: ignore[union-attr]
                 return False
         except Exception:  # noqa: BLE001 - reported by the engine, which gets this packet
             return False
@@ -430,7 +451,8 @@ class Engine:
         for entry in layers_of(flow.pending):
             layer = entry.layer
             if layer.classify is not None and layer.info.wants_empty:
-                entry.more = list(held)
+                entry.more = kept = _Holding(held)
+                kept.seen = 0
 
     def _classify(self, flow: Flow, pkt: Packet, direction: int) -> None:
         if type(flow.pending) is _Held:
@@ -453,23 +475,24 @@ class Engine:
             if layer.classify is None:
                 continue
             more = entry.more
-            watches = more is not None and type(more) is not list  # a verdict: watching (see _Pending)
+            kind = type(more)  # int, _Holding or _Watch (see _Pending)
             if not payload:
                 if not layer.info.wants_empty:
                     continue
                 hold = layer.info.hold_empty
-                if hold and not watches:
-                    if more is None:
-                        if entry.count < hold:
-                            entry.more = [pkt]
+                if hold:
+                    if kind is int:
+                        if more < hold:  # type: ignore[operator]
+                            entry.more = kept = _Holding((pkt,))
+                            kept.seen = more  # type: ignore[assignment]
                             continue
-                    elif entry.count + len(more) < hold:  # type: ignore[arg-type]
+                    elif kind is _Holding and more.seen + len(more) < hold:  # type: ignore[union-attr,arg-type]
                         more.append(pkt)  # type: ignore[union-attr]
                         continue
-            if watches:
-                if more.watch_for is not None and self._past(flow, entry, payload):  # type: ignore[union-attr]
+            if kind is _Watch:
+                if more.verdict.watch_for is not None and self._past(flow, entry, payload):  # type: ignore[union-attr]
                     continue
-            elif more is not None:  # packets held back for it
+            elif kind is not int:  # a _Holding: packets held back for it
                 state = self._replay(flow, entry)
                 if state is _DECIDED:
                     return
@@ -483,12 +506,12 @@ class Engine:
 
     def _offer(self, flow: Flow, entry: _Pending, pkt: Packet, direction: int) -> bool:
         """One packet to one layer; True when the flow got decided (the packet goes no further)."""
-        more = entry.more
-        if more is not None and type(more) is not list:  # a verdict: watching (see _Pending)
+        seen = entry.more
+        if type(seen) is _Watch:
             self._watch(flow, pkt, direction, entry)
             return False
         layer = entry.layer
-        entry.count += 1
+        entry.more = seen = seen + 1  # type: ignore[operator]  # an int: _classify replayed what was held
         try:
             verdict = layer.classify(flow, pkt, direction, entry.state)
         except PLUGIN_FAILURES as exc:
@@ -504,15 +527,14 @@ class Engine:
             if verdict.watch > 0 and verdict.protocol != UNKNOWN:
                 if self.all_layers:  # every layer runs on anyway: this one just keeps watching
                     self._accept(flow, layer, verdict)
-                    entry.more = verdict
-                    entry.count = verdict.watch
+                    entry.more = _Watch(verdict, verdict.watch)
                     return False
                 if verdict.confidence >= self.threshold:
                     self._accept(flow, layer, verdict, keep=entry)
                     return True
             self._leave(flow, entry, REASON_VERDICT, verdict)
             return flow.final
-        if entry.count >= layer.info.max_packets:
+        if seen >= layer.info.max_packets:
             self._leave(flow, entry, REASON_BUDGET)
             return flow.final
         return False
@@ -521,8 +543,9 @@ class Engine:
         """Hand ``entry``'s layer the payload-less packets held back for it (``LayerInfo.hold_empty``),
         in order, as it would have had them on arrival.  Returns _DECIDED when one decided the flow,
         _GONE when the layer left the flow, else _GOING."""
-        held, entry.more = entry.more, None
-        assert type(held) is list
+        held = entry.more
+        assert type(held) is _Holding
+        entry.more = held.seen
         for p in held:
             if self._offer(flow, entry, p, flow.direction_of(p)):
                 return _DECIDED
@@ -532,31 +555,33 @@ class Engine:
 
     def _watch(self, flow: Flow, pkt: Packet, direction: int, entry: _Pending) -> None:
         """Let the deciding layer observe one more packet; a verdict it returns updates the metadata."""
-        entry.count -= 1
+        watch: _Watch = entry.more  # type: ignore[assignment]
+        watch.left -= 1
         try:
             verdict = entry.layer.classify(flow, pkt, direction, entry.state)
         except PLUGIN_FAILURES as exc:
             self._layer_failed(flow, entry.layer, "dpi_classify", exc)
             verdict = None
-            entry.count = 0
+            watch.left = 0
         problem = unusable(verdict) if verdict is not None else None
         if problem is not None:
             self._layer_failed(flow, entry.layer, "dpi_classify", TypeError(problem))
-            entry.count = 0
+            watch.left = 0
         elif verdict is not None:
             self._share(verdict.metadata)
-            kept = entry.more.metadata  # type: ignore[union-attr]  # the verdict watched
+            kept = watch.verdict.metadata
             if isinstance(kept, dict):
                 kept.update(verdict.metadata)
             else:  # the layer changed the verdict it is watching for: _finish reports it
-                entry.count = 0
-        if entry.count <= 0:
+                watch.left = 0
+        if watch.left <= 0:
             self._leave(flow, entry, REASON_VERDICT)
 
     def _past(self, flow: Flow, entry: _Pending, payload: bytes) -> bool:
         """Whether ``payload`` goes past a layer watching for a pattern (``Verdict.watch_for``) that does not
         find it: the layer is not shown it, and it counts against the watch as a shown one would."""
-        watch_for = entry.more.watch_for  # type: ignore[union-attr]  # the verdict watched
+        watch: _Watch = entry.more  # type: ignore[assignment]
+        watch_for = watch.verdict.watch_for
         try:
             if watch_for.search(payload) is not None:
                 return False
@@ -565,8 +590,8 @@ class Engine:
                 f"watches for {watch_for!r}, which cannot search bytes: {exc}"))
             self._leave(flow, entry, REASON_ERROR)
             return True
-        entry.count -= 1
-        if entry.count <= 0:
+        watch.left -= 1
+        if watch.left <= 0:
             self._leave(flow, entry, REASON_VERDICT)
         return True
 
@@ -576,7 +601,7 @@ class Engine:
         if self._note_payload(flow, direction, proto, seq, payload):
             entry = flow.pending
             while entry is not None:
-                entry.count -= 1
+                entry.more.left -= 1  # type: ignore[union-attr]  # every one watches (watchers)
                 entry = entry.next
 
     def _note_payload(self, flow: Flow, direction: int, proto: int, seq: int, payload: bytes) -> bool:
@@ -601,8 +626,9 @@ class Engine:
 
     def _leave(self, flow: Flow, entry: _Pending, reason: str, verdict: Verdict | None = None) -> None:
         """Take ``entry``'s layer off the flow, giving it its ``dpi_flow_end`` call."""
-        if type(entry.more) is list:
-            entry.more = None  # the packets held back for it
+        held = entry.more
+        if type(held) is _Holding:
+            entry.more = held.seen  # the packets held back for it go
         pending = flow.pending
         layer = entry.layer
         unread = False
@@ -692,7 +718,7 @@ class Engine:
         if keep is not None:
             keep.next = None
             if flow.verdict is not None:
-                keep.more, keep.count = flow.verdict, flow.verdict.watch
+                keep.more = _Watch(flow.verdict, flow.verdict.watch)
             flow.pending = keep
         else:
             _let_go(flow)
@@ -720,7 +746,7 @@ class Engine:
             if type(flow.pending) is _Held:
                 self._begin(flow)
             for entry in layers_of(flow.pending):
-                if type(entry.more) is list and _has(flow.pending, entry):
+                if type(entry.more) is _Holding and _has(flow.pending, entry):
                     self._replay(flow, entry)  # the packets the layer would have seen before the end
             pending = layers_of(flow.pending)
             if pending:
