@@ -8,7 +8,9 @@ at random packets with random protocols, confidences, ``watch`` and ``watch_for`
 then, naming the flow in ``dpi_flow_end``; over random TCP and UDP flows with empty packets,
 retransmissions, FIN/RST and idle timeouts; in first-verdict and all-layers mode.  Every hook call
 (layer, flow, packet, direction, payload length, reason) and every record is printed per scenario,
-so two trees agree only if the layers were driven identically.
+so two trees agree only if the layers were driven identically.  Each scenario runs twice: packet by
+packet (``Engine.run``) and as a raw-IP pcap through the batch path (``Classifier.classify_pcap``, which
+counts packets inline and hands the engine only what a layer may see).
 
 ::
 
@@ -38,13 +40,14 @@ PROTOCOLS = ("HTTP", "TLS", "DNS", "SSH", "FTP", "Unknown")
 
 def scenario(seed: int) -> dict[str, Any]:
     """One random scenario through the engine importable from here: its hook calls and records."""
-    from dpicore import LayerInfo, Verdict, hookimpl
+    from dpicore import Classifier, LayerInfo, Verdict, hookimpl
     from dpicore.config import Config
     from dpicore.engine import Engine
     from dpicore.output import flow_record
     from dpicore.plugins import PluginSet
     from dpicore.protocols import ProtocolRegistry
-    from tests.helpers.frames import ACK, FIN, PSH, RST, SYN, packet
+    from dpicore.decode.packets import DLT_RAW
+    from tests.helpers.frames import ACK, FIN, PSH, RST, SYN, packet, pcap_bytes
 
     class Layer:
         """A layer whose every answer is a function of the scenario, the flow and the call: both trees
@@ -125,16 +128,35 @@ def scenario(seed: int) -> dict[str, Any]:
         return packets
 
     rng = random.Random(seed)
-    log: list[Any] = []
-    layers = [Layer(f"l{i}", rng, log) for i in range(rng.randint(1, 4))]
-    config = Config(all_layers=rng.random() < 0.4, idle_timeout=rng.choice([2.0, 120.0]))
+    n_layers = rng.randint(1, 4)
+    layer_seed = rng.random()
+    settings = {"all_layers": rng.random() < 0.4, "idle_timeout": rng.choice([2.0, 120.0])}
+    packets = traffic(rng)
+
+    def layers(log: list[Any]) -> list[Layer]:
+        r = random.Random(layer_seed)
+        return [Layer(f"l{i}", r, log) for i in range(n_layers)]
+
+    one_by_one: list[Any] = []
+    config = Config(**settings)
     plugins = PluginSet(config, registry=ProtocolRegistry())
-    for layer in layers:
+    for layer in layers(one_by_one):
         if not plugins.add(layer.id, layer):
             raise RuntimeError(plugins.statuses[layer.id].reason)
     engine = Engine(plugins, config)
-    records = [flow_record(flow, all_layers=True) for flow in engine.run(traffic(rng))]
-    return {"seed": seed, "calls": log, "records": records, "layer_errors": engine.stats.layer_errors}
+    records = [flow_record(flow, all_layers=True) for flow in engine.run(packets)]
+
+    batched: list[Any] = []
+    mine = layers(batched)
+    with tempfile.TemporaryDirectory() as scratch:
+        capture = Path(scratch) / "scenario.pcap"
+        capture.write_bytes(pcap_bytes([(p.ts, bytes(p.ip)) for p in packets], linktype=DLT_RAW))
+        clf = Classifier(config=Config(enable=[layer.id for layer in mine], **settings),
+                         extra_plugins=[(layer.id, layer) for layer in mine])
+        batch_records = [flow_record(flow, all_layers=True) for flow in clf.classify_pcap(capture)]
+        clf.close()
+    return {"seed": seed, "calls": one_by_one, "records": records, "layer_errors": engine.stats.layer_errors,
+            "batch_calls": batched, "batch_records": batch_records}
 
 
 def emit(start: int, count: int) -> None:
@@ -155,7 +177,7 @@ def difference(old: dict[str, Any], new: dict[str, Any], revision: str) -> str:
     """Where one scenario's two runs part: the first hook call or record that differs."""
     seed = old["seed"]
     head = f"scenario {seed} differs (rerun it: --start {seed} --scenarios 1)"
-    for field in ("calls", "records"):
+    for field in ("calls", "records", "batch_calls", "batch_records"):
         a, b = old[field], new[field]
         for i in range(max(len(a), len(b))):
             x, y = (a[i] if i < len(a) else None), (b[i] if i < len(b) else None)
