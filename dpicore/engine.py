@@ -20,8 +20,9 @@ from typing import Any, Iterable, Iterator
 import attrs
 
 from .config import Config
-from .flowtable import END_EOF, FlowTable
-from .model import C2S, FIN, RST, TCP, Flow, FlowKey, Packet, SharedVerdict, Verdict, shared_verdict
+from .flowtable import FlowTable
+from .model import (C2S, END_EOF, END_REASONS, FIN, FINAL, REASON_UNIT, RST, TCP, Flow, FlowKey, Packet, SharedVerdict,
+                    Verdict, shared_verdict)
 from .plugins import PLUGIN_FAILURES, Layer, PluginSet
 from .protocols import UNKNOWN, ProtocolRegistry
 
@@ -434,7 +435,7 @@ class Engine:
                 last.next = last = _Pending(layer, state)
         flow.pending = first
         if first is None:
-            flow.final = True
+            flow._bits |= FINAL
         elif self._none_read or self._some_unread and not _reader_in(first):  # no reader started on it
             flow._payloads = _UNREAD
 
@@ -501,7 +502,7 @@ class Engine:
             if self._offer(flow, entry, pkt, direction):
                 return
         if flow.pending is None:  # the last layer left
-            flow.final = True
+            flow._bits |= FINAL
             _let_go(flow)
 
     def _offer(self, flow: Flow, entry: _Pending, pkt: Packet, direction: int) -> bool:
@@ -517,13 +518,13 @@ class Engine:
         except PLUGIN_FAILURES as exc:
             self._layer_failed(flow, layer, "dpi_classify", exc)
             self._leave(flow, entry, REASON_ERROR)
-            return flow.final  # its dpi_flow_end may have named the flow: the later layers left with it
+            return flow._bits & FINAL != 0  # its dpi_flow_end may have named the flow: the later layers left with it
         if verdict is not None:
             problem = unusable(verdict)
             if problem is not None:
                 self._layer_failed(flow, layer, "dpi_classify", TypeError(problem))
                 self._leave(flow, entry, REASON_ERROR)
-                return flow.final
+                return flow._bits & FINAL != 0
             if verdict.watch > 0 and verdict.protocol != UNKNOWN:
                 if self.all_layers:  # every layer runs on anyway: this one just keeps watching
                     self._accept(flow, layer, verdict)
@@ -533,10 +534,10 @@ class Engine:
                     self._accept(flow, layer, verdict, keep=entry)
                     return True
             self._leave(flow, entry, REASON_VERDICT, verdict)
-            return flow.final
+            return flow._bits & FINAL != 0
         if seen >= layer.info.max_packets:
             self._leave(flow, entry, REASON_BUDGET)
-            return flow.final
+            return flow._bits & FINAL != 0
         return False
 
     def _replay(self, flow: Flow, entry: _Pending) -> object:
@@ -648,7 +649,7 @@ class Engine:
                 verdict = last
         if unread:  # only now: the layer may read them in dpi_flow_end
             flow._payloads = _UNREAD
-        if verdict is not None and not flow.final:
+        if verdict is not None and not flow._bits & FINAL:
             self._accept(flow, layer, verdict)
 
     def _accept(self, flow: Flow, layer: Layer, verdict: Verdict, keep: _Pending | None = None) -> None:
@@ -709,7 +710,7 @@ class Engine:
 
     def _decide(self, flow: Flow, keep: _Pending | None = None) -> None:
         """The flow is final: release every layer still looking at it (but a watching one)."""
-        flow.final = True
+        flow._bits |= FINAL
         pending = layers_of(flow.pending)
         flow.pending = None
         for entry in pending:
@@ -751,10 +752,10 @@ class Engine:
             pending = layers_of(flow.pending)
             if pending:
                 flow.pending = None
-                reason = flow.end_reason or END_EOF
+                reason = END_REASONS[flow._bits // REASON_UNIT] or END_EOF
                 for entry in pending:
                     self._leave(flow, entry, reason)
-        flow.final = True
+        flow._bits |= FINAL
         _let_go(flow)
         verdicts = flow._verdicts
         if verdicts is not None:

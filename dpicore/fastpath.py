@@ -170,7 +170,7 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
         # to the scalar decoder or carries FIN/RST, the flow is not closing, and not even its last
         # packet reaches a timeout; the same checks as _group's, for the whole group at once.
         if (flow is not None and not g.hard[r] and (not flow.pending or skip_empty and not g.payload[r])
-                and not flow.fin_mask & CLOSING and last - flow.last_seen <= idle
+                and not flow._bits & CLOSING and last - flow.last_seen <= idle
                 and last - flow.first_seen <= active):
             n, n_a, b, b_a = g.packets[r], g.packets_a[r], g.bytes[r], g.bytes_a[r]
             if flow.client == key.addr_a and flow.client_port == key.port_a:
@@ -518,7 +518,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
             ts = times[j]
             f = flags[j]
             if ts - flow.last_seen <= idle and ts - flow.first_seen <= active and (
-                    not flow.fin_mask & CLOSING or not (f & SYN or ts > flow.notes.get(CLOSE_AT, ts))):
+                    not flow._bits & CLOSING or not (f & SYN or ts > flow.notes.get(CLOSE_AT, ts))):
                 if src[j] == client and sport[j] == flow.client_port:
                     direction = C2S
                     flow.c2s_packets += 1

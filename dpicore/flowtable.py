@@ -23,18 +23,14 @@ from collections import OrderedDict
 from itertools import count
 from typing import Iterator
 
-from .model import ACK, FIN, RST, SYN, TCP, Flow, FlowKey, Packet, new_key
+from .model import (ACK, CLOSING, END_ACTIVE, END_EOF, END_EVICTED, END_FIN, END_IDLE, END_REASONS, END_REUSED,
+                    END_RST, FIN, REASON_BITS, REASON_UNIT, RST, SYN, TCP, Flow, FlowKey, Packet, new_key)
 
-#: End reasons, as records and ``dpi_flow_end`` see them.
-END_FIN = "fin"
-END_RST = "rst"
-END_IDLE = "idle"
-END_ACTIVE = "active"
-END_EVICTED = "evicted"
-END_EOF = "eof"
-END_REUSED = "reused"
+__all__ = ["CLOSING", "CLOSE_AT", "END_ACTIVE", "END_EOF", "END_EVICTED", "END_FIN", "END_IDLE", "END_REUSED",
+           "END_RST", "FlowTable"]
 
-CLOSING = 0x4  # bit in Flow.fin_mask: connection closed, waiting for stragglers
+#: Flow._bits of each end reason the table sets (see dpicore.model.REASON_BITS).
+_RST, _FIN, _IDLE, _EVICTED, _EOF = (REASON_BITS[r] for r in (END_RST, END_FIN, END_IDLE, END_EVICTED, END_EOF))
 CLOSE_AT = "close_at"  # Flow.notes key: capture time after which the closed flow is gone
 
 #: Every port number as one shared int object (see FlowTable.new_flow).
@@ -122,8 +118,8 @@ class FlowTable:
     def remove(self, flow: Flow, reason: str) -> Flow:
         if self.flows.get(flow.key) is flow:
             del self.flows[flow.key]
-        if not flow.end_reason:
-            flow.end_reason = reason
+        if flow._bits < REASON_UNIT:  # no end reason yet
+            flow._bits |= REASON_BITS[reason]
         return flow
 
     def must_restart(self, flow: Flow, pkt: Packet) -> str | None:
@@ -132,27 +128,30 @@ class FlowTable:
             return END_ACTIVE
         if pkt.ts - flow.last_seen > self.idle_timeout:
             return END_IDLE
-        if flow.fin_mask & CLOSING:
+        if flow._bits & CLOSING:
             if pkt.tcp_flags & (SYN | ACK) == SYN:
                 return END_REUSED
             if pkt.ts > flow.notes.get(CLOSE_AT, pkt.ts):
-                return flow.end_reason  # closed longer ago than close_timeout: a straggler starts anew
+                # closed longer ago than close_timeout: a straggler starts anew
+                return END_REASONS[flow._bits // REASON_UNIT]
         return None
 
     def note_tcp_flags(self, flow: Flow, flags: int, direction: int, ts: float) -> None:
         """Track FIN/RST; schedules the flow's end once the connection is closed."""
-        if flow.fin_mask & CLOSING:
+        bits = flow._bits
+        if bits & CLOSING:
             return
         if flags & RST:
-            flow.end_reason = END_RST
+            bits = bits % REASON_UNIT | _RST
         elif flags & FIN:
-            flow.fin_mask |= 1 << direction
-            if flow.fin_mask & 3 != 3:
+            bits |= 1 << direction
+            if bits & 3 != 3:
+                flow._bits = bits
                 return
-            flow.end_reason = END_FIN
+            bits = bits % REASON_UNIT | _FIN
         else:
             return
-        flow.fin_mask |= CLOSING
+        flow._bits = bits | CLOSING
         flow.notes[CLOSE_AT] = ts + self.close_timeout
         heapq.heappush(self._closing, (ts + self.close_timeout, next(self._order), flow))
 
@@ -162,7 +161,7 @@ class FlowTable:
         while closing and closing[0][0] < now:  # a straggler at exactly the close time still joins (must_restart)
             flow = heapq.heappop(closing)[2]
             if self.flows.get(flow.key) is flow:
-                yield self.remove(flow, flow.end_reason)
+                yield self.remove(flow, END_REASONS[flow._bits // REASON_UNIT])
         flows = self.flows
         limit = now - self.idle_timeout
         while flows:
@@ -190,16 +189,16 @@ class FlowTable:
             return None
         _, flow = self.flows.popitem(last=False)
         self.evicted += 1
-        if not flow.fin_mask & CLOSING:
-            flow.end_reason = END_EVICTED
+        if not flow._bits & CLOSING:
+            flow._bits = flow._bits % REASON_UNIT | _EVICTED
         return flow
 
     def drain(self) -> Iterator[Flow]:
         """Remove and yield every flow (end of input), oldest first."""
         while self.flows:
             _, flow = self.flows.popitem(last=False)
-            if not flow.fin_mask & CLOSING:
-                flow.end_reason = END_EOF
+            if not flow._bits & CLOSING:
+                flow._bits = flow._bits % REASON_UNIT | _EOF
             yield flow
         self._closing.clear()
         self._behind.clear()
@@ -208,6 +207,6 @@ class FlowTable:
 
 
 def _idle(flow: Flow) -> Flow:
-    if not flow.end_reason or not flow.fin_mask & CLOSING:
-        flow.end_reason = END_IDLE
+    if flow._bits < REASON_UNIT or not flow._bits & CLOSING:
+        flow._bits = flow._bits % REASON_UNIT | _IDLE
     return flow

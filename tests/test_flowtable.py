@@ -241,3 +241,25 @@ def test_the_queue_behind_a_clock_jump_follows_the_table_not_the_capture() -> No
         e.feed(packet(1.0 + i * 1e-5, src, 1000, "10.2.0.1", 53, proto="udp", payload=b"q"))
         most = max(most, len(e.table._behind))
     assert most <= 2 * 100 + 4096 + 1
+
+
+def test_fin_mask_final_and_end_reason_share_one_int_without_touching_each_other() -> None:
+    """Flow keeps the three in one slot (Flow._bits); each property reads and writes only its own bits."""
+    import pytest
+
+    from dpicore.model import END_REASONS
+
+    pkt = packet(1.0, "10.0.0.1", 1111, "10.0.0.2", 80)
+    flow = FlowTable().new_flow(FlowKey.of(pkt), pkt)
+    assert (flow.fin_mask, flow.final, flow.end_reason) == (0, False, "")
+    for mask in range(8):
+        for final in (False, True):
+            for reason in END_REASONS:
+                flow.fin_mask, flow.final, flow.end_reason = mask, final, reason
+                assert (flow.fin_mask, flow.final, flow.end_reason) == (mask, final, reason)
+                flow.final = not final
+                assert (flow.fin_mask, flow.final, flow.end_reason) == (mask, not final, reason)
+    with pytest.raises(ValueError, match="end_reason must be one of"):
+        flow.end_reason = "gone"
+    with pytest.raises(ValueError, match="three bits"):
+        flow.fin_mask = 8
