@@ -442,8 +442,10 @@ def memory_report(cache: Path) -> None:
             out = subprocess.run([sys.executable, __file__, "--flow-memory", str(n), "--layers", layers,
                                   "--kind", kind], capture_output=True, text=True, check=True).stdout
             m = json.loads(out.strip().splitlines()[-1])
-            print(f"  {kind:7} layers [{layers or 'none'}]: {m['bytes'] / 2**20:,.0f} MiB "
-                  f"({m['per_flow']:,.0f} bytes/flow), process peak {m['maxrss'] / 2**20:,.0f} MiB")
+            # MiB as before, and decimal GB: the unit the target (1 M flows < 1.5 GB) is read in.
+            print(f"  {kind:7} layers [{layers or 'none'}]: {m['bytes'] / 2**20:,.0f} MiB = {m['bytes'] / 1e9:.3f} GB "
+                  f"({m['per_flow']:,.0f} bytes/flow), process peak {m['maxrss'] / 2**20:,.0f} MiB = "
+                  f"{m['maxrss'] / 1e9:.3f} GB")
     inputs = make_inputs.make_all(cache)
     print("\npeak RSS of 'dpi classify -l heuristics' by input size (output streamed):")
     with tempfile.TemporaryDirectory() as scratch:
