@@ -475,8 +475,8 @@ def _pass_writes_on(out: IO[str]) -> None:
     keep the buffer (a call per record fewer: 0.3% of a run's instructions) even when Python runs
     unbuffered (``PYTHONUNBUFFERED=1`` or ``-u``, as many container images set): standard output
     redirected to a file then made a write system call per record (77,040 on the real-client
-    benchmark input, 2-3% of its run).  Records to a file are then buffered as ``-o FILE`` writes them (``dpi live`` still
-    flushes each one).
+    benchmark input, 2-3% of its run).  Records to a file are then buffered as ``-o FILE`` writes them
+    (``dpi live`` still flushes each one).
     """
     with contextlib.suppress(AttributeError, ValueError, OSError, io.UnsupportedOperation):
         mode = os.fstat(out.fileno()).st_mode
