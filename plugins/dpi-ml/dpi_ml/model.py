@@ -97,11 +97,13 @@ class Forest:
         self.threshold = arrays["threshold"]
         self.roots = arrays["roots"].astype(np.intp)
         self.depth = int(header["depth"])
-        # Leaf distributions indexed by node (zeros for inner nodes) for a single gather at the end.
-        value = arrays["value"].astype(np.float64)
-        leaf = arrays["leaf"]
-        self.node_value = np.zeros((self.left.size, len(self.classes)))
-        self.node_value[leaf >= 0] = value[leaf[leaf >= 0]]
+        # Leaf distributions as stored (float32), a row of zeros after them: a node's leaf number picks its
+        # row, and an inner node's -1 the zeros.  A float64 row per node was 10 MB of a 62 MB process
+        # before its first flow; the rows are widened after the gather, to the same float64 values.
+        stored = arrays["value"]
+        self.value = np.concatenate([stored, np.zeros((1, stored.shape[1]), dtype=stored.dtype)])
+        arrays["value"] = self.value[:-1]  # the file's rows (save), not a second copy
+        self.leaf = arrays["leaf"].astype(np.intp)
 
     # -- inference -----------------------------------------------------------
     def forest_proba(self, X: np.ndarray) -> np.ndarray:
@@ -115,7 +117,7 @@ class Forest:
             idx = self._walk_one(X[0])[None, :]
         else:
             idx = self._walk_many(X)
-        return np.take(self.node_value, idx, axis=0).mean(axis=1)
+        return np.take(self.value, np.take(self.leaf, idx), axis=0).astype(np.float64).mean(axis=1)
 
     def _walk_one(self, x: np.ndarray) -> np.ndarray:
         """Leaf reached in every tree by one flow (the layer's case).
