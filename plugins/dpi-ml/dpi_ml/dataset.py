@@ -2,9 +2,10 @@
 
 Features are collected by running the real dpicore engine over each capture
 with :class:`Collector`, a plugin that sees exactly the packets the ML layer
-sees (same ``wants_empty`` and packet budget, same :class:`FlowSummary`), so
-training data and live inference cannot drift apart.  The collector runs in
-all-layers mode, so no other layer's early verdict cuts a flow short.
+sees (same ``wants_empty`` and packet budget, the same
+:func:`~dpi_ml.features.add` into its summary), so training data and live
+inference cannot drift apart.  The collector runs in all-layers mode, so no
+other layer's early verdict cuts a flow short.
 
 Labels come from, per capture:
 
@@ -29,7 +30,7 @@ from dpicore.corpus import LabelledFlow, flow_key, load_labels, match
 from dpicore.model import Flow, Packet, transport_name
 from dpicore.protocols import canonical
 
-from .features import N_PACKETS, FlowSummary
+from .features import N_PACKETS, FlowSummary, add, has_payload, new_summary
 from .model import MAX_CLASS_NAME, is_class_name
 
 COLLECTOR_ID = "ml-collect"
@@ -41,11 +42,12 @@ class LabelError(ValueError):
 
 def observe(summary: FlowSummary, packet: Packet, direction: int) -> bool:
     """Feed one packet to a summary (shared by the layer and the collector); True when it is full."""
-    return summary.add(packet.ts, direction, packet.payload_len, packet.tcp_flags, packet.payload)
+    return add(summary, packet.ts, direction, packet.payload_len, packet.tcp_flags, packet.payload)
 
 
 class Collector:
-    """A dpicore plugin that keeps every flow's :class:`FlowSummary` as the ML layer would build it."""
+    """A dpicore plugin that keeps every flow's summary (:data:`~dpi_ml.features.FlowSummary`) as the ML layer
+    would build it."""
 
     def __init__(self) -> None:
         self.summaries: dict[Flow, FlowSummary] = {}
@@ -57,7 +59,7 @@ class Collector:
 
     @hookimpl
     def dpi_flow_new(self, flow: Flow) -> FlowSummary:
-        return FlowSummary(flow.proto, flow.client_port, flow.server_port)
+        return new_summary(flow.proto, flow.client_port, flow.server_port)
 
     @hookimpl
     def dpi_classify(self, packet: Packet, direction: int, state: FlowSummary) -> None:
@@ -137,7 +139,7 @@ def _label_expected(flows: list[Flow], entry: dict[str, Any], summaries: dict[Fl
     rules = _expected_rules(entry)
     for flow in flows:
         summary = summaries.get(flow)
-        if summary is None or not summary.has_payload:
+        if summary is None or not has_payload(summary):
             continue  # expected.json names payload-carrying flows only
         transport = transport_name(flow.proto)
         for t, lo, hi, label in rules:

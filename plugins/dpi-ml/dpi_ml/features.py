@@ -13,7 +13,7 @@ For each first payload a few length-field checks tell whether a 2- or 4-byte
 integer near its start equals the payload's length (TLS records, DNS over
 TCP, TDS, MongoDB, …): a framing habit that generalises across captures
 better than raw byte values do.  The summary is collected packet by packet in the layer's hooks
-(:class:`FlowSummary`), and turned into numbers in one go with numpy
+(:func:`add`), and turned into numbers in one go with numpy
 (:func:`vector`), so the same code serves the live layer, training and
 evaluation: what the model was trained on is exactly what it is asked about.
 
@@ -81,121 +81,117 @@ def feature_spec() -> dict[str, object]:
             "names": list(FEATURE_NAMES)}
 
 
-#: A FlowSummary's head: the packets recorded (low four bits) and whether the layer answered (_DONE),
-#: the transport, the index + 1 of the packet that carried the first payload (0: none yet) of each
-#: direction (client to server in the low four bits, back in the high four), the client and the server
-#: port; the byte offsets of the first three.
+#: A flow summary is a plain ``bytearray``: the layer keeps one per flow it is still watching, and a
+#: subclass's instances carry a 16-byte garbage-collector header besides (every heap type's instances
+#: are tracked), so the summary has functions, not methods.
+FlowSummary = bytearray
+
+#: A summary's head: the packets recorded (low four bits) and whether the layer answered (_DONE), the
+#: transport, the index + 1 of the packet that carried the first payload (0: none yet) of each direction
+#: (client to server in the low four bits, back in the high four), the client and the server port; the
+#: byte offsets of the first three.
 _HEAD = struct.Struct("<BBBHH")
 _STATE, _TRANSPORT, _INDEX = 0, 1, 2
 _COUNT_BITS, _DONE = 0x0F, 0x80
 assert N_PACKETS <= _COUNT_BITS, "the packet count and each first-payload index are four bits of the head"
-#: Then per direction, once it sent payload, its first payload's scanned length (at most N_SCAN) less
-#: one, its printable bytes, its distinct bytes less one (a payload has at least one of each, and 256
-#: fits in no byte) and its leading N_BYTES bytes; zeros before; then the packets.  47 bytes of head
-#: and 15 of a packet are 63, with the bytearray's terminating zero one 64-byte block: two bytes more,
-#: the counts as three 16-bit fields, took a flow of one packet to an 80-byte block.
-_FIRST = struct.Struct(f"<BHB{N_BYTES}s")
-_FIRST_AT = (_HEAD.size, _HEAD.size + _FIRST.size)
-_PACKETS_AT = _HEAD.size + 2 * _FIRST.size
-#: Each packet: time, direction, payload size on the wire, TCP flags.
+#: Then each packet: time, direction, payload size on the wire, TCP flags.
 _PACKET = struct.Struct("<dBIH")
+#: The packet that carried a direction's first payload is followed by what the features read of that
+#: payload: its scanned length (at most N_SCAN) less one, its printable bytes, its distinct bytes less
+#: one (a payload has at least one of each, and 256 fits in no byte) and its leading N_BYTES bytes.
+#: Appended when it comes, not reserved for both directions in the head: a flow of one packet with
+#: payload is 7 + 15 + 20 bytes, a 48-byte block with the bytearray's terminating zero (64 with both
+#: directions' room reserved), a flow of one packet without any 32 bytes.
+_FIRST = struct.Struct(f"<BHB{N_BYTES}s")
 _PRINTABLE_BYTES = bytes(np.flatnonzero(_PRINTABLE).tolist())
 
 
-class FlowSummary(bytearray):
-    """The few facts per packet the model needs, collected in the layer's per-packet hook.
+def new_summary(transport: int, client_port: int = 0, server_port: int = 0) -> FlowSummary:
+    """An empty summary of a flow of this transport between these ports."""
+    return bytearray(_HEAD.pack(0, transport, 0, client_port, server_port))
 
-    The layer holds one summary per flow it is still watching, so it is one
-    packed buffer (a bytearray subclass without attribute slots): a fixed
-    part, then 15 bytes per packet.  Of each direction's first payload it
-    keeps what the features read, counted when it arrives (its printable and
-    distinct bytes over the first N_SCAN, and its leading N_BYTES), not the
-    payload itself.  An undecided flow of one packet costs ~0.14 KB instead
-    of the ~0.25 KB of Python objects (a list of boxed numbers, a payload
-    copy) it was, and one with its eight packets and two first payloads
-    ~0.26 KB rather than 0.8-1.25 KB; the numbers are computed once, when the
-    flow is predicted (:func:`vector`).  Equal features either way: the counts are
-    integers and the ratios the same divisions.
-    """
 
-    __slots__ = ()
+def add(summary: FlowSummary, ts: float, direction: int, size: int, flags: int, payload: bytes) -> bool:
+    """Record one packet; True once :data:`N_PACKETS` packets are in."""
+    state = summary[_STATE]
+    n = state & _COUNT_BITS
+    if n >= N_PACKETS:
+        return True
+    try:
+        record = _PACKET.pack(ts, direction, size, flags)
+    except struct.error:  # a Packet made through the API with values no capture gives
+        record = _PACKET.pack(ts, 1 if direction else 0, min(max(size, 0), 0xFFFFFFFF), flags & 0xFFFF)
+    summary += record
+    summary[_STATE] = state + 1  # the count, below N_PACKETS: it does not reach the done bit
+    if payload:
+        d = 1 if direction else 0
+        index = summary[_INDEX]
+        if not (index >> 4 * d) & 0x0F:
+            summary[_INDEX] = index | (n + 1) << 4 * d
+            scan = bytes(payload[:N_SCAN])
+            printable = len(scan) - len(scan.translate(None, _PRINTABLE_BYTES))
+            summary += _FIRST.pack(len(scan) - 1, printable, len(set(scan)) - 1, scan)
+    return n + 1 >= N_PACKETS
 
-    def __init__(self, transport: int, client_port: int = 0, server_port: int = 0) -> None:
-        super().__init__(_PACKETS_AT)
-        _HEAD.pack_into(self, 0, 0, transport, 0, client_port, server_port)
 
-    def add(self, ts: float, direction: int, size: int, flags: int, payload: bytes) -> bool:
-        """Record one packet; True once :data:`N_PACKETS` packets are in."""
-        state = self[_STATE]
-        n = state & _COUNT_BITS
-        if n >= N_PACKETS:
-            return True
-        try:
-            record = _PACKET.pack(ts, direction, size, flags)
-        except struct.error:  # a Packet made through the API with values no capture gives
-            record = _PACKET.pack(ts, 1 if direction else 0, min(max(size, 0), 0xFFFFFFFF), flags & 0xFFFF)
-        self += record
-        self[_STATE] = state + 1  # the count, below N_PACKETS: it does not reach the done bit
-        if payload:
-            d = 1 if direction else 0
-            index = self[_INDEX]
-            if not (index >> 4 * d) & 0x0F:
-                self[_INDEX] = index | (n + 1) << 4 * d
-                scan = bytes(payload[:N_SCAN])
-                printable = len(scan) - len(scan.translate(None, _PRINTABLE_BYTES))
-                _FIRST.pack_into(self, _FIRST_AT[d], len(scan) - 1, printable, len(set(scan)) - 1, scan)
-        return n + 1 >= N_PACKETS
+def count(summary: FlowSummary) -> int:
+    """Packets recorded (at most :data:`N_PACKETS`)."""
+    return summary[_STATE] & _COUNT_BITS
 
-    # bool() of a summary is always True: the fixed part is never empty (the engine tests states by identity).
 
-    @property
-    def count(self) -> int:
-        """Packets recorded (at most :data:`N_PACKETS`)."""
-        return self[_STATE] & _COUNT_BITS
+def is_done(summary: FlowSummary) -> bool:
+    """The layer has answered (or abstained) for this flow (see :func:`mark_done`)."""
+    return bool(summary[_STATE] & _DONE)
 
-    @property
-    def done(self) -> bool:
-        """Set once the layer has answered (or abstained) for this flow."""
-        return bool(self[_STATE] & _DONE)
 
-    @done.setter
-    def done(self, value: bool) -> None:
-        self[_STATE] = self[_STATE] | _DONE if value else self[_STATE] & ~_DONE
+def mark_done(summary: FlowSummary) -> None:
+    summary[_STATE] |= _DONE
 
-    @property
-    def transport(self) -> int:
-        return self[_TRANSPORT]
 
-    @property
-    def client_port(self) -> int:
-        return _HEAD.unpack_from(self)[3]
+def transport(summary: FlowSummary) -> int:
+    return summary[_TRANSPORT]
 
-    @property
-    def server_port(self) -> int:
-        return _HEAD.unpack_from(self)[4]
 
-    def packets(self) -> list[tuple[float, int, int, int]]:
-        """(time, direction, payload size on the wire, TCP flags) of each recorded packet, in order."""
-        return list(_PACKET.iter_unpack(self[_PACKETS_AT:_PACKETS_AT + _PACKET.size * self.count]))
+def ports(summary: FlowSummary) -> tuple[int, int]:
+    """(client port, server port)."""
+    return _HEAD.unpack_from(summary)[3:]
 
-    @property
-    def first_index(self) -> tuple[int, int]:
-        """Index of the packet that carried the first payload, client to server and back (-1: none)."""
-        index = self[_INDEX]
-        return (index & 0x0F) - 1, (index >> 4) - 1
 
-    @property
-    def has_payload(self) -> bool:
-        """Some recorded packet carried payload (in either direction)."""
-        return bool(self[_INDEX])
+def packets(summary: FlowSummary) -> list[tuple[float, int, int, int]]:
+    """(time, direction, payload size on the wire, TCP flags) of each recorded packet, in order."""
+    index = summary[_INDEX]
+    firsts = (index & 0x0F, index >> 4)
+    out = []
+    at = _HEAD.size
+    for k in range(1, count(summary) + 1):
+        out.append(_PACKET.unpack_from(summary, at))
+        at += _PACKET.size + (_FIRST.size if k in firsts else 0)
+    return out
 
-    def first(self, direction: int) -> tuple[int, int, int, bytes] | None:
-        """The first payload of a direction as kept: (scanned length, printable bytes, distinct bytes,
-        leading bytes); None when the direction sent none yet."""
-        if not (self[_INDEX] >> 4 * direction) & 0x0F:
-            return None
-        length, printable, distinct, head = _FIRST.unpack_from(self, _FIRST_AT[direction])
-        return length + 1, printable, distinct + 1, head[:min(length + 1, N_BYTES)]
+
+def first_index(summary: FlowSummary) -> tuple[int, int]:
+    """Index of the packet that carried the first payload, client to server and back (-1: none)."""
+    index = summary[_INDEX]
+    return (index & 0x0F) - 1, (index >> 4) - 1
+
+
+def has_payload(summary: FlowSummary) -> bool:
+    """Some recorded packet carried payload (in either direction)."""
+    return bool(summary[_INDEX])
+
+
+def first(summary: FlowSummary, direction: int) -> tuple[int, int, int, bytes] | None:
+    """The first payload of a direction as kept: (scanned length, printable bytes, distinct bytes,
+    leading bytes); None when the direction sent none yet."""
+    index = summary[_INDEX]
+    k = (index >> 4 * direction) & 0x0F  # its packet's index + 1
+    if not k:
+        return None
+    other = (index >> 4 * (1 - direction)) & 0x0F
+    # Past the head, k packets, and the other direction's record if its packet came first.
+    at = _HEAD.size + k * _PACKET.size + (_FIRST.size if 0 < other < k else 0)
+    length, printable, distinct, head = _FIRST.unpack_from(summary, at)
+    return length + 1, printable, distinct + 1, head[:min(length + 1, N_BYTES)]
 
 
 _RULE_DELTAS = np.array([d for _, _, _, d in LENGTH_RULES], dtype=np.float64)
@@ -211,7 +207,7 @@ _PAYLOAD_WIDTH = 4 + N_BYTES + len(LENGTH_RULES)
 def _payload_columns(first: tuple[int, int, int, bytes] | None, index: int, size: int) -> np.ndarray:
     """len, printable ratio, distinct-byte ratio, packet index, N_BYTES byte values, length checks.
 
-    ``first`` is what :meth:`FlowSummary.first` kept of the payload; ``size``
+    ``first`` is what :func:`first` kept of the payload; ``size``
     the packet's payload length on the wire (what a length field describes
     even when the capture was cut short).
     """
@@ -255,15 +251,16 @@ def vector(summary: FlowSummary) -> np.ndarray:
     everything per byte is numpy.
     """
     out = np.full(N_FEATURES, MISSING)
-    out[0] = summary.transport
-    if summary.server_port or summary.client_port:
-        out[1] = summary.client_port == summary.server_port
-        out[2] = summary.server_port < 1024
-    packets = summary.packets()
-    n = len(packets)
+    out[0] = transport(summary)
+    client_port, server_port = ports(summary)
+    if server_port or client_port:
+        out[1] = client_port == server_port
+        out[2] = server_port < 1024
+    recorded = packets(summary)
+    n = len(recorded)
     sizes: Sequence[int] = ()
     if n:
-        ts, dirs, sizes, flags = zip(*packets)
+        ts, dirs, sizes, flags = zip(*recorded)
         iat = [0.0] + [max(b - a, 0.0) for a, b in zip(ts, ts[1:])]  # captures are not always in time order
         out[_PER_PACKET:_PER_PACKET + 4 * n] = [v for quad in zip(dirs, sizes, iat, flags) for v in quad]
         c2s = dirs.count(0)
@@ -271,10 +268,10 @@ def vector(summary: FlowSummary) -> np.ndarray:
         s2c_sizes = [z for d, z in zip(dirs, sizes) if d != 0]
         out[_AGGREGATES:_PAYLOADS] = (
             n, c2s, n - c2s, sum(1 for z in c2s_sizes if z > 0), sum(1 for z in s2c_sizes if z > 0),
-            sum(c2s_sizes), sum(s2c_sizes), ts[-1] - ts[0], _opener(summary.first_index))
+            sum(c2s_sizes), sum(s2c_sizes), ts[-1] - ts[0], _opener(first_index(summary)))
     width = _PAYLOAD_WIDTH
-    for d, i in enumerate(summary.first_index):
-        out[_PAYLOADS + d * width:_PAYLOADS + (d + 1) * width] = _payload_columns(summary.first(d), i,
+    for d, i in enumerate(first_index(summary)):
+        out[_PAYLOADS + d * width:_PAYLOADS + (d + 1) * width] = _payload_columns(first(summary, d), i,
                                                                                sizes[i] if i >= 0 else 0)
     return out
 

@@ -31,7 +31,7 @@ from dpicore.model import Flow, Packet
 from dpicore.plugins import check_settings
 
 from .dataset import observe
-from .features import N_PACKETS, FlowSummary
+from .features import N_PACKETS, FlowSummary, is_done, mark_done, new_summary
 from .model import Forest, load
 from .predict import predict
 
@@ -115,7 +115,7 @@ class MlLayer:
 
     @hookimpl
     def dpi_flow_new(self, flow: Flow) -> FlowSummary:
-        return FlowSummary(flow.proto, flow.client_port, flow.server_port)
+        return new_summary(flow.proto, flow.client_port, flow.server_port)
 
     @hookimpl
     def dpi_classify(self, packet: Packet, direction: int, state: FlowSummary) -> Verdict | None:
@@ -125,13 +125,13 @@ class MlLayer:
 
     @hookimpl
     def dpi_flow_end(self, state: FlowSummary, reason: str) -> Verdict | None:
-        if state.done or reason in _SILENT:
+        if is_done(state) or reason in _SILENT:
             return None
         return self.answer(state)
 
     def answer(self, state: FlowSummary) -> Verdict | None:
         """Predict a flow once; None when unsure (below the threshold) or when the best guess is Unknown."""
-        state.done = True
+        mark_done(state)
         names, confidence = predict(self.model, [state])
         name, conf = names[0], float(confidence[0])
         if name == UNKNOWN or conf < self.threshold:

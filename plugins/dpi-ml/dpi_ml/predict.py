@@ -19,13 +19,13 @@ import numpy as np
 from dpicore import UNKNOWN
 from dpicore.model import TCP, UDP
 
-from .features import FlowSummary, matrix
+from .features import FlowSummary, has_payload, matrix, transport
 from .model import Forest
 
 
 def observable(summary: FlowSummary) -> bool:
     """False for a TCP/UDP flow with no payload in the packets the model sees."""
-    return summary.transport not in (TCP, UDP) or summary.has_payload
+    return transport(summary) not in (TCP, UDP) or has_payload(summary)
 
 
 def predict(forest: Forest, summaries: Sequence[FlowSummary]) -> tuple[list[str], np.ndarray]:

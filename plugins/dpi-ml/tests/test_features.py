@@ -8,8 +8,8 @@ import pytest
 from dpicore import Classifier, synthetic_packets
 from dpicore.model import SYN, TCP, UDP
 from dpi_ml.dataset import COLLECTOR_ID, Collector
-from dpi_ml.features import (FEATURE_NAMES, MISSING, N_BYTES, N_FEATURES, N_PACKETS, N_SCAN, FlowSummary,
-                             feature_spec, matrix, vector)
+from dpi_ml.features import (FEATURE_NAMES, MISSING, N_BYTES, N_FEATURES, N_PACKETS, N_SCAN, FlowSummary, add,
+                             count, feature_spec, first, first_index, matrix, new_summary, packets, vector)
 from dpi_ml.predict import observable
 
 _BODY = b"\x03\x03" + bytes(32) + b"\x00\x00\x02\x13\x01\x01\x00" + bytes(60)
@@ -77,34 +77,47 @@ def test_udp_same_ports_and_short_payload() -> None:
 
 
 def test_only_the_first_packets_count() -> None:
-    s = FlowSummary(TCP, 1234, 80)
-    full = [s.add(float(i), i % 2, 10 * i, 0x18, b"x" * i) for i in range(N_PACKETS + 3)]
-    assert full.index(True) == N_PACKETS - 1 and s.count == N_PACKETS
+    s = new_summary(TCP, 1234, 80)
+    full = [add(s, float(i), i % 2, 10 * i, 0x18, b"x" * i) for i in range(N_PACKETS + 3)]
+    assert full.index(True) == N_PACKETS - 1 and count(s) == N_PACKETS
     # Packet 0 had no payload: (scanned length, printable bytes, distinct bytes, leading bytes).
-    assert s.first(1) == (1, 1, 1, b"x") and s.first(0) == (2, 2, 1, b"xx") and s.first_index == (2, 1)
-    assert [p[0] for p in s.packets()] == [float(i) for i in range(N_PACKETS)]
+    assert first(s, 1) == (1, 1, 1, b"x") and first(s, 0) == (2, 2, 1, b"xx") and first_index(s) == (2, 1)
+    assert packets(s) == [(float(i), i % 2, 10 * i, 0x18) for i in range(N_PACKETS)]
+    # The two first payloads' records sit after the packets that carried them, nothing reserved: the
+    # head, the packets and two records.
+    assert len(s) == 7 + 15 * N_PACKETS + 2 * (4 + N_BYTES)
+
+
+def test_a_server_first_payload_is_found_behind_the_client_ones() -> None:
+    s = new_summary(TCP, 1234, 25)
+    add(s, 0.0, 1, 5, 0x18, b"220 x")
+    add(s, 1.0, 0, 4, 0x18, b"EHLO")
+    add(s, 2.0, 1, 3, 0x18, b"250")
+    assert first_index(s) == (1, 0)
+    assert first(s, 1) == (5, 5, 4, b"220 x") and first(s, 0) == (4, 4, 4, b"EHLO")
+    assert packets(s) == [(0.0, 1, 5, 0x18), (1.0, 0, 4, 0x18), (2.0, 1, 3, 0x18)]
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x00", bytes(range(256)) * 8, b"\xff" * 70000])
 def test_hostile_payloads_never_raise(payload: bytes) -> None:
-    s = FlowSummary(UDP, 1, 2)
-    s.add(5.0, 0, len(payload), 0, payload)
-    s.add(1.0, 1, 3, 0, b"abc")  # the clock jumps back: inter-arrival time clipped at 0
+    s = new_summary(UDP, 1, 2)
+    add(s, 5.0, 0, len(payload), 0, payload)
+    add(s, 1.0, 1, 3, 0, b"abc")  # the clock jumps back: inter-arrival time clipped at 0
     v = vector(s)
     assert v.shape == (N_FEATURES,) and np.all(np.isfinite(v))
     assert column(v, "p1_iat") == 0.0
     if payload:
-        assert s.first(0)[0] == min(len(payload), N_SCAN)  # type: ignore[index]
+        assert first(s, 0)[0] == min(len(payload), N_SCAN)  # type: ignore[index]
 
 
 def test_matrix_stacks_vectors_and_payloadless_flows_are_not_observable() -> None:
-    a, b = FlowSummary(TCP, 1, 2), FlowSummary(TCP, 1, 2)
-    a.add(0.0, 0, 0, SYN, b"")
-    b.add(0.0, 0, 4, 0x18, b"ping")
+    a, b = new_summary(TCP, 1, 2), new_summary(TCP, 1, 2)
+    add(a, 0.0, 0, 0, SYN, b"")
+    add(b, 0.0, 0, 4, 0x18, b"ping")
     assert np.array_equal(matrix([a, b]), np.stack([vector(a), vector(b)]))
     assert matrix([]).shape == (0, N_FEATURES)
     assert not observable(a) and observable(b)
-    assert observable(FlowSummary(1))  # ICMP: the transport names it
+    assert observable(new_summary(1))  # ICMP: the transport names it
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -113,10 +126,10 @@ def test_counts_kept_at_arrival_give_the_columns_of_the_whole_payload(seed: int)
     rng = np.random.default_rng(seed)
     payloads = [rng.integers(0, 256 if seed % 2 else 128, int(rng.integers(1, 600)), dtype=np.uint8).tobytes()
                 for _ in range(2)]
-    s = FlowSummary(TCP, 1, 2)
-    s.add(0.0, 0, 0, SYN, b"")
+    s = new_summary(TCP, 1, 2)
+    add(s, 0.0, 0, 0, SYN, b"")
     for d, p in enumerate(payloads):
-        s.add(1.0 + d, d, len(p), 0x18, p)
+        add(s, 1.0 + d, d, len(p), 0x18, p)
     v = vector(s)
     for d, p in zip(("c2s", "s2c"), payloads):
         raw = np.frombuffer(p[:N_SCAN], dtype=np.uint8)
@@ -132,8 +145,8 @@ def test_counts_kept_at_arrival_give_the_columns_of_the_whole_payload(seed: int)
 
 def test_packet_values_no_capture_gives_are_clamped_not_raised() -> None:
     """A Packet made through the API can carry any int: a negative size, flags past 16 bits, a size past 32."""
-    s = FlowSummary(TCP, 1, 2)
-    s.add(1.0, 0, -5, 0x1FF18, b"ab")
-    s.add(2.0, 7, 2 ** 40, 0x10, b"")
-    assert s.packets() == [(1.0, 0, 0, 0xFF18), (2.0, 1, 0xFFFFFFFF, 0x10)]
+    s = new_summary(TCP, 1, 2)
+    add(s, 1.0, 0, -5, 0x1FF18, b"ab")
+    add(s, 2.0, 7, 2 ** 40, 0x10, b"")
+    assert packets(s) == [(1.0, 0, 0, 0xFF18), (2.0, 1, 0xFFFFFFFF, 0x10)]
     assert vector(s).shape == (N_FEATURES,)

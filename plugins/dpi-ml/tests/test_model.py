@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dpi_ml.dataset import Sample
-from dpi_ml.features import FEATURE_NAMES, matrix
+from dpi_ml.features import FEATURE_NAMES, first, matrix
 from dpi_ml.model import FORMAT_VERSION, Forest, ModelError, load
 from dpi_ml.plugin import DEFAULT_MODEL
 
@@ -45,7 +45,7 @@ def test_inference_equals_scikit_learn_on_held_out_flows(fitted: Any, held_out_s
 def test_byte_guards_refuse_answers_that_contradict_a_protocols_first_bytes(fitted: Any,
                                                                             train_samples: list[Sample]) -> None:
     _, forest = fitted
-    tls = [s for s in train_samples if s.label == "TLS" and s.summary.first(0)]
+    tls = [s for s in train_samples if s.label == "TLS" and first(s.summary, 0)]
     assert tls and forest.guards
     x = matrix([tls[0].summary])
     names, conf = forest.predict(x)
