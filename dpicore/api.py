@@ -61,8 +61,7 @@ def freeze_startup() -> None:
 def flow_from_packet(pkt: Packet) -> Flow:
     """A new flow holding ``pkt`` as its first packet (the sender is the client), as go-dpi's GetPacketFlow
     makes one: its counters count that packet."""
-    return Flow(key=FlowKey.of(pkt), client=pkt.src, client_port=pkt.sport, server=pkt.dst, server_port=pkt.dport,
-                first_seen=pkt.ts, last_seen=pkt.ts, c2s_packets=1, c2s_bytes=pkt.wire_len, number=pkt.number)
+    return Flow(FlowKey.of(pkt), pkt.src, pkt.sport, pkt.ts, pkt.ts, pkt.number, c2s_packets=1, c2s_bytes=pkt.wire_len)
 
 
 class Classifier:

@@ -9,6 +9,7 @@ only when a record is written.
 from __future__ import annotations
 
 import ipaddress
+import operator
 import re
 from socket import inet_ntoa
 from typing import Any, Callable, Generic, NamedTuple, TypeVar
@@ -270,6 +271,47 @@ class _MadeOnUse(Generic[T]):
         setattr(obj, self.slot, value)
 
 
+class _Rare:
+    """What few flows ever have (:attr:`Flow.state`, :attr:`Flow.errors`), made on the first use of either,
+    with the flow's number: the slot ``Flow._rare`` holds the number alone until then (a slot each was
+    16 bytes more of every flow)."""
+
+    __slots__ = ("number", "_state", "_errors")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self._state: dict[str, Any] | None = None
+        self._errors: list[str] | None = None
+
+
+class _MadeOnRareUse(_MadeOnUse[T]):
+    """A :class:`_MadeOnUse` container kept in the flow's :class:`_Rare` (made with it)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> T:
+        return super().__get__(None if obj is None else _rare_of(obj), owner)
+
+    def __set__(self, obj: object, value: T) -> None:
+        setattr(_rare_of(obj), self.slot, value)
+
+
+def _packet_number(value: Any) -> int:
+    """``value`` as a Flow's number: an int (or an integer type's value, numpy's), 0 or more."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"number is a packet's number in its source (an int), not {value!r}") from None
+    if number < 0:
+        raise ValueError(f"number is a packet's number in its source (0 or more), not {value!r}")
+    return number
+
+
+def _rare_of(flow: Any) -> _Rare:
+    rare = flow._rare
+    if type(rare) is int:
+        rare = flow._rare = _Rare(rare)
+    return rare
+
+
 class _Payloads(_MadeOnUse[list]):  # type: ignore[type-arg]
     """:attr:`Flow.payloads`: a list, also while the engine keeps none (the slot then holds ``()``, its
     mark, and a read gets a new empty list, not stored)."""
@@ -294,7 +336,7 @@ class _OneOrMore(_MadeOnUse[list]):  # type: ignore[type-arg]
         return value
 
 
-@attrs.define(slots=True, eq=False, weakref_slot=False)
+@attrs.define(slots=True, eq=False, weakref_slot=False, init=False)
 class Flow:
     """A bidirectional conversation; the client is whoever sent the first packet seen.
 
@@ -302,19 +344,16 @@ class Flow:
     swaps the roles so the SYN sender is still the client.
 
     Its transport, VLAN and IP version are read from its key and addresses,
-    ``fin_mask``, ``final`` and ``end_reason`` from one int, and it has no
-    weak-reference slot: a million live flows are the table's memory, and
-    those six slots were 48 bytes of each (192 bytes, not 240).
-    Build one by field names (``Flow(key=..., client=..., ...)``): a
-    positional call written for the fields it had before (key, proto, vlan,
-    client, ...) would shift every value one field over.
+    its server end is the key's end that is not the client's, ``fin_mask``,
+    ``final`` and ``end_reason`` are read from one int, ``number``, ``state``
+    and ``errors`` share a slot, and it has no weak-reference slot: a million
+    live flows are the table's memory, and those slots were 80 bytes of each
+    (160 bytes, not 240).
     """
 
     key: FlowKey
     client: bytes
     client_port: int
-    server: bytes
-    server_port: int
     first_seen: float
     last_seen: float
     c2s_packets: int = 0
@@ -325,32 +364,113 @@ class Flow:
     # use: most flows alive at any moment never touch most of them (a SYN scan's none), and five empty
     # containers were ~0.3 KB of a flow's ~1 KB.  The engine reads the private fields on its hot path.
     #: () while no layer looking at the flow reads its payloads (the engine keeps none then).
-    _payloads: list[tuple[int, bytes]] | tuple[()] | None = attrs.field(default=None, alias="payloads")
-    _state: dict[str, Any] | None = attrs.field(default=None, alias="state")
+    _payloads: list[tuple[int, bytes]] | tuple[()] | None = None
     #: None, the only verdict, or the list of them (see _OneOrMore).
-    _verdicts: list[Verdict] | Verdict | None = attrs.field(default=None, alias="verdicts")
+    _verdicts: list[Verdict] | Verdict | None = None
     verdict: Verdict | None = None
-    _errors: list[str] | None = attrs.field(default=None, alias="errors")
     #: Layers still looking at this flow, or the packets it holds before they start (pipeline-owned:
     #: see dpicore.engine.Pending).
     pending: Any = None
-    #: ``fin_mask``, ``final`` and ``end_reason`` in one small int (see FINAL and REASON_UNIT): three
-    #: slots were 16 bytes more of every flow (pymalloc rounds to 16), at a million flows the 1.5 GB
-    #: bound.  The properties are for layers and callers; the pipeline reads the bits.
-    _bits: int = attrs.field(default=0, alias="bits")
-    #: The number of the packet that opened the flow in its source (for stable ordering).
-    number: int = 0
-    _notes: dict[str, Any] | None = attrs.field(default=None, alias="notes")
+    #: ``fin_mask``, ``final`` and ``end_reason`` in one small int (see FINAL and REASON_UNIT).  The
+    #: properties are for layers and callers; the pipeline reads the bits.
+    _bits: int = 0
+    #: The number, or a _Rare with it and the state and errors, once either is used.  Not in ``_bits``: a
+    #: number made that int one no operation on it finds among the small ints CPython keeps made, and
+    #: each test of a bit cost a new int and its release, 0.2% of a run's instructions.
+    _rare: int | _Rare = 0
+    _notes: dict[str, Any] | None = None
+
+    def __init__(self, key: FlowKey, client: bytes, client_port: int, first_seen: float, last_seen: float,
+                 number: int = 0, c2s_packets: int = 0, s2c_packets: int = 0, c2s_bytes: int = 0,
+                 s2c_bytes: int = 0, payloads: list[tuple[int, bytes]] | None = None,
+                 verdicts: list[Verdict] | None = None, verdict: Verdict | None = None, pending: Any = None,
+                 notes: dict[str, Any] | None = None, state: dict[str, Any] | None = None,
+                 errors: list[str] | None = None, server: bytes | None = None, server_port: int | None = None
+                 ) -> None:
+        """``key`` holds the client's end and the server's; ``server`` and ``server_port``, when given, are
+        checked against it (they are read from it).  The first five by position (the flow table's call),
+        the rest by name.  A positional call written for the fields the flow had before (server and its
+        port after the client's port) fails: its first time lands on ``number``."""
+        # No keyword-only parameters: CPython fills a missing one's default by a dict lookup, a positional
+        # one's from a tuple, and the flow table makes a flow per new conversation.
+        self.key = key
+        self.client = client
+        self.client_port = client_port
+        self.first_seen = first_seen
+        self.last_seen = last_seen
+        self.c2s_packets = c2s_packets
+        self.s2c_packets = s2c_packets
+        self.c2s_bytes = c2s_bytes
+        self.s2c_bytes = s2c_bytes
+        self._payloads = payloads
+        self._verdicts = verdicts
+        self.verdict = verdict
+        self.pending = pending
+        self._bits = 0
+        self._rare = number if type(number) is int and number >= 0 else _packet_number(number)
+        self._notes = notes
+        if state is not None or errors is not None or server is not None or server_port is not None:
+            self._given(state, errors, server, server_port)
+
+    def _given(self, state: dict[str, Any] | None, errors: list[str] | None, server: bytes | None,
+               server_port: int | None) -> None:
+        """The constructor's rarely given arguments."""
+        if state is not None:
+            self.state = state
+        if errors is not None:
+            self.errors = errors
+        if (server is not None or server_port is not None) and (
+                not self._ends_match() or server not in (None, self.server)
+                or server_port not in (None, self.server_port)):
+            raise ValueError(f"the flow's key {self.key!r} does not hold the client's end and the server's given")
 
     payloads = _Payloads(
         list, "First payloads per direction, in order, bounded by the flow table; empty (kept by "
               "nobody) while no layer looking at the flow reads them (LayerInfo.reads_payloads), once "
               "no layer looks at the flow (decided, or every layer left) and after its end.")
-    state = _MadeOnUse(dict, "Per-layer private state, keyed by layer id.")
+    state = _MadeOnRareUse(dict, "Per-layer private state, keyed by layer id.")
     verdicts = _OneOrMore(list, "Every verdict accepted for the flow, in order.")
-    errors = _MadeOnUse(list, "What went wrong in a layer for this flow, a line each.")
+    errors = _MadeOnRareUse(list, "What went wrong in a layer for this flow, a line each.")
     notes = _MadeOnUse(
         dict, "Extra annotations a layer wants other layers to see (e.g. an expected FTP data port).")
+
+    def server_end(self) -> tuple[bytes, int]:
+        """The server's (address, port): the end of the key that is not the client's."""
+        key = self.key
+        if key.addr_a == self.client and key.port_a == self.client_port:
+            return key.addr_b, key.port_b
+        return key.addr_a, key.port_a
+
+    def _ends_match(self) -> bool:
+        """The client's end is one of the key's."""
+        key = self.key
+        return (self.client, self.client_port) in ((key.addr_a, key.port_a), (key.addr_b, key.port_b))
+
+    # server and server_port read the key themselves: a layer may ask for either per packet, and a call to
+    # server_end as well cost 0.25% of a run's instructions.
+    @property
+    def server(self) -> bytes:
+        key = self.key
+        return key.addr_b if key.addr_a == self.client and key.port_a == self.client_port else key.addr_a
+
+    @property
+    def server_port(self) -> int:
+        key = self.key
+        return key.port_b if key.addr_a == self.client and key.port_a == self.client_port else key.port_a
+
+    @property
+    def number(self) -> int:
+        """The number of the packet that opened the flow in its source (for stable ordering)."""
+        rare = self._rare
+        return rare if type(rare) is int else rare.number
+
+    @number.setter
+    def number(self, value: int) -> None:
+        number = _packet_number(value)
+        if type(self._rare) is int:
+            self._rare = number
+        else:
+            self._rare.number = number  # type: ignore[union-attr]
 
     @property
     def fin_mask(self) -> int:

@@ -120,14 +120,16 @@ def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
     metadata: dict[str, Any] = _clean(v.metadata) if v is not None else {}
     if v is not None and v.app and v.app != v.protocol:
         metadata.setdefault("app", v.app)
-    if flow._errors:  # the field: reading Flow.errors would make an empty list
-        metadata["errors"] = _clean(flow._errors)
+    rare = flow._rare  # the field: reading Flow.errors would make an empty list
+    if type(rare) is not int and rare._errors:
+        metadata["errors"] = _clean(rare._errors)
+    server, server_port = flow.server_end()
     record: dict[str, Any] = {
         "transport": transport_name(flow.key.proto),  # Flow.proto and .vlan are properties reading the key
         "src_ip": format_ip(flow.client),
         "src_port": flow.client_port,
-        "dst_ip": format_ip(flow.server),
-        "dst_port": flow.server_port,
+        "dst_ip": format_ip(server),
+        "dst_port": server_port,
         "vlan": flow.key.vlan,
         "first_seen": rounded(flow.first_seen, 6),
         "last_seen": rounded(flow.last_seen, 6),

@@ -250,16 +250,69 @@ def test_fin_mask_final_and_end_reason_share_one_int_without_touching_each_other
     from dpicore.model import END_REASONS
 
     pkt = packet(1.0, "10.0.0.1", 1111, "10.0.0.2", 80)
+    pkt.number = 2 ** 40 + 3
     flow = FlowTable().new_flow(FlowKey.of(pkt), pkt)
-    assert (flow.fin_mask, flow.final, flow.end_reason) == (0, False, "")
-    for mask in range(8):
-        for final in (False, True):
-            for reason in END_REASONS:
-                flow.fin_mask, flow.final, flow.end_reason = mask, final, reason
-                assert (flow.fin_mask, flow.final, flow.end_reason) == (mask, final, reason)
-                flow.final = not final
-                assert (flow.fin_mask, flow.final, flow.end_reason) == (mask, not final, reason)
+    assert (flow.fin_mask, flow.final, flow.end_reason, flow.number) == (0, False, "", 2 ** 40 + 3)
+    for number in (0, 1, 255, 2 ** 40 + 3):
+        flow.number = number
+        for mask in range(8):
+            for final in (False, True):
+                for reason in END_REASONS:
+                    flow.fin_mask, flow.final, flow.end_reason = mask, final, reason
+                    assert (flow.fin_mask, flow.final, flow.end_reason, flow.number) == (mask, final, reason, number)
+                    flow.final = not final
+                    assert (flow.fin_mask, flow.final, flow.end_reason) == (mask, not final, reason)
+                    assert flow.number == number
     with pytest.raises(ValueError, match="end_reason must be one of"):
         flow.end_reason = "gone"
     with pytest.raises(ValueError, match="three bits"):
         flow.fin_mask = 8
+
+
+def test_the_server_end_is_the_end_of_the_key_that_is_not_the_clients() -> None:
+    """Flow.server and server_port are read from the key; a constructor given them checks them, and a call
+    written for the earlier field order (server and its port after the client's port) fails."""
+    import pytest
+
+    from dpicore.model import parse_ip
+
+    # A SYN/ACK seen first: the flow table makes its receiver the client, whichever end of the key it is.
+    for src, dst in (("10.0.0.9", "10.0.0.1"), ("10.0.0.1", "10.0.0.9")):
+        pkt = packet(1.0, src, 80, dst, 40000, flags=SYN | ACK)
+        flow = FlowTable().new_flow(FlowKey.of(pkt), pkt)
+        assert (flow.client, flow.client_port) == (pkt.dst, 40000)
+        assert (flow.server, flow.server_port) == flow.server_end() == (pkt.src, 80)
+    # One address, two ports: the ports tell the ends apart.
+    pkt = packet(1.0, "10.0.0.1", 5000, "10.0.0.1", 53, proto="udp")
+    flow = FlowTable().new_flow(FlowKey.of(pkt), pkt)
+    assert (flow.client_port, flow.server_port) == (5000, 53)
+    key = FlowKey.of(pkt)
+    client, server = parse_ip("10.0.0.1"), parse_ip("10.0.0.1")
+    assert Flow(key, client, 5000, 1.0, 1.0, server=server, server_port=53).server_port == 53
+    with pytest.raises(ValueError, match="does not hold"):
+        Flow(key, client, 5000, 1.0, 1.0, server=server, server_port=54)
+    with pytest.raises(ValueError, match="does not hold"):
+        Flow(key, parse_ip("10.0.0.2"), 5000, 1.0, 1.0, server=server)
+    with pytest.raises(ValueError, match="packet's number"):
+        Flow(key, client, 5000, 1.0, 1.0, -1)
+    with pytest.raises(TypeError, match="packet's number"):
+        Flow(key, client, 5000, server, 53, 1.0, 1.0)  # type: ignore[arg-type]  # the earlier order
+    with pytest.raises(ValueError, match="packet's number"):
+        flow.number = -1
+    import numpy as np
+
+    assert Flow(key, client, 5000, 1.0, 1.0, np.int64(7)).number == 7  # the batch decoder's columns
+
+
+def test_number_state_and_errors_share_a_slot() -> None:
+
+    pkt = packet(1.0, "10.0.0.1", 1111, "10.0.0.2", 80)
+    flow = Flow(FlowKey.of(pkt), pkt.src, 1111, 1.0, 1.0, 12)
+    assert flow._rare == 12 and flow.number == 12  # the number alone, until state or errors are used
+    flow.errors.append("x")
+    assert flow.errors == ["x"] and flow._rare._state is None and flow.number == 12  # type: ignore[union-attr]
+    flow.state["layer"] = 1
+    flow.number = 13
+    assert flow.state == {"layer": 1} and flow.errors == ["x"] and flow.number == 13
+    other = Flow(FlowKey.of(pkt), pkt.src, 1111, 1.0, 1.0, state={"a": 2}, errors=["y"])
+    assert (other.state, other.errors) == ({"a": 2}, ["y"])

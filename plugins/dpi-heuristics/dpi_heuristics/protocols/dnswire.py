@@ -260,15 +260,17 @@ def _reading(ctx: Context) -> Reading | None:
     if msg is None or _netbios_name(msg):
         return None
     if ctx.transport == UDP:
-        flow = ctx.flow
-        if flow.server in MDNS_GROUPS or flow.client in MDNS_GROUPS:
+        # The key's two ends are the client's and the server's: Flow.server and server_port are read from
+        # it per call, and this runs for every DNS-like datagram.
+        key = ctx.flow.key
+        if key.addr_a in MDNS_GROUPS or key.addr_b in MDNS_GROUPS:
             return Reading("MDNS", CERTAIN, msg)
-        if flow.server in LLMNR_GROUPS:
+        if (key.addr_a in LLMNR_GROUPS or key.addr_b in LLMNR_GROUPS) and ctx.flow.server in LLMNR_GROUPS:
             return Reading("LLMNR", CERTAIN if _llmnr_header(msg) else STRONG, msg)
         if _mdns_marks(msg):
             return Reading("MDNS", STRONG, msg)
         plain = _plain_dns(msg)
-        ports = (ctx.server_port, ctx.client_port)
+        ports = (key.port_a, key.port_b)
         if plain and MDNS_PORT in ports:
             return Reading("MDNS", PORT_TIE, msg, True)
         if plain and LLMNR_PORT in ports and _llmnr_header(msg):
