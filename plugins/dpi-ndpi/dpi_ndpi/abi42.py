@@ -60,10 +60,12 @@ _SIGNATURES: tuple[tuple[str, object, list[object]], ...] = (
     ("ndpi_detection_process_packet", Protocol, [c_void_p, c_void_p, c_char_p, ctypes.c_ushort, c_uint64]),
     ("ndpi_detection_giveup", Protocol, [c_void_p, c_void_p, c_uint8, POINTER(c_uint8)]),
     ("ndpi_extra_dissection_possible", c_uint8, [c_void_p, c_void_p]),
-    # ndpi_calloc zeroes what ndpi_malloc allocates; ndpi_free_flow frees nDPI's data inside a flow,
-    # then the flow itself with ndpi_free: the pair ndpiReader uses, with nDPI's allocator both ways.
+    # ndpi_calloc zeroes what ndpi_malloc allocates, and ndpi_free frees it: nDPI's allocator both ways.
+    # ndpi_free_flow_data frees nDPI's data inside a flow (ndpi_free_flow is it, then ndpi_free of the
+    # flow: the layer's flows live in blocks, see dpi_ndpi.arena).
     ("ndpi_calloc", c_void_p, [ctypes.c_ulong, ctypes.c_size_t]),
-    ("ndpi_free_flow", None, [c_void_p]),
+    ("ndpi_free", None, [c_void_p]),
+    ("ndpi_free_flow_data", None, [c_void_p]),
     ("ndpi_protocol2name", c_char_p, [c_void_p, Protocol, c_char_p, c_uint]),
     ("ndpi_get_proto_name", c_char_p, [c_void_p, c_uint16]),
     ("ndpi_get_num_supported_protocols", c_uint, [c_void_p]),
@@ -106,7 +108,8 @@ class Ndpi42:
         self.process = lib.ndpi_detection_process_packet
         self.extra_possible = lib.ndpi_extra_dissection_possible
         self._calloc = lib.ndpi_calloc
-        self.free_flow = lib.ndpi_free_flow
+        self.free = lib.ndpi_free
+        self._free_flow_data = lib.ndpi_free_flow_data
         self._giveup = lib.ndpi_detection_giveup
 
     # -- module lifetime ---------------------------------------------------------
@@ -127,17 +130,23 @@ class Ndpi42:
         self.lib.ndpi_exit_detection_module(module)
 
     # -- per flow ----------------------------------------------------------------
-    def new_flow(self) -> int:
-        """A zeroed ``ndpi_flow_struct`` from nDPI's allocator (its address); ``free_flow`` frees it.
+    def new_flows(self, count: int) -> int:
+        """``count`` zeroed ``ndpi_flow_struct`` one after the other, from nDPI's allocator (the first's
+        address); :attr:`free` frees them, once :meth:`clear_flow` has cleared each that was used.
 
-        A bare address rather than a ctypes buffer: 1 M flows nDPI is inspecting
+        Bare addresses rather than ctypes buffers: 1 M flows nDPI is inspecting
         would otherwise carry 1 M ctypes objects (~150 bytes each with the
         allocation's own overhead).
         """
-        flow = self._calloc(1, self.flow_size)
-        if not flow:
-            raise MemoryError("ndpi_calloc failed for a flow struct")
-        return int(flow)
+        flows = self._calloc(count, self.flow_size)
+        if not flows:
+            raise MemoryError(f"ndpi_calloc failed for {count} flow structs")
+        return int(flows)
+
+    def clear_flow(self, flow: int) -> None:
+        """Free what nDPI allocated inside a flow struct and zero it, as :meth:`new_flows` made it."""
+        self._free_flow_data(flow)
+        ctypes.memset(flow, 0, self.flow_size)
 
     def giveup(self, module: int, flow: int, guess: bool) -> Protocol:
         guessed = c_uint8(0)

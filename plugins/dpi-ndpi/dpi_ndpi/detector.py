@@ -22,7 +22,8 @@ ndpiReader answers:
 * a flow that ends first gets the same give-up.
 
 Nothing is replayed: each packet is fed once, and the flow's nDPI memory is
-freed (``ndpi_free_flow``) as soon as the layer is done with it.
+freed (``ndpi_free_flow_data``, its struct zeroed for the next flow: see
+:mod:`dpi_ndpi.arena`) as soon as the layer is done with it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from typing import Any
 import attrs
 
 from dpicore.model import TCP, UDP, Packet
+
+from .arena import FlowArena
 
 #: ndpiReader 4.2's defaults: give up after this many packets (``-T`` / ``-U``).
 TCP_PACKETS = 80
@@ -84,16 +87,22 @@ def ndpi_view(ip: bytes, fragment: bool) -> int:
     layout = _layout(ip, fragment)
     if layout is None:
         return 0
-    view = (layout[0] << 8) | layout[1]
-    return _VIEWS.setdefault(view, view)
+    return (layout[0] << 8) | layout[1]
 
 
-#: NdpiFlow.view once released: no ndpi_view value, so no packet is fed to a released flow.
+#: NdpiFlow.cell: the view of the first packet fed (0: none yet; an ndpi_view value is below 0x700), the
+#: flow's struct (a FlowArena slot number, 0: none yet) and the packets fed (at most _COUNT_MAX), in one
+#: int below 2**60, so one 32-byte object per flow; _RELEASED once released.
+_VIEW_BITS = 11
+_VIEW_MASK = (1 << _VIEW_BITS) - 1
+_SLOT_SHIFT = _VIEW_BITS
+_SLOT_MASK = (1 << 32) - 1
+_COUNT_SHIFT = _SLOT_SHIFT + 32
+_COUNT = 1 << _COUNT_SHIFT
+#: The count stops there (the engine offers a layer at most 65,535 packets of a flow: LayerInfo.max_packets).
+_COUNT_MAX = (1 << 17) - 1
+_FULL = _COUNT_MAX << _COUNT_SHIFT
 _RELEASED = -1
-
-#: Each value ndpi_view returned, one object per value (at most 512): an NdpiFlow keeps its flow's view,
-#: and an int above 256 is a new 32-byte object each time it is computed.
-_VIEWS: dict[int, int] = {}
 
 
 def _layout(ip: bytes, fragment: bool) -> tuple[int, int, int, int] | None:
@@ -185,6 +194,8 @@ class Detector:
         self.live = 0
         self.closed = False
         self._flow_types: dict[int | None, type[NdpiFlow]] = {}
+        #: The flows' structs.
+        self.arena = FlowArena(abi)
 
     def new_flow(self, transport: int) -> "NdpiFlow":
         if self.module is None:
@@ -227,41 +238,37 @@ class Detector:
         module, self.module = self.module, None
         if module is not None:
             self.abi.close_module(module)
+            self.arena.close()
 
 
 class NdpiFlow:
     """nDPI's state for one flow: a zeroed ``ndpi_flow_struct`` the layer owns.
 
     nDPI allocates inside it (host names, TLS certificate data, reassembly
-    buffers), so :meth:`release` (``ndpi_free_flow``: that data, then the
-    struct) must run once the layer is done; ``__del__`` does it for a flow
-    nobody ended.
+    buffers), so :meth:`release` (``ndpi_free_flow_data``; the struct goes back
+    to the detector's :class:`~dpi_ndpi.arena.FlowArena`) must run once the
+    layer is done; ``__del__`` does it for a flow nobody ended.
 
-    The struct (688 bytes, from nDPI's own allocator, held by its address
-    alone) is made when nDPI is first handed a packet of the flow, not with
-    the flow: a flow another layer names from its first payload, and a bare
-    SYN of a scan or flood (whose held handshake nDPI only gets at the
+    The struct is made when nDPI is first handed a packet of the flow, not
+    with the flow: a flow another layer names from its first payload, and a
+    bare SYN of a scan or flood (whose held handshake nDPI only gets at the
     flow's end, if at all), then never cost one while they live.
     """
 
-    # Four slots, 64 bytes: the detector and the budget are class attributes (Detector.flow_type), "done"
-    # is no clock and "released" a view no packet has (six slots were 80 bytes of every flow nDPI
-    # inspects, at a million such flows the 1.5 GB bound).
-    __slots__ = ("address", "packets", "last_ts", "view")
+    # Two slots, 48 bytes: the detector and the budget are class attributes (Detector.flow_type), the
+    # view, the struct's slot and the count one int (see _VIEW_BITS), "done" is no clock (six slots were
+    # 80 bytes of every flow nDPI inspects, at a million such flows the 1.5 GB bound).
+    __slots__ = ("cell", "last_ts")
     #: The detector that made the flow (it is freed once closed and its last flow released).
     detector: Detector
     #: Packets nDPI gets before its give-up answer (None: no bound).
     budget: int | None
 
     def __init__(self) -> None:
-        #: The ``ndpi_flow_struct``'s address once nDPI has been handed a packet (0 before, and once freed).
-        self.address = 0
-        #: Packets fed to nDPI.
-        self.packets = 0
+        #: The first packet's view, the struct's slot and the packets fed (see _VIEW_BITS).
+        self.cell = 0
         #: The latest capture time handed to nDPI; None once it has answered (none is handed to it then).
         self.last_ts: float | None = 0.0
-        #: :func:`ndpi_view` of the first packet fed: every later one must match it (_RELEASED: none can).
-        self.view = 0
 
     @property
     def done(self) -> bool:
@@ -271,12 +278,35 @@ class NdpiFlow:
     @property
     def released(self) -> bool:
         """The flow's nDPI memory is freed (see :meth:`release`)."""
-        return self.view == _RELEASED
+        return self.cell == _RELEASED
 
-    def _allocate(self, det: Detector) -> int:
-        """The flow's struct, zeroed, made on first use; returns its address."""
-        self.address = det.abi.new_flow()
-        return self.address
+    @property
+    def packets(self) -> int:
+        """Packets fed to nDPI (0 once released)."""
+        return max(self.cell, 0) >> _COUNT_SHIFT
+
+    @property
+    def view(self) -> int:
+        """:func:`ndpi_view` of the first packet fed: every later one must match it (0: none fed yet,
+        _RELEASED once released)."""
+        cell = self.cell
+        return cell if cell == _RELEASED else cell & _VIEW_MASK
+
+    @property
+    def address(self) -> int:
+        """The ``ndpi_flow_struct``'s address once nDPI has been handed a packet (0 before, and once freed)."""
+        slot = (max(self.cell, 0) >> _SLOT_SHIFT) & _SLOT_MASK
+        return self.detector.arena.address(slot) if slot else 0
+
+    def _struct(self) -> int:
+        """The flow's struct's address, made on first use (the flow is not released)."""
+        cell = self.cell
+        slot = (cell >> _SLOT_SHIFT) & _SLOT_MASK
+        arena = self.detector.arena
+        if not slot:
+            slot = arena.take()
+            self.cell = cell | slot << _SLOT_SHIFT
+        return arena.address(slot)
 
     def feed(self, packet: Packet) -> NdpiResult | None:
         """Hand one packet to nDPI; the result once detection is complete, else None."""
@@ -287,10 +317,14 @@ class NdpiFlow:
         if type(ip) is not bytes:
             ip = bytes(ip)
         view = ndpi_view(ip, packet.fragment)
-        if not view or (view != self.view and self.view):
+        cell = self.cell
+        first = cell & _VIEW_MASK
+        if not view or (view != first and first) or cell == _RELEASED:
             return None  # dropped by ndpiReader, another IP version/transport than the flow's, or released
-        self.view = view
-        self.packets = count = self.packets + 1
+        if cell < _FULL:
+            cell += _COUNT
+        self.cell = cell = cell | view
+        count = cell >> _COUNT_SHIFT
         ts = packet.ts
         if ts < last:  # never backwards (ndpiReader clamps its capture clock the same way)
             ts = last
@@ -300,7 +334,7 @@ class NdpiFlow:
         ms = int(round(ts * 1e6)) // 1000
         det = self.detector
         abi = det.abi
-        address = self.address or self._allocate(det)
+        address = self._struct()
         if len(ip) > MAX_TO_NDPI:
             ip = _cut(ip)
         proto = abi.process(det.module, address, ip, len(ip), ms)
@@ -312,36 +346,36 @@ class NdpiFlow:
             return None  # detected, but nDPI still wants packets (certificate, DNS answer…)
         self.last_ts = None
         if proto.app_protocol == 0:
-            return self._result(det, abi.giveup(det.module, address, det.guess), gave_up=True)
-        return self._result(det, proto)
+            return self._result(det, address, abi.giveup(det.module, address, det.guess), gave_up=True)
+        return self._result(det, address, proto)
 
     def giveup(self) -> NdpiResult:
         """nDPI's best answer for a flow that ends (or is cut) before detection completed."""
-        if self.view == _RELEASED:
+        if self.cell == _RELEASED:
             raise RuntimeError("the flow's nDPI state is already freed")
         det = self.detector
         self.last_ts = None
-        return self._result(det, det.abi.giveup(det.module, self.address or self._allocate(det), det.guess),
-                            gave_up=True)
+        address = self._struct()
+        return self._result(det, address, det.abi.giveup(det.module, address, det.guess), gave_up=True)
 
-    def _result(self, det: Detector, proto: Any, gave_up: bool = False) -> NdpiResult:
+    def _result(self, det: Detector, address: int, proto: Any, gave_up: bool = False) -> NdpiResult:
         abi = det.abi
-        assert self.address
         return NdpiResult(
             master=det.name(proto.master_protocol), app=det.name(proto.app_protocol),
             label=abi.label(det.module, proto), category=det.category(proto.category),
-            confidence=abi.confidence_name(abi.confidence(self.address)), host=abi.host(self.address),
+            confidence=abi.confidence_name(abi.confidence(address)), host=abi.host(address),
             gave_up=gave_up)
 
     def release(self) -> None:
-        """Free the struct and what nDPI allocated inside it (idempotent)."""
-        if self.view == _RELEASED:
+        """Free what nDPI allocated for the flow and give its struct back (idempotent)."""
+        cell = self.cell
+        if cell == _RELEASED:
             return
-        self.view = _RELEASED
+        self.cell = _RELEASED
         det = self.detector
-        address, self.address = self.address, 0
-        if address:
-            det.abi.free_flow(address)
+        slot = (cell >> _SLOT_SHIFT) & _SLOT_MASK
+        if slot:
+            det.arena.give_back(slot)
         det._released()
 
     def __del__(self) -> None:

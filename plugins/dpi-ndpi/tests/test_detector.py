@@ -216,20 +216,64 @@ def test_ndpi_gets_a_capture_clock_that_never_goes_back(detector: Detector, monk
     assert given == [5000, 5000, 5000, 7250, 7250]
 
 
-def test_flows_share_one_object_per_view(detector: Detector) -> None:
-    """Each flow keeps the view of its first packet: one shared int per value, not 32 bytes per flow."""
-    flows = [detector.new_flow(UDP) for _ in range(2)]
+def test_a_flow_keeps_its_view_slot_and_count_in_one_int(detector: Detector) -> None:
+    """NdpiFlow.cell holds the first packet's view, its struct's slot and the packets fed; each reads back
+    on its own, past the 256th packet, and a packet of another view is not fed."""
+    flows = [detector.new_flow(1) for _ in range(2)]  # ICMP, so no budget: nDPI gets every packet until it answers
     for flow in flows:
-        flow.feed(packet(ip4(bytes(range(7, 127)), dport=9999)))
-    assert flows[0].view == 0x400 | 17 and flows[0].view is flows[1].view
+        for i in range(300):
+            flow.feed(packet(ip4(bytes(range(7, 127)), dport=9999), ts=float(i)))
+    assert [flow.view for flow in flows] == [0x400 | 17] * 2
+    assert [flow.packets for flow in flows] == [300, 300]
+    assert flows[0].address and flows[1].address and flows[0].address != flows[1].address
+    assert flows[0].feed(packet(ip6(6, l4=b"\x00" * 20), proto=TCP)) is None and flows[0].packets == 300
+    assert flows[0].cell < 2 ** 60  # one 32-byte int
     for flow in flows:
         flow.release()
+        assert (flow.packets, flow.address, flow.view) == (0, 0, -1)
+
+
+def test_a_released_struct_is_cleared_and_taken_again(detector: Detector) -> None:
+    """The arena frees nDPI's data inside a released struct (ndpi_free_flow_data: test_memory.py sees a
+    leak without it), zeroes it, and gives the slot to the next flow."""
+    import ctypes
+
+    size = detector.abi.flow_size
+    flow = detector.new_flow(TCP)
+    http = b"GET /a HTTP/1.1\r\nHost: www.example.net\r\n\r\n"
+    flow.feed(packet(ip4(http, proto=17, dport=80)))
+    address = flow.address
+    assert ctypes.string_at(address, size) != bytes(size)
+    flow.release()
+    assert ctypes.string_at(address, size) == bytes(size)
+    again = detector.new_flow(UDP)
+    again.feed(packet(ip4(bytes(range(7, 127)), dport=9999)))
+    assert again.address == address
+    again.release()
+
+
+def test_the_arena_frees_its_blocks_with_the_module(abi: Any) -> None:
+    """Blocks of BLOCK structs: a flow past the first block's last slot gets a second block; both go when
+    the closed detector's last flow is released."""
+    from dpi_ndpi.arena import BLOCK
+
+    det = Detector(abi)
+    flows = [det.new_flow(UDP) for _ in range(BLOCK + 1)]
+    for flow in flows:
+        flow.feed(packet(ip4(bytes(range(7, 127)), dport=9999)))
+    assert len(det.arena.blocks) == 2 and det.arena.made == BLOCK + 1
+    assert len({flow.address for flow in flows}) == BLOCK + 1
+    assert flows[-1].address == det.arena.blocks[1]
+    det.close()
+    for flow in flows:
+        flow.release()
+    assert det.module is None and det.arena.blocks == [] and det.arena.made == 0
 
 
 def test_done_and_released_are_states_not_counts(detector: Detector) -> None:
-    """NdpiFlow keeps "done" as no clock and "released" as a view no packet has (the detector and the
-    budget are class attributes: two slots fewer): a flow made with any budget, even a nonsensical -1,
-    starts neither done nor released."""
+    """NdpiFlow keeps "done" as no clock and "released" as a cell no packet makes (the detector and the
+    budget are class attributes): a flow made with any budget, even a nonsensical -1, starts neither
+    done nor released."""
     flow = detector.flow_type(-1)()
     detector.live += 1  # as Detector.new_flow counts it, so release() balances
     assert not flow.done and not flow.released
