@@ -21,8 +21,8 @@ import attrs
 
 from .config import Config
 from .flowtable import FlowTable
-from .model import (C2S, END_EOF, END_REASONS, FIN, FINAL, REASON_UNIT, RST, TCP, Flow, FlowKey, Packet, SharedVerdict,
-                    Verdict, shared_verdict)
+from .model import (C2S, CLIENT_B, END_EOF, END_REASONS, FIN, FINAL, REASON_MASK, REASON_UNIT, RST, TCP, Flow, FlowKey,
+                    Packet, SharedVerdict, Verdict, shared_verdict)
 from .plugins import PLUGIN_FAILURES, Layer, PluginSet
 from .protocols import UNKNOWN, ProtocolRegistry
 
@@ -354,7 +354,11 @@ class Engine:
                 self._start(flow, pkt)
         else:
             table.flows.move_to_end(key)
-        direction = C2S if (pkt.src == flow.client and pkt.sport == flow.client_port) else 1
+        # The client's end of the key (its fields by index), as Flow.direction_of reads it, inline.
+        if flow._bits >= CLIENT_B:
+            direction = C2S if (pkt.src == key[4] and pkt.sport == key[5]) else 1
+        else:
+            direction = C2S if (pkt.src == key[2] and pkt.sport == key[3]) else 1
         if direction == C2S:
             flow.c2s_packets += 1
             flow.c2s_bytes += pkt.wire_len
@@ -752,7 +756,7 @@ class Engine:
             pending = layers_of(flow.pending)
             if pending:
                 flow.pending = None
-                reason = END_REASONS[flow._bits // REASON_UNIT] or END_EOF
+                reason = END_REASONS[(flow._bits & REASON_MASK) // REASON_UNIT] or END_EOF
                 for entry in pending:
                     self._leave(flow, entry, reason)
         flow._bits |= FINAL

@@ -52,7 +52,7 @@ from .decode.source import CaptureSource
 from .decode.walks import SharedWalks
 from .engine import Engine, holding, passes, watchers
 from .flowtable import CLOSE_AT, CLOSING, FlowTable
-from .model import C2S, FIN, RST, S2C, SYN, Flow, FlowKey, Packet, new_key
+from .model import C2S, CLIENT_B, FIN, RST, S2C, SYN, Flow, FlowKey, Packet, new_key
 
 
 def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, int] | None = None,
@@ -141,7 +141,7 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
     pos = kept[order]  # frames, grouped; in capture order within a group
     g = _Groups(h, batch, flows, pos, starts)
-    cols = _Columns(batch, h, kept, times)  # the kept frames' fields: frame kept[c] is cols' row c
+    cols = _Columns(batch, h, flows, kept, times)  # the kept frames' fields: frame kept[c] is cols' row c
     if decoded:
         decoded = dict(zip(np.searchsorted(kept, list(decoded)).tolist(), decoded.values()))
     table = engine.table
@@ -173,7 +173,7 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
                 and not flow._bits & CLOSING and last - flow.last_seen <= idle
                 and last - flow.first_seen <= active):
             n, n_a, b, b_a = g.packets[r], g.packets_a[r], g.bytes[r], g.bytes_a[r]
-            if flow.client == key.addr_a and flow.client_port == key.port_a:
+            if flow._bits < CLIENT_B:  # the client's end is the key's first (packets_a's)
                 flow.c2s_packets += n_a
                 flow.c2s_bytes += b_a
                 flow.s2c_packets += n - n_a
@@ -423,24 +423,18 @@ class _Columns:
     far cheaper than numpy's per-call cost of a fancy index per group; leaving out the other shards'
     frames keeps each -j worker from converting the whole batch."""
 
-    __slots__ = ("first", "buf", "h", "rows", "flags", "paylen", "src", "sport", "times", "wires", "_more")
+    __slots__ = ("first", "buf", "h", "rows", "flags", "paylen", "is_a", "sport", "times", "wires", "_more")
 
-    def __init__(self, batch: Batch, h: Headers, rows: np.ndarray, times: list[float]) -> None:
+    def __init__(self, batch: Batch, h: Headers, flows: _Flows, rows: np.ndarray, times: list[float]) -> None:
         self.first, self.buf, self.h = batch.first, batch.buf, h
         every = len(rows) == len(batch)
         self.rows: np.ndarray | slice = slice(None) if every else rows
         sel = self.rows
         self.flags = h.flags[sel].tolist()
         self.paylen = h.paylen[sel].tolist()
-        #: The source address as an int (IPv6: all 128 bits), compared with the flow's client.
-        self.src = h.src[sel].tolist()
-        ip6 = h.ip6[sel]
-        if ip6.any():
-            i6 = np.flatnonzero(ip6)
-            f6 = i6 if every else rows[i6]
-            src = self.src
-            for c, hi, lo in zip(i6.tolist(), h.src_hi[f6].tolist(), h.src[f6].view(np.uint64).tolist()):
-                src[c] = (hi << 64) | lo
+        #: The packet comes from its key's first end (True/False): from the client when the flow's client
+        #: is that end (Flow._bits below CLIENT_B).
+        self.is_a = flows.is_a[sel].tolist()
         self.sport = h.sport[sel].tolist()
         self.times = times if every else batch.ts[rows].tolist()
         self.wires = batch.wire[sel].tolist()
@@ -504,9 +498,9 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     idle, active = table.idle_timeout, table.active_timeout
     skip_empty = not engine.wants_empty
     defer = engine.defer
-    flags, paylen, src, sport, times, wires = cols.flags, cols.paylen, cols.src, cols.sport, cols.times, cols.wires
+    flags, paylen, is_a, times, wires = cols.flags, cols.paylen, cols.is_a, cols.times, cols.wires
     flow = table.flows.get(key)
-    client = int.from_bytes(flow.client, "big") if flow is not None else -1
+    client_a = flow is not None and flow._bits < CLIENT_B  # the client is the key's first end
     watching = watchers(flow.pending) if flow is not None and flow.pending else None
     held = holding(flow.pending) if defer and flow is not None else None
     summed = 0
@@ -519,7 +513,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
             f = flags[j]
             if ts - flow.last_seen <= idle and ts - flow.first_seen <= active and (
                     not flow._bits & CLOSING or not (f & SYN or ts > flow.notes.get(CLOSE_AT, ts))):
-                if src[j] == client and sport[j] == flow.client_port:
+                if is_a[j] is client_a:
                     direction = C2S
                     flow.c2s_packets += 1
                     flow.c2s_bytes += wires[j]
@@ -543,7 +537,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
         source.packets += 1
         ended = engine.feed(pkt, expire=False, key=key)
         flow = table.flows.get(key)
-        client = int.from_bytes(flow.client, "big") if flow is not None else -1
+        client_a = flow is not None and flow._bits < CLIENT_B
         watching = watchers(flow.pending) if flow is not None and flow.pending else None
         held = holding(flow.pending) if defer and flow is not None else None
         if ended:

@@ -24,7 +24,8 @@ from itertools import count
 from typing import Iterator
 
 from .model import (ACK, CLOSING, END_ACTIVE, END_EOF, END_EVICTED, END_FIN, END_IDLE, END_REASONS, END_REUSED,
-                    END_RST, FIN, REASON_BITS, REASON_UNIT, RST, SYN, TCP, Flow, FlowKey, Packet, new_key)
+                    END_RST, FIN, KEEP_REASONLESS, REASON_BITS, REASON_MASK, REASON_UNIT, RST, SYN, TCP, Flow,
+                    FlowKey, Packet, new_key)
 
 __all__ = ["CLOSING", "CLOSE_AT", "END_ACTIVE", "END_EOF", "END_EVICTED", "END_FIN", "END_IDLE", "END_REUSED",
            "END_RST", "FlowTable"]
@@ -118,7 +119,7 @@ class FlowTable:
     def remove(self, flow: Flow, reason: str) -> Flow:
         if self.flows.get(flow.key) is flow:
             del self.flows[flow.key]
-        if flow._bits < REASON_UNIT:  # no end reason yet
+        if not flow._bits & REASON_MASK:  # no end reason yet
             flow._bits |= REASON_BITS[reason]
         return flow
 
@@ -133,7 +134,7 @@ class FlowTable:
                 return END_REUSED
             if pkt.ts > flow.notes.get(CLOSE_AT, pkt.ts):
                 # closed longer ago than close_timeout: a straggler starts anew
-                return END_REASONS[flow._bits // REASON_UNIT]
+                return END_REASONS[(flow._bits & REASON_MASK) // REASON_UNIT]
         return None
 
     def note_tcp_flags(self, flow: Flow, flags: int, direction: int, ts: float) -> None:
@@ -142,13 +143,13 @@ class FlowTable:
         if bits & CLOSING:
             return
         if flags & RST:
-            bits = bits % REASON_UNIT | _RST
+            bits = bits & KEEP_REASONLESS | _RST
         elif flags & FIN:
             bits |= 1 << direction
             if bits & 3 != 3:
                 flow._bits = bits
                 return
-            bits = bits % REASON_UNIT | _FIN
+            bits = bits & KEEP_REASONLESS | _FIN
         else:
             return
         flow._bits = bits | CLOSING
@@ -161,7 +162,7 @@ class FlowTable:
         while closing and closing[0][0] < now:  # a straggler at exactly the close time still joins (must_restart)
             flow = heapq.heappop(closing)[2]
             if self.flows.get(flow.key) is flow:
-                yield self.remove(flow, END_REASONS[flow._bits // REASON_UNIT])
+                yield self.remove(flow, END_REASONS[(flow._bits & REASON_MASK) // REASON_UNIT])
         flows = self.flows
         limit = now - self.idle_timeout
         while flows:
@@ -190,7 +191,7 @@ class FlowTable:
         _, flow = self.flows.popitem(last=False)
         self.evicted += 1
         if not flow._bits & CLOSING:
-            flow._bits = flow._bits % REASON_UNIT | _EVICTED
+            flow._bits = flow._bits & KEEP_REASONLESS | _EVICTED
         return flow
 
     def drain(self) -> Iterator[Flow]:
@@ -198,7 +199,7 @@ class FlowTable:
         while self.flows:
             _, flow = self.flows.popitem(last=False)
             if not flow._bits & CLOSING:
-                flow._bits = flow._bits % REASON_UNIT | _EOF
+                flow._bits = flow._bits & KEEP_REASONLESS | _EOF
             yield flow
         self._closing.clear()
         self._behind.clear()
@@ -207,6 +208,6 @@ class FlowTable:
 
 
 def _idle(flow: Flow) -> Flow:
-    if flow._bits < REASON_UNIT or not flow._bits & CLOSING:
-        flow._bits = flow._bits % REASON_UNIT | _IDLE
+    if not flow._bits & REASON_MASK or not flow._bits & CLOSING:
+        flow._bits = flow._bits & KEEP_REASONLESS | _IDLE
     return flow

@@ -123,11 +123,11 @@ def flow_record(flow: Flow, all_layers: bool = False) -> dict[str, Any]:
     rare = flow._rare  # the field: reading Flow.errors would make an empty list
     if type(rare) is not int and rare._errors:
         metadata["errors"] = _clean(rare._errors)
-    server, server_port = flow.server_end()
+    client, client_port, server, server_port = flow.ends()
     record: dict[str, Any] = {
         "transport": transport_name(flow.key.proto),  # Flow.proto and .vlan are properties reading the key
-        "src_ip": format_ip(flow.client),
-        "src_port": flow.client_port,
+        "src_ip": format_ip(client),
+        "src_port": client_port,
         "dst_ip": format_ip(server),
         "dst_port": server_port,
         "vlan": flow.key.vlan,

@@ -161,7 +161,7 @@ def _numpy_vs_scalar_packets(files: list[Path]) -> Counter[int]:
     returns how many were checked per IP version."""
     from dpicore.decode.batch import batches, decode_headers
     from dpicore.decode.packets import Decoder
-    from dpicore.fastpath import _Columns
+    from dpicore.fastpath import _Columns, _Flows
 
     import numpy as np
 
@@ -171,11 +171,12 @@ def _numpy_vs_scalar_packets(files: list[Path]) -> Counter[int]:
         for batch in batches(str(path)):
             h = decode_headers(batch)
             times = batch.ts.tolist()
-            every = _Columns(batch, h, np.arange(len(batch)), times)
+            flows = _Flows(h, ~h.ok)
+            every = _Columns(batch, h, flows, np.arange(len(batch)), times)
             ok = h.ok.nonzero()[0]
             # A -j shard's columns hold its own frames only: row c is frame rows[c].
             rows = ok[1::2]
-            some = _Columns(batch, h, rows, times)
+            some = _Columns(batch, h, flows, rows, times)
             for j in ok.tolist():
                 want = decoder.decode(batch.linktype, batch.frame(j), times[j], int(batch.wire[j]), batch.first + j)
                 assert every.packet(j) == want, (path, batch.first + j)
@@ -184,7 +185,8 @@ def _numpy_vs_scalar_packets(files: list[Path]) -> Counter[int]:
                 want = decoder.decode(batch.linktype, batch.frame(j), times[j], int(batch.wire[j]), batch.first + j)
                 assert some.packet(c) == want, (path, batch.first + j, "rows")
                 assert (some.flags[c], some.sport[c], some.times[c]) == (every.flags[j], every.sport[j], times[j])
-                assert some.src[c] == every.src[j] == int.from_bytes(want.src, "big")
+                # From the key's first end: the lower (address, port), as FlowKey.of orders them.
+                assert some.is_a[c] is every.is_a[j] is ((want.src, want.sport) <= (want.dst, want.dport))
     return checked
 
 

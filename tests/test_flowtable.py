@@ -262,7 +262,8 @@ def test_fin_mask_final_and_end_reason_share_one_int_without_touching_each_other
                     assert (flow.fin_mask, flow.final, flow.end_reason, flow.number) == (mask, final, reason, number)
                     flow.final = not final
                     assert (flow.fin_mask, flow.final, flow.end_reason) == (mask, not final, reason)
-                    assert flow.number == number
+                    assert flow.number == number and (flow.client, flow.client_port) == (pkt.src, 1111)
+                    assert flow._bits < 256  # one of CPython's small ints
     with pytest.raises(ValueError, match="end_reason must be one of"):
         flow.end_reason = "gone"
     with pytest.raises(ValueError, match="three bits"):
@@ -270,8 +271,9 @@ def test_fin_mask_final_and_end_reason_share_one_int_without_touching_each_other
 
 
 def test_the_server_end_is_the_end_of_the_key_that_is_not_the_clients() -> None:
-    """Flow.server and server_port are read from the key; a constructor given them checks them, and a call
-    written for the earlier field order (server and its port after the client's port) fails."""
+    """Both ends are read from the key (a bit says which is the client's); a constructor given the server's
+    checks it, and a call written for the earlier field order (server and its port after the client's port)
+    fails."""
     import pytest
 
     from dpicore.model import parse_ip
@@ -281,7 +283,8 @@ def test_the_server_end_is_the_end_of_the_key_that_is_not_the_clients() -> None:
         pkt = packet(1.0, src, 80, dst, 40000, flags=SYN | ACK)
         flow = FlowTable().new_flow(FlowKey.of(pkt), pkt)
         assert (flow.client, flow.client_port) == (pkt.dst, 40000)
-        assert (flow.server, flow.server_port) == flow.server_end() == (pkt.src, 80)
+        assert (flow.server, flow.server_port) == flow.ends()[2:] == (pkt.src, 80)
+        assert flow.ends()[:2] == (pkt.dst, 40000) and flow.direction_of(pkt) == 1  # S2C
     # One address, two ports: the ports tell the ends apart.
     pkt = packet(1.0, "10.0.0.1", 5000, "10.0.0.1", 53, proto="udp")
     flow = FlowTable().new_flow(FlowKey.of(pkt), pkt)
@@ -289,9 +292,9 @@ def test_the_server_end_is_the_end_of_the_key_that_is_not_the_clients() -> None:
     key = FlowKey.of(pkt)
     client, server = parse_ip("10.0.0.1"), parse_ip("10.0.0.1")
     assert Flow(key, client, 5000, 1.0, 1.0, server=server, server_port=53).server_port == 53
-    with pytest.raises(ValueError, match="does not hold"):
+    with pytest.raises(ValueError, match="not the key's other end"):
         Flow(key, client, 5000, 1.0, 1.0, server=server, server_port=54)
-    with pytest.raises(ValueError, match="does not hold"):
+    with pytest.raises(ValueError, match="not one of the key's"):
         Flow(key, parse_ip("10.0.0.2"), 5000, 1.0, 1.0, server=server)
     with pytest.raises(ValueError, match="packet's number"):
         Flow(key, client, 5000, 1.0, 1.0, -1)
