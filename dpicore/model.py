@@ -32,7 +32,7 @@ END_REASONS = ("", END_FIN, END_RST, END_IDLE, END_ACTIVE, END_EVICTED, END_EOF,
 #: client (1) and from the server (2), CLOSING (4), FINAL (8), end_reason's index in END_REASONS times
 #: REASON_UNIT (REASON_MASK), and CLIENT_B, the top bit: the client is the key's second end.  At most
 #: 255, one of the small ints CPython keeps made.  CLIENT_B is tested per packet, as ``bits >= CLIENT_B``:
-#: CPython 3.11 specialises a comparison of two ints, not ``&`` (~250 instructions a test).
+#: CPython 3.11 specialises a comparison of two ints, not ``&`` (callgrind: 0.1% of a run's instructions).
 FIN_BITS = 0x7
 CLOSING = 0x4
 FINAL = 0x8
