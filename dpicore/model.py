@@ -388,9 +388,9 @@ class Flow:
     #: ``fin_mask``, ``final``, which end is the client's and ``end_reason`` in one small int (see FINAL,
     #: CLIENT_B and REASON_UNIT).  The properties are for layers and callers; the pipeline reads the bits.
     _bits: int = 0
-    #: The number, or a _Rare with it and the state and errors, once either is used.  Not in ``_bits``: a
-    #: number made that int one no operation on it finds among the small ints CPython keeps made, and
-    #: each test of a bit cost a new int and its release, 0.2% of a run's instructions.
+    #: The number, or a _Rare with it and the state and errors, once either is used.  Not in ``_bits``:
+    #: with a number there that int is none of the small ints CPython keeps made, so every change of a
+    #: bit makes a new one; callgrind put it at 0.2% of a run's instructions.
     _rare: int | _Rare = 0
     _notes: dict[str, Any] | None = None
 
