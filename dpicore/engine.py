@@ -21,8 +21,8 @@ import attrs
 
 from .config import Config
 from .flowtable import FlowTable
-from .model import (C2S, CLIENT_B, END_EOF, END_REASONS, FIN, FINAL, REASON_MASK, REASON_UNIT, RST, TCP, Flow, FlowKey,
-                    Packet, SharedVerdict, Verdict, shared_verdict)
+from .model import (C2S, CLIENT_B, END_EOF, FIN, FINAL, REASON_OF, RST, TCP, Flow, FlowKey, Packet, SharedVerdict,
+                    Verdict, shared_verdict)
 from .plugins import PLUGIN_FAILURES, Layer, PluginSet
 from .protocols import UNKNOWN, ProtocolRegistry
 
@@ -756,7 +756,7 @@ class Engine:
             pending = layers_of(flow.pending)
             if pending:
                 flow.pending = None
-                reason = END_REASONS[(flow._bits & REASON_MASK) // REASON_UNIT] or END_EOF
+                reason = REASON_OF[flow._bits] or END_EOF
                 for entry in pending:
                     self._leave(flow, entry, reason)
         flow._bits |= FINAL

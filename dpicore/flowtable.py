@@ -23,9 +23,9 @@ from collections import OrderedDict
 from itertools import count
 from typing import Iterator
 
-from .model import (ACK, CLOSING, END_ACTIVE, END_EOF, END_EVICTED, END_FIN, END_IDLE, END_REASONS, END_REUSED,
-                    END_RST, FIN, KEEP_REASONLESS, REASON_BITS, REASON_MASK, REASON_UNIT, RST, SYN, TCP, Flow,
-                    FlowKey, Packet, new_key)
+from .model import (ACK, CLOSING, END_ACTIVE, END_EOF, END_EVICTED, END_FIN, END_IDLE, END_REUSED, END_RST, FIN,
+                    KEEP_REASONLESS, REASON_BITS, REASON_MASK, REASON_OF, RST, SYN, TCP, Flow, FlowKey, Packet,
+                    new_key)
 
 __all__ = ["CLOSING", "CLOSE_AT", "END_ACTIVE", "END_EOF", "END_EVICTED", "END_FIN", "END_IDLE", "END_REUSED",
            "END_RST", "FlowTable"]
@@ -134,7 +134,7 @@ class FlowTable:
                 return END_REUSED
             if pkt.ts > flow.notes.get(CLOSE_AT, pkt.ts):
                 # closed longer ago than close_timeout: a straggler starts anew
-                return END_REASONS[(flow._bits & REASON_MASK) // REASON_UNIT]
+                return REASON_OF[flow._bits]
         return None
 
     def note_tcp_flags(self, flow: Flow, flags: int, direction: int, ts: float) -> None:
@@ -162,7 +162,7 @@ class FlowTable:
         while closing and closing[0][0] < now:  # a straggler at exactly the close time still joins (must_restart)
             flow = heapq.heappop(closing)[2]
             if self.flows.get(flow.key) is flow:
-                yield self.remove(flow, END_REASONS[(flow._bits & REASON_MASK) // REASON_UNIT])
+                yield self.remove(flow, REASON_OF[flow._bits])
         flows = self.flows
         limit = now - self.idle_timeout
         while flows:

@@ -44,6 +44,8 @@ CLIENT_B = 0x80
 assert len(END_REASONS) * REASON_UNIT <= CLIENT_B
 #: The bits of each end reason.
 REASON_BITS = {reason: i * REASON_UNIT for i, reason in enumerate(END_REASONS)}
+#: The end reason of each value of ``Flow._bits``: ``REASON_OF[bits]``, read where flows end.
+REASON_OF = tuple(END_REASONS[(bits & REASON_MASK) // REASON_UNIT] for bits in range(CLIENT_B << 1))
 
 # Transport numbers the engine treats specially.
 ICMP = 1
@@ -301,15 +303,6 @@ class _MadeOnRareUse(_MadeOnUse[T]):
         setattr(_rare_of(obj), self.slot, value)
 
 
-def direction_in(flow: Flow, src: bytes, sport: int) -> int:
-    """C2S when a packet from ``src``:``sport`` comes from ``flow``'s client, S2C otherwise: the client's
-    end is the key's first one unless CLIENT_B says the second."""
-    key = flow.key
-    if flow._bits >= CLIENT_B:
-        return C2S if src == key[4] and sport == key[5] else S2C
-    return C2S if src == key[2] and sport == key[3] else S2C
-
-
 def _packet_number(value: Any) -> int:
     """``value`` as a Flow's number: an int (or an integer type's value, numpy's), 0 or more."""
     try:
@@ -512,7 +505,7 @@ class Flow:
     @property
     def end_reason(self) -> str:
         """Why the flow ended: one of END_REASONS ("" while it lives)."""
-        return END_REASONS[(self._bits & REASON_MASK) // REASON_UNIT]
+        return REASON_OF[self._bits]
 
     @end_reason.setter
     def end_reason(self, value: str) -> None:
@@ -553,8 +546,12 @@ class Flow:
         return self.c2s_bytes + self.s2c_bytes
 
     def direction_of(self, pkt: Packet) -> int:
-        """C2S when ``pkt`` comes from the client side, S2C otherwise."""
-        return direction_in(self, pkt.src, pkt.sport)
+        """C2S when ``pkt`` comes from the client side, S2C otherwise: the client's end is the key's first
+        unless CLIENT_B says the second (Engine.feed has this inline)."""
+        key = self.key
+        if self._bits >= CLIENT_B:
+            return C2S if pkt.src == key[4] and pkt.sport == key[5] else S2C
+        return C2S if pkt.src == key[2] and pkt.sport == key[3] else S2C
 
     def first_payload(self, direction: int) -> bytes | None:
         for d, data in self.payloads:

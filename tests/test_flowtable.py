@@ -247,7 +247,7 @@ def test_fin_mask_final_and_end_reason_share_one_int_without_touching_each_other
     """Flow keeps the three in one slot (Flow._bits); each property reads and writes only its own bits."""
     import pytest
 
-    from dpicore.model import END_REASONS
+    from dpicore.model import CLIENT_B, END_REASONS
 
     pkt = packet(1.0, "10.0.0.1", 1111, "10.0.0.2", 80)
     pkt.number = 2 ** 40 + 3
@@ -268,6 +268,13 @@ def test_fin_mask_final_and_end_reason_share_one_int_without_touching_each_other
         flow.end_reason = "gone"
     with pytest.raises(ValueError, match="three bits"):
         flow.fin_mask = 8
+    # A client at the key's second end (CLIENT_B, the top bit) keeps its reasons and its end too.
+    answer = packet(1.0, "10.0.0.1", 80, "10.0.0.2", 40000, flags=SYN | ACK)
+    flow = FlowTable().new_flow(FlowKey.of(answer), answer)
+    for reason in END_REASONS:
+        flow.end_reason, flow.fin_mask = reason, 7
+        assert flow._bits >= CLIENT_B
+        assert (flow.end_reason, flow.fin_mask, flow.client, flow.client_port) == (reason, 7, answer.dst, 40000)
 
 
 def test_the_server_end_is_the_end_of_the_key_that_is_not_the_clients() -> None:
