@@ -17,8 +17,10 @@ Each round runs, on each input and in turn:
   work, slowed down as the pair slows down, nothing repeated)
 * NFStream 6.6 ``NFStreamer(source=FILE, n_dissections=20,
   statistical_analysis=False, n_meters=1)``, iterated to the end, from its
-  own venv (~/.cache/dpicore-bench/nfstream-venv, created with
-  ``pip install nfstream==6.6.*`` when missing)
+  own venv (~/.cache/dpicore-bench/nfstream-venv-VERSION-TAG, one per
+  interpreter, made with the one running this script and
+  ``pip install nfstream==6.6.*`` when missing: both tools run on the
+  same Python, printed first, whose build moves the ratios)
 * ``ndpiReader -q -i FILE``
 
 dpi writes JSONL to a file (its flows are counted from it); NFStream only
@@ -52,8 +54,10 @@ from __future__ import annotations
 import argparse
 import compileall
 import ctypes
+import hashlib
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -148,11 +152,26 @@ def run_measured(cmd: list[str]) -> dict[str, Any]:
 
 # -- the tools -------------------------------------------------------------------------------------------
 
+def interpreter() -> str:
+    """The Python that runs dpi and NFStream here (the benchmark's own, the project venv's): its build
+    moves the ratios.  NFStream gained 13-19% and dpi 6-8% from Debian's python3.11 (an interpreter
+    linked into one binary) over a pyenv build with a shared libpython, on the same machine."""
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    with open("/proc/self/maps") as maps:
+        shared = "libpython" in maps.read()
+    return (f"{platform.python_implementation()} {platform.python_version()} ({base}, "
+            f"{'libpython as a shared library' if shared else 'libpython linked into the binary'})")
+
+
 def nfstream_python(cache: Path) -> str:
-    venv = cache / "nfstream-venv"
+    """NFStream's venv, one per interpreter (named after the one running this script, which makes it):
+    both tools then run on the same Python, whichever runs the benchmark."""
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    tag = hashlib.sha256(base.encode()).hexdigest()[:8]
+    venv = cache / f"nfstream-venv-{platform.python_version()}-{tag}"
     py = venv / "bin" / "python"
     if not py.exists():
-        print(f"creating {venv} with nfstream {NFSTREAM_VERSION}", file=sys.stderr)
+        print(f"creating {venv} ({base}) with nfstream {NFSTREAM_VERSION}", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", f"nfstream=={NFSTREAM_VERSION}"], check=True)
     return str(py)
@@ -238,6 +257,7 @@ def benchmark(rounds: int, cache: Path, pcapng: bool = False) -> dict[str, Any]:
         tiny = make_inputs.pcapng_of(tiny)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     setup: dict[str, list[float]] = {}
+    print(f"interpreter: {interpreter()}", flush=True)
     print(f"load average before: {loadavg()} ({os.cpu_count()} cores)", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "out"
