@@ -154,8 +154,8 @@ def run_measured(cmd: list[str]) -> dict[str, Any]:
 
 def interpreter() -> str:
     """The Python that runs dpi and NFStream here (the benchmark's own, the project venv's): its build
-    moves the ratios.  NFStream gained 13-19% and dpi 6-8% from Debian's python3.11 (an interpreter
-    linked into one binary) over a pyenv build with a shared libpython, on the same machine."""
+    moves the ratios.  On Debian's python3.11 (libpython linked into the binary) NFStream took 11-16%
+    less time than on a pyenv build with a shared libpython, on the same machine, and dpi 4-8% less."""
     base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     with open("/proc/self/maps") as maps:
         shared = "libpython" in maps.read()
