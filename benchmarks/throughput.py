@@ -154,7 +154,7 @@ def run_measured(cmd: list[str]) -> dict[str, Any]:
 
 def interpreter() -> str:
     """The Python that runs dpi and NFStream here (the benchmark's own, the project venv's): its build
-    moves the ratios.  On Debian's python3.11 (libpython linked into the binary) NFStream took 11-16%
+    moves the ratios.  On Debian's python3.11 (libpython linked into the binary) NFStream took 11-18%
     less time than on a pyenv build with a shared libpython, on the same machine, and dpi 4-8% less."""
     base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     with open("/proc/self/maps") as maps:
