@@ -163,6 +163,15 @@ def interpreter() -> str:
             f"{'libpython as a shared library' if shared else 'libpython linked into the binary'})")
 
 
+def compiled_modules() -> str:
+    """Whether dpi runs its hot modules compiled (scripts/compile_core.py's check of the project venv)."""
+    if os.environ.get("DPI_PURE_PYTHON", "0") not in ("", "0"):
+        return "ignored (DPI_PURE_PYTHON is set)"
+    check = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "scripts" / "compile_core.py"),
+                            "--check"], capture_output=True, text=True)
+    return (check.stdout or check.stderr).strip().removeprefix("compile_core: ")
+
+
 def nfstream_python(cache: Path) -> str:
     """NFStream's venv, one per interpreter (named after the one running this script, which makes it):
     both tools then run on the same Python, whichever runs the benchmark."""
@@ -258,6 +267,7 @@ def benchmark(rounds: int, cache: Path, pcapng: bool = False) -> dict[str, Any]:
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     setup: dict[str, list[float]] = {}
     print(f"interpreter: {interpreter()}", flush=True)
+    print(f"dpi's compiled modules: {compiled_modules()}", flush=True)
     print(f"load average before: {loadavg()} ({os.cpu_count()} cores)", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "out"

@@ -31,6 +31,12 @@ _EXPORTS = {
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
+# Before any submodule is imported: the compiled copies of the hot modules, when this environment has
+# them and they match their sources (see dpicore.compiled).
+from . import compiled as _compiled  # noqa: E402
+
+_compiled.install()
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)

@@ -8,8 +8,9 @@
 #    otherwise the missing ones are listed with the command to run, and the install goes on.
 # 2. .venv (python3 -m venv, Python >= 3.11) with dpicore and every plugin under plugins/ that has a
 #    pyproject.toml installed editable with all its optional extras, plus
-#    scripts/requirements-test.txt.  Skipped when nothing changed since the last successful install
-#    (a stamp in .venv holds a hash of those files).
+#    scripts/requirements-test.txt and scripts/requirements-build.txt.  Skipped when nothing changed
+#    since the last successful install (a stamp in .venv holds a hash of those files).
+# 3. The hot modules compiled with Cython (scripts/compile_core.py), when a C compiler is there.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -85,15 +86,26 @@ digest=$(cat pyproject.toml plugins/*/pyproject.toml scripts/requirements-*.txt 
 if [[ -f $stamp && "$(cat "$stamp")" == "$digest" && -x .venv/bin/dpi ]]; then
   say "Python packages up to date (.venv)"
 else
-  say "pip install ${specs[*]} -r scripts/requirements-test.txt"
+  say "pip install ${specs[*]} -r scripts/requirements-test.txt -r scripts/requirements-build.txt"
   pip_quiet=(-q)
   [[ $QUIET == 1 ]] && pip_quiet=(-q -q)
   .venv/bin/python -m pip install "${pip_quiet[@]}" --disable-pip-version-check "${specs[@]}" \
-    -r scripts/requirements-test.txt
+    -r scripts/requirements-test.txt -r scripts/requirements-build.txt
   echo "$digest" > "$stamp"
 fi
 # Bytecode for our own (editable) packages, as pip writes it for an installed wheel: without it a
 # machine that sets PYTHONDONTWRITEBYTECODE compiles ~80 modules on every `dpi` start (0.2 s).
 # Stale files are recompiled by Python itself when a source changes.
 .venv/bin/python -m compileall -q -j 0 dpicore plugins/*/dpi_* > /dev/null
+
+# --- 3. compiled hot modules --------------------------------------------------------------------------
+# The modules scripts/compile.txt and plugins/*/compile.txt list, compiled with Cython as they are into
+# .venv/dpicore-compiled (what changed since the last build only; dpicore/compiled.py).  Without a C
+# compiler and Python's headers (gcc, python3-dev) they run from source, slower; DPI_COMPILE=0 skips it.
+if [[ "${DPI_COMPILE:-1}" != 0 ]]; then
+  compile_args=()
+  [[ $QUIET == 1 ]] && compile_args=(--quiet)
+  .venv/bin/python scripts/compile_core.py "${compile_args[@]}" \
+    || warn "continuing: the modules not compiled run from source"
+fi
 say "ready: $(.venv/bin/dpi --version)"

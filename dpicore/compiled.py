@@ -1,0 +1,104 @@
+"""Use the compiled copies of the hot modules when they match their sources.
+
+``scripts/compile_core.py`` (run by ``scripts/install.sh`` when a C compiler
+is there) compiles the modules that ``scripts/compile.txt`` and each
+``plugins/*/compile.txt`` list with Cython, unchanged, into
+``<venv>/dpicore-compiled/``, with a manifest of each source's SHA-256.
+The sources stay where they are and stay the code: the same files run, a
+few percent faster (docs/performance.md, "A compiled core").
+
+The compiled files live apart from the sources, so they never shadow an
+edited ``.py`` by sitting next to it: the finder installed here hands out a
+compiled module only while its source's hash is the one it was built from,
+and otherwise lets the normal import find the source (``stale()`` lists
+those; ``scripts/install.sh`` rebuilds them).  ``DPI_PURE_PYTHON=1`` turns
+the compiled modules off.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+#: Where scripts/compile_core.py puts the compiled modules of the running environment.
+DIRECTORY = Path(sys.prefix) / "dpicore-compiled"
+MANIFEST = "manifest.json"
+#: Set to a non-empty value other than 0: every module is imported from its source.
+PURE_ENV = "DPI_PURE_PYTHON"
+
+
+def source_digest(path: str | Path) -> str:
+    """The SHA-256 a compiled module was built from (hex)."""
+    import hashlib  # only with a compiled core: OpenSSL's bindings cost every start ~3 ms
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class CompiledFinder:
+    """A meta path finder for the modules of a manifest ``{module: {"file": name, "sha256": hex}}``."""
+
+    def __init__(self, directory: Path, modules: dict[str, dict[str, str]]) -> None:
+        self.directory = directory
+        self.modules = modules
+        #: Modules imported from their source because it changed since the build.
+        self.stale: list[str] = []
+        #: Modules imported from their compiled file.
+        self.used: list[str] = []
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: Any = None) -> Any:
+        entry = self.modules.get(fullname)
+        if entry is None:
+            return None
+        source = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if source is None or not source.origin or not source.origin.endswith(".py"):
+            return None
+        try:
+            current = source_digest(source.origin)
+        except OSError:
+            return None
+        if current != entry.get("sha256"):
+            self.stale.append(fullname)
+            return None
+        spec = importlib.util.spec_from_file_location(fullname, self.directory / entry["file"])
+        if spec is None:
+            return None
+        self.used.append(fullname)
+        return spec
+
+
+def _finder() -> CompiledFinder | None:
+    return next((f for f in sys.meta_path if isinstance(f, CompiledFinder)), None)
+
+
+def install(directory: Path = DIRECTORY) -> CompiledFinder | None:
+    """Put the finder first on ``sys.meta_path`` when ``directory`` holds a manifest (once per process)."""
+    existing = _finder()
+    if existing is not None:
+        return existing
+    if os.environ.get(PURE_ENV, "0") not in ("", "0"):
+        return None
+    try:
+        modules = json.loads((directory / MANIFEST).read_text())["modules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no compiled core (no compiler at install), or a manifest we cannot read: the sources
+    finder = CompiledFinder(directory, modules)
+    sys.meta_path.insert(0, finder)
+    return finder
+
+
+def status() -> str:
+    """One line for people: which modules run compiled in this process so far, and which do not."""
+    finder = _finder()
+    if finder is None:
+        why = f"{PURE_ENV} is set" if os.environ.get(PURE_ENV, "0") not in ("", "0") else \
+            f"none built in {DIRECTORY}"
+        return f"compiled modules: none ({why})"
+    text = f"compiled modules: {len(finder.used)} of {len(finder.modules)} imported compiled"
+    if finder.stale:
+        text += f"; from changed sources (rebuild with scripts/install.sh): {', '.join(sorted(finder.stale))}"
+    return text

@@ -1,0 +1,93 @@
+"""The compiled hot modules (dpicore.compiled, scripts/compile_core.py): used only while they match their
+sources, and the same records as the sources give."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpicore import compiled
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _package(tmp_path: Path) -> tuple[Path, Path]:
+    pkg = tmp_path / "src" / "cpkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "hot.py").write_text("VALUE = 1\n")
+    built = tmp_path / "built"
+    built.mkdir()
+    (built / "cpkg.hot.so").write_bytes(b"not loaded by these tests")
+    return pkg, built
+
+
+def test_finder_hands_out_a_compiled_module_only_while_its_source_is_unchanged(tmp_path: Path) -> None:
+    pkg, built = _package(tmp_path)
+    finder = compiled.CompiledFinder(built, {"cpkg.hot": {"file": "cpkg.hot.so",
+                                                          "sha256": compiled.source_digest(pkg / "hot.py")}})
+    spec = finder.find_spec("cpkg.hot", [str(pkg)])
+    assert spec is not None and spec.origin == str(built / "cpkg.hot.so")
+    assert isinstance(spec.loader, importlib.machinery.ExtensionFileLoader)
+    assert finder.used == ["cpkg.hot"]
+    assert finder.find_spec("cpkg.other", [str(pkg)]) is None  # not in the manifest: the normal import
+    (pkg / "hot.py").write_text("VALUE = 2\n")  # edited after the build: the source it is
+    assert finder.find_spec("cpkg.hot", [str(pkg)]) is None
+    assert finder.stale == ["cpkg.hot"]
+
+
+def test_install_needs_a_readable_manifest_and_no_pure_python_request(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if not isinstance(f, compiled.CompiledFinder)])
+    monkeypatch.delenv(compiled.PURE_ENV, raising=False)
+    assert compiled.install(tmp_path) is None  # no manifest
+    (tmp_path / compiled.MANIFEST).write_text("{not json")
+    assert compiled.install(tmp_path) is None
+    (tmp_path / compiled.MANIFEST).write_text(json.dumps({"modules": {}}))
+    monkeypatch.setenv(compiled.PURE_ENV, "1")
+    assert compiled.install(tmp_path) is None
+    monkeypatch.setenv(compiled.PURE_ENV, "0")
+    finder = compiled.install(tmp_path)
+    assert finder is not None and sys.meta_path[0] is finder
+    assert compiled.install(tmp_path) is finder  # once per process
+    assert compiled.status().startswith("compiled modules: 0 of 0")
+
+
+def _compiled_core() -> None:
+    """Skip unless this environment's compiled modules are built and current."""
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "compile_core.py"), "--check", "--quiet"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        pytest.skip(f"no current compiled modules in this environment ({check.stdout.strip() or 'none built'}; "
+                    "scripts/install.sh builds them when gcc and python3-dev are there)")
+
+
+def _run(code: str, pure: bool) -> str:
+    env = dict(os.environ, **{compiled.PURE_ENV: "1" if pure else "0"})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True, cwd=ROOT).stdout
+
+
+def test_the_listed_modules_run_compiled() -> None:
+    _compiled_core()
+    names = ["dpicore.fastpath", "dpicore.engine", "dpi_heuristics.dispatch"]
+    code = f"import importlib; print('\\n'.join(importlib.import_module(n).__file__ for n in {names!r}))"
+    assert all(f.endswith(".so") for f in _run(code, pure=False).split())
+    assert all(f.endswith(".py") for f in _run(code, pure=True).split())
+
+
+def test_compiled_and_source_modules_write_the_same_records() -> None:
+    _compiled_core()
+    code = ("import sys; from dpicore.cli import main; "
+            "sys.argv = ['dpi', 'classify', '-q', '-f', 'jsonl', '--all-layers', '-l', 'heuristics,ndpi,ml', "
+            "'tests/captures/realclients']; main()")
+    compiled_lines = _run(code, pure=False).splitlines()
+    source_lines = _run(code, pure=True).splitlines()
+    assert len(compiled_lines) > 50  # the 65 flows of the real-client captures
+    assert sorted(compiled_lines) == sorted(source_lines)
