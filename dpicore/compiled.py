@@ -5,7 +5,7 @@ is there) compiles the modules that ``scripts/compile.txt`` and each
 ``plugins/*/compile.txt`` list with Cython, unchanged, into
 ``<venv>/dpicore-compiled/``, with a manifest of each source's SHA-256.
 The sources stay where they are and stay the code: the same files run, a
-few percent faster (docs/performance.md, "A compiled core").
+few percent faster (docs/performance.md, "The compiled modules").
 
 The compiled files live apart from the sources, so they never shadow an
 edited ``.py`` by sitting next to it: the finder installed here hands out a
@@ -39,8 +39,18 @@ def source_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _unchanged(path: str, entry: dict[str, Any]) -> bool:
+    """Whether the source at ``path`` is the one ``entry`` was built from: the same size and modification
+    time (as CPython trusts a .pyc), else the same SHA-256 (a checkout that rewrote the same text)."""
+    st = os.stat(path)
+    if st.st_size == entry.get("size") and st.st_mtime_ns == entry.get("mtime_ns"):
+        return True
+    return source_digest(path) == entry.get("sha256")
+
+
 class CompiledFinder:
-    """A meta path finder for the modules of a manifest ``{module: {"file": name, "sha256": hex}}``."""
+    """A meta path finder for the modules of a manifest ``{module: {"file": name, "sha256": hex, "size": bytes,
+    "mtime_ns": int}}`` (the source's at the build)."""
 
     def __init__(self, directory: Path, modules: dict[str, dict[str, str]]) -> None:
         self.directory = directory
@@ -58,10 +68,10 @@ class CompiledFinder:
         if source is None or not source.origin or not source.origin.endswith(".py"):
             return None
         try:
-            current = source_digest(source.origin)
+            current = _unchanged(source.origin, entry)
         except OSError:
             return None
-        if current != entry.get("sha256"):
+        if not current:
             self.stale.append(fullname)
             return None
         spec = importlib.util.spec_from_file_location(fullname, self.directory / entry["file"])

@@ -148,14 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compile_core: {exc}", file=sys.stderr)
         return 2
     built = manifest()
+    # Each source's size and modification time before its hash (the finder trusts them as CPython trusts a
+    # .pyc's): a source written after the stat no longer matches them, and is hashed at import.
+    stats = {name: path.stat() for name, path in wanted.items()}
     digests = {name: source_digest(path) for name, path in wanted.items()}
     todo = {name: path for name, path in wanted.items()
             if built.get(name, {}).get("sha256") != digests[name]
             or not (DIRECTORY / built[name].get("file", "")).is_file()}
-    kept = {name: entry for name, entry in built.items() if name in wanted and name not in todo}
+    kept = {name: {**entry, "size": stats[name].st_size, "mtime_ns": stats[name].st_mtime_ns}
+            for name, entry in built.items() if name in wanted and name not in todo}
     if not todo:
-        if kept != built:
-            write_manifest(kept)  # a module no list names any more
+        if kept != built and not args.check:
+            write_manifest(kept)  # sources rewritten with the same text, or a module no list names any more
         if not args.quiet:
             print(f"compile_core: {len(kept)} modules compiled and current ({DIRECTORY})")
         return 0
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         write_manifest(kept)
         return 1
     for name, file in files.items():
-        kept[name] = {"file": file, "sha256": digests[name]}
+        kept[name] = {"file": file, "sha256": digests[name], "size": stats[name].st_size,
+                      "mtime_ns": stats[name].st_mtime_ns}
     write_manifest(kept)
     if not args.quiet:
         print(f"compile_core: compiled {len(files)} modules into {DIRECTORY}")

@@ -42,6 +42,19 @@ def test_finder_hands_out_a_compiled_module_only_while_its_source_is_unchanged(t
     assert finder.stale == ["cpkg.hot"]
 
 
+def test_a_source_with_its_build_time_size_and_mtime_is_not_hashed(tmp_path: Path) -> None:
+    pkg, built = _package(tmp_path)
+    st = (pkg / "hot.py").stat()
+    entry = {"file": "cpkg.hot.so", "sha256": "0" * 64, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    assert compiled.CompiledFinder(built, {"cpkg.hot": entry}).find_spec("cpkg.hot", [str(pkg)]) is not None
+    # Rewritten with the same text (a checkout): another mtime, so the hash decides.
+    os.utime(pkg / "hot.py", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    finder = compiled.CompiledFinder(built, {"cpkg.hot": entry})
+    assert finder.find_spec("cpkg.hot", [str(pkg)]) is None and finder.stale == ["cpkg.hot"]
+    entry["sha256"] = compiled.source_digest(pkg / "hot.py")
+    assert compiled.CompiledFinder(built, {"cpkg.hot": entry}).find_spec("cpkg.hot", [str(pkg)]) is not None
+
+
 def test_install_needs_a_readable_manifest_and_no_pure_python_request(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if not isinstance(f, compiled.CompiledFinder)])
