@@ -104,7 +104,7 @@ def install(directory: Path = DIRECTORY) -> CompiledFinder | None:
 def status() -> str:
     """One line for people: which modules run compiled in this process so far, and which do not."""
     finder = _finder()
-    if finder is None:
+    if finder is None or not finder.modules:
         why = f"{PURE_ENV} is set" if os.environ.get(PURE_ENV, "0") not in ("", "0") else \
             f"none built in {DIRECTORY}"
         return f"compiled modules: none ({why})"
