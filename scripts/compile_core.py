@@ -131,10 +131,15 @@ def build(todo: dict[str, Path]) -> dict[str, str]:
 
 
 def write_manifest(modules: dict[str, dict[str, str]]) -> None:
+    """Write the manifest, and delete the compiled files it no longer names (a module no list names)."""
     DIRECTORY.mkdir(exist_ok=True)
     tmp = DIRECTORY / f"{MANIFEST}.new"
     tmp.write_text(json.dumps({"modules": modules}, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, DIRECTORY / MANIFEST)
+    named = {entry["file"] for entry in modules.values()}
+    for path in DIRECTORY.glob(f"*{EXTENSION_SUFFIXES[0]}"):
+        if path.name not in named:
+            path.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
