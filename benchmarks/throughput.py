@@ -152,11 +152,16 @@ def run_measured(cmd: list[str]) -> dict[str, Any]:
 
 # -- the tools -------------------------------------------------------------------------------------------
 
+def _base_python() -> str:
+    """The interpreter behind this venv's python (the binary the benchmark's venvs are made from)."""
+    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
 def interpreter() -> str:
     """The Python that runs dpi and NFStream here (the benchmark's own, the project venv's): its build
     moves the ratios.  On Debian's python3.11 (libpython linked into the binary) NFStream took 11-18%
     less time than on a pyenv build with a shared libpython, on the same machine, and dpi 4-8% less."""
-    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    base = _base_python()
     with open("/proc/self/maps") as maps:
         shared = "libpython" in maps.read()
     return (f"{platform.python_implementation()} {platform.python_version()} ({base}, "
@@ -165,8 +170,10 @@ def interpreter() -> str:
 
 def compiled_modules() -> str:
     """Whether dpi runs its hot modules compiled (scripts/compile_core.py's check of the project venv)."""
-    if os.environ.get("DPI_PURE_PYTHON", "0") not in ("", "0"):
-        return "ignored (DPI_PURE_PYTHON is set)"
+    from dpicore.compiled import PURE_ENV, pure_requested  # the project venv's dpicore, which runs this
+
+    if pure_requested():
+        return f"ignored ({PURE_ENV} is set)"
     check = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "scripts" / "compile_core.py"),
                             "--check"], capture_output=True, text=True)
     return (check.stdout or check.stderr).strip().removeprefix("compile_core: ")
@@ -175,7 +182,7 @@ def compiled_modules() -> str:
 def nfstream_python(cache: Path) -> str:
     """NFStream's venv, one per interpreter (named after the one running this script, which makes it):
     both tools then run on the same Python, whichever runs the benchmark."""
-    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    base = _base_python()
     tag = hashlib.sha256(base.encode()).hexdigest()[:8]
     venv = cache / f"nfstream-venv-{platform.python_version()}-{tag}"
     py = venv / "bin" / "python"

@@ -3,16 +3,17 @@
 ``scripts/compile_core.py`` (run by ``scripts/install.sh`` when a C compiler
 is there) compiles the modules that ``scripts/compile.txt`` and each
 ``plugins/*/compile.txt`` list with Cython, unchanged, into
-``<venv>/dpicore-compiled/``, with a manifest of each source's SHA-256.
+``<venv>/dpicore-compiled/``, with a manifest of each source's SHA-256, size
+and modification time.
 The sources stay where they are and stay the code: the same files run, a
 few percent faster (docs/performance.md, "The compiled modules").
 
 The compiled files live apart from the sources, so they never shadow an
 edited ``.py`` by sitting next to it: the finder installed here hands out a
-compiled module only while its source's hash is the one it was built from,
-and otherwise lets the normal import find the source (``stale()`` lists
-those; ``scripts/install.sh`` rebuilds them).  ``DPI_PURE_PYTHON=1`` turns
-the compiled modules off.
+compiled module only while its source is the one it was built from, and
+otherwise lets the normal import find the source (``status()`` names those;
+``scripts/install.sh`` rebuilds them).  ``DPI_PURE_PYTHON=1`` turns the
+compiled modules off.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ DIRECTORY = Path(sys.prefix) / "dpicore-compiled"
 MANIFEST = "manifest.json"
 #: Set to a non-empty value other than 0: every module is imported from its source.
 PURE_ENV = "DPI_PURE_PYTHON"
+
+
+def pure_requested() -> bool:
+    """Whether DPI_PURE_PYTHON asks for every module from its source."""
+    return os.environ.get(PURE_ENV, "0") not in ("", "0")
+
+
+def read_manifest(directory: Path) -> dict[str, dict[str, Any]] | None:
+    """The modules of ``directory``'s manifest (None: no manifest, or one that cannot be read)."""
+    try:
+        modules = json.loads((directory / MANIFEST).read_text())["modules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return modules if isinstance(modules, dict) else None
 
 
 def source_digest(path: str | Path) -> str:
@@ -90,11 +105,10 @@ def install(directory: Path = DIRECTORY) -> CompiledFinder | None:
     existing = _finder()
     if existing is not None:
         return existing
-    if os.environ.get(PURE_ENV, "0") not in ("", "0"):
+    if pure_requested():
         return None
-    try:
-        modules = json.loads((directory / MANIFEST).read_text())["modules"]
-    except (OSError, ValueError, KeyError, TypeError):
+    modules = read_manifest(directory)
+    if modules is None:
         return None  # no compiled core (no compiler at install), or a manifest we cannot read: the sources
     finder = CompiledFinder(directory, modules)
     sys.meta_path.insert(0, finder)
@@ -105,8 +119,7 @@ def status() -> str:
     """One line for people: which modules run compiled in this process so far, and which do not."""
     finder = _finder()
     if finder is None or not finder.modules:
-        why = f"{PURE_ENV} is set" if os.environ.get(PURE_ENV, "0") not in ("", "0") else \
-            f"none built in {DIRECTORY}"
+        why = f"{PURE_ENV} is set" if pure_requested() else f"none built in {DIRECTORY}"
         return f"compiled modules: none ({why})"
     text = f"compiled modules: {len(finder.used)} of {len(finder.modules)} imported compiled"
     if finder.stale:

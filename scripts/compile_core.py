@@ -6,7 +6,8 @@ The modules are those scripts/compile.txt and plugins/*/compile.txt list
 (a source path per line, relative to the list's repository or plugin root).
 Each is compiled with Python's semantics kept (``annotation_typing=False``:
 type hints stay hints) into ``<venv>/dpicore-compiled/``, and the manifest
-there records each source's SHA-256; only what changed since the last build
+there records each source's SHA-256, size and modification time; only what
+changed since the last build
 is compiled again.  ``scripts/install.sh`` runs this; without a C compiler
 or Python's headers nothing is built and dpicore runs every module from
 source, as it does for any module whose source changed since its build.
@@ -33,7 +34,7 @@ from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from dpicore.compiled import DIRECTORY, MANIFEST, source_digest  # noqa: E402
+from dpicore.compiled import DIRECTORY, MANIFEST, read_manifest, source_digest  # noqa: E402
 
 DIRECTIVES = {"language_level": 3, "annotation_typing": False, "binding": True}
 
@@ -55,13 +56,6 @@ def listed() -> dict[str, Path]:
                 raise FileNotFoundError(f"{lst.relative_to(ROOT)} lists {entry}, which does not exist")
             out[".".join(Path(entry).with_suffix("").parts)] = path
     return out
-
-
-def manifest() -> dict[str, dict[str, str]]:
-    try:
-        return dict(json.loads((DIRECTORY / MANIFEST).read_text())["modules"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
 
 
 def missing_toolchain() -> str | None:
@@ -152,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"compile_core: {exc}", file=sys.stderr)
         return 2
-    built = manifest()
+    built = read_manifest(DIRECTORY) or {}
     # Each source's size and modification time before its hash (the finder trusts them as CPython trusts a
     # .pyc's): a source written after the stat no longer matches them, and is hashed at import.
     stats = {name: path.stat() for name, path in wanted.items()}

@@ -62,6 +62,8 @@ def test_install_needs_a_readable_manifest_and_no_pure_python_request(tmp_path: 
     assert compiled.install(tmp_path) is None  # no manifest
     (tmp_path / compiled.MANIFEST).write_text("{not json")
     assert compiled.install(tmp_path) is None
+    (tmp_path / compiled.MANIFEST).write_text(json.dumps({"modules": ["dpicore.engine"]}))
+    assert compiled.install(tmp_path) is None  # not a table of modules: read as no manifest, not a crash later
     (tmp_path / compiled.MANIFEST).write_text(json.dumps({"modules": {}}))
     monkeypatch.setenv(compiled.PURE_ENV, "1")
     assert compiled.install(tmp_path) is None
