@@ -91,7 +91,7 @@ def _run(code: str, pure: bool) -> str:
 
 def test_the_listed_modules_run_compiled() -> None:
     _compiled_core()
-    names = ["dpicore.fastpath", "dpicore.engine", "dpi_heuristics.dispatch"]
+    names = ["dpicore.fastpath", "dpicore.flowtable", "dpi_heuristics.dispatch"]
     code = f"import importlib; print('\\n'.join(importlib.import_module(n).__file__ for n in {names!r}))"
     assert all(f.endswith(".so") for f in _run(code, pure=False).split())
     assert all(f.endswith(".py") for f in _run(code, pure=True).split())
