@@ -6,7 +6,10 @@ is there) compiles the modules that ``scripts/compile.txt`` and each
 ``<venv>/dpicore-compiled/``, with a manifest of each source's SHA-256, size
 and modification time.
 The sources stay where they are and stay the code: the same files run, a
-few percent faster (docs/performance.md, "The compiled modules").
+few percent faster (docs/performance.md, "The compiled modules").  The
+one exception is a ``.pyx`` written for Cython (the pcap record walk,
+``dpicore/decode/cwalk.pyx``): its module exists only compiled, and the
+module importing it falls back to its Python twin when the import fails.
 
 The compiled files live apart from the sources, so they never shadow an
 edited ``.py`` by sitting next to it: the finder installed here hands out a
@@ -79,11 +82,11 @@ class CompiledFinder:
         entry = self.modules.get(fullname)
         if entry is None:
             return None
-        source = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if source is None or not source.origin or not source.origin.endswith(".py"):
+        origin = _source(fullname, path)
+        if origin is None:
             return None
         try:
-            current = _unchanged(source.origin, entry)
+            current = _unchanged(origin, entry)
         except OSError:
             return None
         if not current:
@@ -94,6 +97,21 @@ class CompiledFinder:
             return None
         self.used.append(fullname)
         return spec
+
+
+def _source(fullname: str, path: Sequence[str] | None) -> str | None:
+    """Where the source of ``fullname`` is: its ``.py`` as the normal import finds it, else a ``.pyx``
+    beside where it would be (a module written for Cython, such as dpicore/decode/cwalk.pyx, whose
+    importer falls back to Python when it cannot be imported compiled)."""
+    spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+    if spec is not None:
+        return spec.origin if spec.origin and spec.origin.endswith(".py") else None
+    name = fullname.rpartition(".")[2] + ".pyx"
+    for directory in path if path is not None else sys.path:
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
 
 
 def _finder() -> CompiledFinder | None:

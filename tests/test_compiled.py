@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.machinery
 import json
 import os
+import random
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,20 @@ def test_finder_hands_out_a_compiled_module_only_while_its_source_is_unchanged(t
     (pkg / "hot.py").write_text("VALUE = 2\n")  # edited after the build: the source it is
     assert finder.find_spec("cpkg.hot", [str(pkg)]) is None
     assert finder.stale == ["cpkg.hot"]
+
+
+def test_a_module_written_for_cython_is_found_by_its_pyx(tmp_path: Path) -> None:
+    pkg, built = _package(tmp_path)
+    (pkg / "fast.pyx").write_text("def f(int x):\n    return x\n")
+    (built / "cpkg.fast.so").write_bytes(b"not loaded by these tests")
+    finder = compiled.CompiledFinder(built, {"cpkg.fast": {"file": "cpkg.fast.so",
+                                                           "sha256": compiled.source_digest(pkg / "fast.pyx")}})
+    spec = finder.find_spec("cpkg.fast", [str(pkg)])
+    assert spec is not None and spec.origin == str(built / "cpkg.fast.so")
+    (pkg / "fast.pyx").write_text("def f(long x):\n    return x\n")  # edited: no module (its importer falls back)
+    assert finder.find_spec("cpkg.fast", [str(pkg)]) is None and finder.stale == ["cpkg.fast"]
+    (pkg / "fast.pyx").unlink()  # no source at all: nothing to vouch for the build
+    assert compiled.CompiledFinder(built, finder.modules).find_spec("cpkg.fast", [str(pkg)]) is None
 
 
 def test_a_source_with_its_build_time_size_and_mtime_is_not_hashed(tmp_path: Path) -> None:
@@ -106,3 +122,42 @@ def test_compiled_and_source_modules_write_the_same_records() -> None:
     source_lines = _run(code, pure=True).splitlines()
     assert len(compiled_lines) > 50  # the 65 flows of the real-client captures
     assert sorted(compiled_lines) == sorted(source_lines)
+
+
+def _pcap_records(path: Path, big_endian: bool) -> bytes:
+    """The records of the pcap at ``path`` (a little-endian file), their headers in the byte order asked."""
+    data = path.read_bytes()
+    assert data[:4] == b"\xd4\xc3\xb2\xa1", path
+    data = data[24:]
+    if not big_endian:
+        return data
+    out, pos = bytearray(), 0
+    while pos + 16 <= len(data):
+        fields = struct.unpack_from("<IIII", data, pos)
+        out += struct.pack(">IIII", *fields) + data[pos + 16:pos + 16 + fields[2]]
+        pos += 16 + fields[2]
+    return bytes(out)
+
+
+def test_the_record_walk_in_c_finds_what_the_python_walk_finds() -> None:
+    from dpicore.decode import batch
+
+    if batch.walk_pcap is None:
+        pytest.skip("dpicore/decode/cwalk.pyx is not built here (scripts/install.sh builds it when gcc and "
+                    "python3-dev are there; DPI_PURE_PYTHON turns it off)")
+    rng = random.Random(7)
+    bufs = []
+    for capture in sorted((ROOT / "tests" / "captures" / "realclients").glob("*.pcap"))[:6]:
+        for big in (False, True):
+            records = _pcap_records(capture, big)
+            bufs.append((records, big))
+            bufs.extend((records[:cut], big) for cut in rng.sample(range(len(records)), 40))  # cut short
+            damaged = bytearray(records)
+            for _ in range(5):  # lengths that point past the end, or nowhere sensible
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            bufs.append((bytes(damaged), big))
+    bufs += [(b"", False), (bytes(15), True), (bytes(16), False), (b"\xff" * 64, False), (rng.randbytes(4096), True)]
+    for buf, big in bufs:
+        caplen = struct.Struct((">" if big else "<") + "8xI").unpack_from
+        starts, pos = batch.walk_pcap(buf, big)
+        assert (starts.tolist(), pos) == batch._walk(buf, caplen)

@@ -37,14 +37,18 @@ def _frames(path: Path, walks: SharedWalks | None = None) -> list[tuple[int, flo
 
 
 def _count_walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the walks made from here on (in Python, or in C when cwalk.pyx is built)."""
     calls: list[int] = []
-    walk = batch._walk
 
-    def counting(*args):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        return walk(*args)
+    def counting(walk):  # type: ignore[no-untyped-def]
+        def counted(*args):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            return walk(*args)
+        return counted
 
-    monkeypatch.setattr(batch, "_walk", counting)
+    for name in ("_walk", "walk_pcap"):
+        if getattr(batch, name) is not None:
+            monkeypatch.setattr(batch, name, counting(getattr(batch, name)))
     return calls
 
 

@@ -27,6 +27,12 @@ from .packets import (DLT_EN10MB, DLT_IPV4, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_L
                       DLT_RAW_OLD, DLT_RAW_OPENBSD)
 from .walks import SharedWalks
 
+walk_pcap: Callable[[bytes, bool], tuple[np.ndarray, int]] | None
+try:  # the record walk in C (cwalk.pyx), when scripts/compile_core.py built it for the source there now
+    from .cwalk import walk_pcap
+except ImportError:  # no compiler at install, DPI_PURE_PYTHON, or the .pyx edited since: _walk
+    walk_pcap = None
+
 BATCH = 8192
 CHUNK = 4 << 20
 
@@ -100,7 +106,7 @@ def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
         shared = walks.take(chunk) if walks is not None else None
         found = checked_walk(buf, shared, header, unit, caplen) if shared is not None else None
         if found is None:
-            starts, pos = _walk(buf, caplen)
+            starts, pos = _walk(buf, caplen) if walk_pcap is None else walk_pcap(buf, order == ">")
             if walks is not None:
                 walks.give(chunk, starts)
             records = _records(buf, starts, header, unit)
@@ -128,6 +134,7 @@ def _pcap_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
 
 def _walk(buf: bytes, caplen: Callable[[bytes, int], tuple[int]]) -> tuple[list[int], int]:
     """(the start of every record that lies whole in ``buf``, from its start; where the walk stopped).
+    The same walk in C (``cwalk.walk_pcap``) replaces this one when it was built.
     ``caplen`` reads a record's captured length given the record's start (the struct skips the times:
     an addition less per record, a tenth of the loop).
 
