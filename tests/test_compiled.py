@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from dpicore import compiled
+from tests.helpers.frames import pcapng_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,3 +162,53 @@ def test_the_record_walk_in_c_finds_what_the_python_walk_finds() -> None:
         caplen = struct.Struct((">" if big else "<") + "8xI").unpack_from
         starts, pos = batch.walk_pcap(buf, big)
         assert (starts.tolist(), pos) == batch._walk(buf, caplen)
+
+
+def test_the_pcapng_walk_in_c_finds_what_the_python_walk_finds() -> None:
+    from dpicore.decode import batch
+
+    if batch.walk_pcapng is None:
+        pytest.skip("dpicore/decode/cwalk.pyx is not built here (scripts/install.sh builds it when gcc and "
+                    "python3-dev are there; DPI_PURE_PYTHON turns it off)")
+    rng = random.Random(11)
+    records = _pcap_records(ROOT / "tests" / "captures" / "realclients" / "https_curl_sni.pcap", False)
+    frames, pos = [], 0
+    while pos + 16 <= len(records):
+        sec, usec, cap, _ = struct.unpack_from("<IIII", records, pos)
+        frames.append((0, sec + usec / 1e6, records[pos + 16:pos + 16 + cap]))
+        pos += 16 + cap
+    bufs = []
+    for big in (False, True):
+        o = ">" if big else "<"
+        whole = pcapng_bytes([([(1, None)], frames)], big=big)
+        odd = [struct.pack(o + "II", t, 12 + len(body)) + body + struct.pack(o + "I", 12 + len(body))
+               for t, body in ((5, bytes(20)), (4, bytes(8)), (0x40000BAD, bytes(4)), (0xBAD, b""))]
+        # Every kind of block the walk stops at or steps over, and lengths it must refuse.
+        kinds = [*odd, *(struct.pack(o + "II", t, 28) + bytes(20) for t in sorted(batch._NOT_WALKED)),
+                 struct.pack(o + "II", 6, 24) + bytes(16), struct.pack(o + "II", 5, 14) + bytes(8),
+                 struct.pack(o + "II", 5, 8) + bytes(8),
+                 struct.pack(o + "II", 5, batch.MAX_RECORD + 4) + bytes(batch.MAX_RECORD - 4)]  # whole, too long
+        blocks, at = [], 0
+        while at < len(whole):  # the file's blocks, to put the odd ones between
+            length = struct.unpack_from(o + "I", whole, at + 4)[0]
+            blocks.append(whole[at:at + length])
+            at += length
+        for kind in kinds:
+            mixed = list(blocks)
+            for _ in range(3):
+                mixed.insert(rng.randrange(2, len(mixed) + 1), kind)
+            data = b"".join(mixed)
+            offsets = [sum(map(len, mixed[:k])) for k in range(len(mixed))]
+            # From the first packet block (the walk's usual start, after the section and interface headers),
+            # from other blocks, and from a block inserted above (where the walk must stop or step over).
+            starts = {offsets[2], *rng.sample(offsets[2:], 5), offsets[mixed.index(kind)]}
+            bufs += [(data[:cut], big, at)
+                     for at in starts for cut in (len(data), *rng.sample(range(at, len(data)), 5))]
+        bufs.append((whole, big, 0))
+    found = 0
+    for data, big, at in bufs:
+        header = struct.Struct((">" if big else "<") + "II").unpack_from
+        starts, stop = batch.walk_pcapng(data, at, big, batch.MAX_RECORD)
+        assert (starts.tolist(), stop) == batch._walk_pcapng(data, at, header), (big, at, len(data))
+        found += len(starts)
+    assert found > 1000  # the packet blocks were walked, not only stopped at

@@ -28,10 +28,11 @@ from .packets import (DLT_EN10MB, DLT_IPV4, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_L
 from .walks import SharedWalks
 
 walk_pcap: Callable[[bytes, bool], tuple[np.ndarray, int]] | None
-try:  # the record walk in C (cwalk.pyx), when scripts/compile_core.py built it for the source there now
-    from .cwalk import walk_pcap
-except ImportError:  # no compiler at install, DPI_PURE_PYTHON, or the .pyx edited since: _walk
-    walk_pcap = None
+walk_pcapng: Callable[[bytes, int, bool, int], tuple[np.ndarray, int]] | None
+try:  # the record walks in C (cwalk.pyx), when scripts/compile_core.py built it for the source there now
+    from .cwalk import walk_pcap, walk_pcapng
+except ImportError:  # no compiler at install, DPI_PURE_PYTHON, or the .pyx edited since: _walk, _walk_pcapng
+    walk_pcap = walk_pcapng = None
 
 BATCH = 8192
 CHUNK = 4 << 20
@@ -276,7 +277,11 @@ def _pcapng_batches(path: str, fh, size: int,  # type: ignore[no-untyped-def]
     buf, pos, eof = b"", 0, False
     broken: Exception | None = None
     while True:
-        found, pos = _walk_pcapng(buf, pos, blocks.header)
+        if walk_pcapng is None:
+            found, pos = _walk_pcapng(buf, pos, blocks.header)
+        else:
+            starts, pos = walk_pcapng(buf, pos, blocks.order == ">", MAX_RECORD)
+            found = starts.tolist()
         run.walked(blocks, found)
         n = len(buf)
         if pos == n and eof:
@@ -335,7 +340,8 @@ def _walk_pcapng(buf: bytes, pos: int, header: Callable[[bytes, int], tuple[int,
     """(the start of every enhanced packet block from ``pos`` on that lies whole in ``buf`` and is long
     enough for its fields; where the walk stopped).  A block that carries no packet and changes nothing
     is stepped over when its length is sound (as PcapngBlocks.block checks it); as in :func:`_walk`, the
-    rest of each packet block's checks come after, in numpy."""
+    rest of each packet block's checks come after, in numpy.  The same walk in C (``cwalk.walk_pcapng``)
+    replaces this one when it was built."""
     starts: list[int] = []
     found = starts.append
     n = len(buf)
