@@ -11,11 +11,13 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dpicore import compiled
-from tests.helpers.frames import pcapng_bytes
+from dpicore.decode.capture import CaptureReader
+from tests.helpers.frames import pcap_bytes, pcapng_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,27 +127,29 @@ def test_compiled_and_source_modules_write_the_same_records() -> None:
     assert sorted(compiled_lines) == sorted(source_lines)
 
 
+def _frames(path: Path) -> list[tuple[float, bytes, int]]:
+    """(time, frame, wire length) of each frame of the capture at ``path``, as the frame reader reads them."""
+    with CaptureReader(path) as reader:
+        return [(f.ts, f.data, f.wire_len) for f in reader]
+
+
 def _pcap_records(path: Path, big_endian: bool) -> bytes:
-    """The records of the pcap at ``path`` (a little-endian file), their headers in the byte order asked."""
-    data = path.read_bytes()
-    assert data[:4] == b"\xd4\xc3\xb2\xa1", path
-    data = data[24:]
-    if not big_endian:
-        return data
-    out, pos = bytearray(), 0
-    while pos + 16 <= len(data):
-        fields = struct.unpack_from("<IIII", data, pos)
-        out += struct.pack(">IIII", *fields) + data[pos + 16:pos + 16 + fields[2]]
-        pos += 16 + fields[2]
-    return bytes(out)
+    """The records of the capture at ``path`` as a pcap file in the byte order asked has them (its header off)."""
+    return pcap_bytes(_frames(path), big=big_endian)[24:]
+
+
+def _c_walks() -> Any:
+    """dpicore.decode.batch, skipping unless it imported the walks in C."""
+    from dpicore.decode import batch
+
+    if batch.walk_pcap is None or batch.walk_pcapng is None:
+        pytest.skip("dpicore/decode/cwalk.pyx is not built here (scripts/install.sh builds it when gcc and "
+                    "python3-dev are there; DPI_PURE_PYTHON turns it off)")
+    return batch
 
 
 def test_the_record_walk_in_c_finds_what_the_python_walk_finds() -> None:
-    from dpicore.decode import batch
-
-    if batch.walk_pcap is None:
-        pytest.skip("dpicore/decode/cwalk.pyx is not built here (scripts/install.sh builds it when gcc and "
-                    "python3-dev are there; DPI_PURE_PYTHON turns it off)")
+    batch = _c_walks()
     rng = random.Random(7)
     bufs = []
     for capture in sorted((ROOT / "tests" / "captures" / "realclients").glob("*.pcap"))[:6]:
@@ -165,18 +169,10 @@ def test_the_record_walk_in_c_finds_what_the_python_walk_finds() -> None:
 
 
 def test_the_pcapng_walk_in_c_finds_what_the_python_walk_finds() -> None:
-    from dpicore.decode import batch
-
-    if batch.walk_pcapng is None:
-        pytest.skip("dpicore/decode/cwalk.pyx is not built here (scripts/install.sh builds it when gcc and "
-                    "python3-dev are there; DPI_PURE_PYTHON turns it off)")
+    batch = _c_walks()
     rng = random.Random(11)
-    records = _pcap_records(ROOT / "tests" / "captures" / "realclients" / "https_curl_sni.pcap", False)
-    frames, pos = [], 0
-    while pos + 16 <= len(records):
-        sec, usec, cap, _ = struct.unpack_from("<IIII", records, pos)
-        frames.append((0, sec + usec / 1e6, records[pos + 16:pos + 16 + cap]))
-        pos += 16 + cap
+    capture = ROOT / "tests" / "captures" / "realclients" / "https_curl_sni.pcap"
+    frames = [(0, ts, data) for ts, data, _ in _frames(capture)]  # on interface 0
     bufs = []
     for big in (False, True):
         o = ">" if big else "<"
