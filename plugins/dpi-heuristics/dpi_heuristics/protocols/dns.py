@@ -13,5 +13,5 @@ from .dnswire import detector
 
 HEURISTICS = [
     # No first-byte filter: the first bytes are a random query ID (or, over TCP, a length).
-    Heuristic("DNS", detector("DNS"), TCP_UDP, None, server_first=False, order=60),
+    Heuristic("DNS", detector("DNS"), TCP_UDP, None, server_first=False, order=11),
 ]

@@ -19,7 +19,7 @@ import struct
 from dpicore import Verdict
 from dpicore.model import TCP
 
-from ..base import CERTAIN, LIKELY, STRONG, TCP_UDP, Context, Heuristic, found
+from ..base import CERTAIN, LIKELY, STRONG, TCP_ONLY, UDP_ONLY, Context, Heuristic, found
 
 PROGRAMS = {100000: "portmapper", 100001: "rstatd", 100002: "rusersd", 100003: "nfs", 100004: "ypserv",
             100005: "mountd", 100007: "ypbind", 100008: "walld", 100009: "yppasswdd", 100011: "rquotad",
@@ -29,6 +29,11 @@ PROGRAMS = {100000: "portmapper", 100001: "rstatd", 100002: "rusersd", 100003: "
 #: AUTH_NONE, AUTH_UNIX, AUTH_SHORT, AUTH_DH, RPCSEC_GSS (6); AUTH_TLS (7).
 FLAVORS = frozenset({0, 1, 2, 3, 6, 7})
 MAX_AUTH = 400
+#: The longest record fragment _message accepts over TCP (the mark's length field has 31 bits).
+MAX_FRAGMENT = 1 << 24
+#: The first bytes a record mark of at most MAX_FRAGMENT can have: the last-fragment bit, and the length's
+#: bit 24 (set only by MAX_FRAGMENT itself).
+RECORD_MARK_FIRST_BYTES = frozenset({0x00, 0x01, 0x80, 0x81})
 
 
 def _auth(data: bytes, off: int) -> tuple[int, int, int] | None:
@@ -92,7 +97,7 @@ def _message(ctx: Context) -> bytes | None:
         return None
     (mark,) = struct.unpack_from("!I", data)
     length = mark & 0x7FFFFFFF
-    if length < 24 or length > 1 << 24:
+    if length < 24 or length > MAX_FRAGMENT:
         return None
     return data[4:4 + length]
 
@@ -112,6 +117,8 @@ def detect(ctx: Context) -> Verdict | None | object:
 
 
 HEURISTICS = [
-    # The first bytes are a random xid (or, over TCP, a record mark).
-    Heuristic("NFS", detect, TCP_UDP, None, server_first=False, order=44),
+    # Over UDP the first bytes are a random xid.  Over TCP they are a record mark, whose length _message
+    # caps at 1 << 24: its first byte is the last-fragment bit and at most the length's 25th bit.
+    Heuristic("NFS", detect, UDP_ONLY, None, server_first=False, order=44),
+    Heuristic("NFS", detect, TCP_ONLY, RECORD_MARK_FIRST_BYTES, server_first=False, order=44),
 ]

@@ -15,7 +15,7 @@ import struct
 from dpicore import Verdict
 from dpicore.model import TCP
 
-from ..base import CERTAIN, STRONG, TCP_UDP, Context, Heuristic, found
+from ..base import CERTAIN, STRONG, TCP_ONLY, UDP_ONLY, Context, Heuristic, found
 
 MAGIC = 0x2112A442
 METHODS = {0x001: "Binding", 0x002: "SharedSecret", 0x003: "Allocate", 0x004: "Refresh", 0x006: "Send",
@@ -69,5 +69,8 @@ def detect(ctx: Context) -> Verdict | None:
 
 
 HEURISTICS = [
-    Heuristic("STUN", detect, TCP_UDP, frozenset(range(0x00, 0x40)), server_first=False, order=12),
+    # A message type below 0x0200 (every method of METHODS, every classic type) starts with 0x00 or 0x01; over
+    # TCP the RFC 4571 frame's length comes first, and the filter takes lengths below 16 KB.
+    Heuristic("STUN", detect, UDP_ONLY, frozenset({0x00, 0x01}), server_first=False, order=12),
+    Heuristic("STUN", detect, TCP_ONLY, frozenset(range(0x00, 0x40)), server_first=False, order=12),
 ]
