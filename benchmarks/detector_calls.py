@@ -5,7 +5,8 @@
 Without a capture it reads the throughput benchmark's inputs (``make_inputs.py``'s cache).  A call
 that returns None (a rejection) is the dispatcher's wasted work: each costs a Python call and the
 detector's first checks, several thousand instructions (docs/performance.md, run BH), and a flow's
-candidates run in their ``order`` until one decides.  This counts them, so a change of the order or
+candidates run in their ``order`` until one decides (a watching detector's None, TLS's after the
+ServerHello, counts as one too, though it is no waste).  This counts them, so a change of the order or
 of a heuristic's first-byte filter can be judged by the calls it saves, not only by a noisy timing.
 The detectors are wrapped for counting, so this run is slower than a plain one: it is not a timing.
 """
@@ -23,6 +24,7 @@ from dpi_heuristics.base import MORE, Heuristic
 from dpi_heuristics.dispatch import Dispatcher
 
 from dpicore import Classifier
+from dpicore.output import flow_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_inputs import cache_dir  # noqa: E402
@@ -49,19 +51,20 @@ def dispatcher_of(clf: Classifier) -> Dispatcher:
     raise SystemExit("detector_calls: the heuristics layer is not loaded")
 
 
-def count(path: Path) -> tuple[int, Counter[tuple[str, str]]]:
-    """Flows in ``path`` and the detector outcomes of classifying it with the heuristics layer alone."""
+def count(path: Path) -> tuple[list[dict[str, Any]], Counter[tuple[str, str]]]:
+    """The records of ``path`` classified by the heuristics layer alone, and its detectors' outcomes."""
     outcomes: Counter[tuple[str, str]] = Counter()
     with Classifier(layers=["heuristics"]) as clf:
         dispatcher = dispatcher_of(clf)
         dispatcher.heuristics = [counted(h, outcomes) for h in dispatcher.heuristics]
         dispatcher._table.clear()
-        flows = sum(1 for _ in clf.classify_pcap(path))
-    return flows, outcomes
+        records = [flow_record(flow) for flow in clf.classify_pcap(path)]
+    return records, outcomes
 
 
 def report(path: Path, top: int) -> None:
-    flows, outcomes = count(path)
+    records, outcomes = count(path)
+    flows = len(records)
     calls = sum(outcomes.values())
     rejections = Counter({name: n for (name, kind), n in outcomes.items() if kind == "none"})
     rejected = sum(rejections.values())
