@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -169,22 +169,16 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
         # (or the group carries no payload and no layer wants empty packets), no packet of it was left
         # to the scalar decoder or carries FIN/RST, the flow is not closing, and not even its last
         # packet reaches a timeout; the same checks as _group's, for the whole group at once.
+        # (Each field read once, and a direction with no packets left alone: compiled code reads and
+        # writes a flow's fields through CPython's generic attribute calls, ~100 instructions each.)
         if (flow is not None and not g.hard[r] and (not flow.pending or skip_empty and not g.payload[r])
-                and not flow._bits & CLOSING and last - flow.last_seen <= idle
+                and not (bits := flow._bits) & CLOSING and last - (seen := flow.last_seen) <= idle
                 and last - flow.first_seen <= active):
             n, n_a, b, b_a = g.packets[r], g.packets_a[r], g.bytes[r], g.bytes_a[r]
-            if flow._bits < CLIENT_B:  # the client's end is the key's first (packets_a's)
-                flow.c2s_packets += n_a
-                flow.c2s_bytes += b_a
-                flow.s2c_packets += n - n_a
-                flow.s2c_bytes += b - b_a
+            if bits < CLIENT_B:  # the client's end is the key's first (packets_a's)
+                _count(flow, n_a, b_a, n - n_a, b - b_a, last if last > seen else None)
             else:
-                flow.c2s_packets += n - n_a
-                flow.c2s_bytes += b - b_a
-                flow.s2c_packets += n_a
-                flow.s2c_bytes += b_a
-            if last > flow.last_seen:
-                flow.last_seen = last
+                _count(flow, n - n_a, b - b_a, n_a, b_a, last if last > seen else None)
             summed += n
             move(key)
             table.moved(flow)
@@ -472,6 +466,30 @@ class _Columns:
                       self.wires[c], buf[pay:end], paywire, buf[start:end], vlan, seq, self.first + frame)
 
 
+def _count(flow: Flow, c2s: int, c2s_bytes: int, s2c: int, s2c_bytes: int, last_seen: float | None) -> None:
+    """Add packets counted in one step to ``flow``: a direction with none is left alone (compiled code
+    writes a field through CPython's generic attribute calls, ~100 instructions each), and so is
+    ``last_seen`` when None."""
+    if c2s:
+        flow.c2s_packets += c2s
+        flow.c2s_bytes += c2s_bytes
+    if s2c:
+        flow.s2c_packets += s2c
+        flow.s2c_bytes += s2c_bytes
+    if last_seen is not None:
+        flow.last_seen = last_seen
+
+
+def _looked_at(flow: Flow | None, defer: int) -> tuple[Any, float, float, int, bool, Any, Any]:
+    """What _group's loop reads of ``flow``: its pending layers, first_seen, last_seen and bits, whether
+    the key's first end is the client's, its watchers and the packets it holds (see _group)."""
+    if flow is None:
+        return None, 0.0, 0.0, 0, False, None, None
+    pending, bits = flow.pending, flow._bits
+    return (pending, flow.first_seen, flow.last_seen, bits, bits < CLIENT_B, watchers(pending) if pending else None,
+            holding(pending) if defer else None)
+
+
 def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, idx: list[int],
            decoded: dict[int, Packet]) -> Iterator[Flow]:
     """Run one flow's packets of an interval in order (``idx``: their rows of ``cols``; ``decoded``: the
@@ -499,52 +517,61 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     skip_empty = not engine.wants_empty
     defer = engine.defer
     flags, paylen, is_a, times, wires = cols.flags, cols.paylen, cols.is_a, cols.times, cols.wires
-    flow = table.flows.get(key)
-    client_a = flow is not None and flow._bits < CLIENT_B  # the client is the key's first end
-    watching = watchers(flow.pending) if flow is not None and flow.pending else None
-    held = holding(flow.pending) if defer and flow is not None else None
     summed = 0
+    # The flow's fields this loop reads are read once per flow object (_looked_at), and what it counts
+    # inline stays in locals (n_c, b_c, n_s, b_s, and seen: None while last_seen is unchanged) until
+    # the engine is handed the flow or the group ends (_count): compiled code reads and writes a
+    # flow's fields through CPython's generic attribute calls, ~100 instructions each, and the loop
+    # read or wrote ten of them per packet.
+    flow = table.flows.get(key)
+    pending, first, last, bits, client_a, watching, held = _looked_at(flow, defer)
+    n_c = b_c = n_s = b_s = 0
+    seen = None
     for j in idx:
         if flow is not None and j not in decoded and (
-                not flow.pending or skip_empty and not paylen[j]
+                not pending or skip_empty and not paylen[j]
                 or watching is not None and paylen[j] and passes(watching, (row := cols.transport(j))[2])
                 or held is not None and not paylen[j] and len(held) < defer):
             ts = times[j]
             f = flags[j]
-            if ts - flow.last_seen <= idle and ts - flow.first_seen <= active and (
-                    not flow._bits & CLOSING or not (f & SYN or ts > flow.notes.get(CLOSE_AT, ts))):
+            if ts - last <= idle and ts - first <= active and (
+                    not bits & CLOSING or not (f & SYN or ts > flow.notes.get(CLOSE_AT, ts))):
                 if is_a[j] is client_a:
                     direction = C2S
-                    flow.c2s_packets += 1
-                    flow.c2s_bytes += wires[j]
+                    n_c += 1
+                    b_c += wires[j]
                 else:
                     direction = S2C
-                    flow.s2c_packets += 1
-                    flow.s2c_bytes += wires[j]
-                if ts > flow.last_seen:  # captures whose clock jumps back keep first <= last
-                    flow.last_seen = ts
+                    n_s += 1
+                    b_s += wires[j]
+                if ts > last:  # captures whose clock jumps back keep first <= last
+                    last = seen = ts
                 if f & (FIN | RST):  # numpy's flags are 0 for UDP
                     table.note_tcp_flags(flow, f, direction, ts)
+                    bits = flow._bits
                 if watching is not None and paylen[j]:  # watched past: ``row`` is set (a decided flow has no watchers)
                     engine.watched_past(flow, direction, *row)
                 elif held is not None:  # kept for the layers that want it, which have not started
                     held.append(cols.packet(j))
                 summed += 1
                 continue
+        if n_c or n_s:
+            _count(flow, n_c, b_c, n_s, b_s, seen)
+            n_c = b_c = n_s = b_s = 0
+            seen = None
         pkt = decoded.get(j)
         if pkt is None:
             pkt = cols.packet(j)
         source.packets += 1
         ended = engine.feed(pkt, expire=False, key=key)
         flow = table.flows.get(key)
-        client_a = flow is not None and flow._bits < CLIENT_B
-        watching = watchers(flow.pending) if flow is not None and flow.pending else None
-        held = holding(flow.pending) if defer and flow is not None else None
+        pending, first, last, bits, client_a, watching, held = _looked_at(flow, defer)
         if ended:
             yield from ended
     if summed:
         engine.stats.packets += summed
         source.packets += summed
         if flow is not None:
+            _count(flow, n_c, b_c, n_s, b_s, seen)
             table.flows.move_to_end(key)
             table.moved(flow)
