@@ -6,13 +6,16 @@
 * :func:`classify` runs the whole layer (pre-filters, survivors, guesses,
   the end-of-flow answer) over a list of payloads and returns its verdict;
 * :func:`packets` turns the payloads into real IPv4 packets (a TCP
-  handshake first) for the engine, e.g. ``Classifier.classify_flow``.
+  handshake first) for the engine, e.g. ``Classifier.classify_flow``;
+* :func:`stun_message`, :func:`rpc_call` and :func:`rpc_record` build
+  messages more than one test module needs.
 
 Payloads are ``(direction, bytes)`` pairs, direction 0 from the client.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Iterable, Sequence
 
 import dpkt
@@ -24,6 +27,7 @@ from dpicore.model import ACK, PSH, SYN, TCP, UDP, FlowKey, parse_ip
 from .base import Context, Heuristic
 from .dispatch import Dispatcher, FlowState
 from .protocols import all_heuristics
+from .protocols.stun import MAGIC
 
 CLIENT = parse_ip("192.0.2.1")
 SERVER = parse_ip("198.51.100.1")
@@ -123,3 +127,24 @@ def packets(payloads: Iterable[tuple[int, bytes]], transport: int = TCP, client_
         if pkt is not None:
             out.append(pkt)
     return out
+
+
+def stun_message(mtype: int, attrs: bytes = b"", cookie: int = MAGIC) -> bytes:
+    """A STUN message (RFC 8489 §5): type, length, cookie, a fixed transaction ID, then ``attrs``."""
+    return struct.pack("!HHI", mtype, len(attrs), cookie) + bytes(range(12)) + attrs
+
+
+def rpc_call(prog: int = 100003, vers: int = 3, proc: int = 1, xid: int = 0x5E1D0BDC) -> bytes:
+    """An ONC RPC call (RFC 5531) with AUTH_UNIX credentials: NFSv3's GETATTR by default."""
+    cred = dpkt.rpc.RPC.Auth(flavor=dpkt.rpc.AUTH_UNIX,
+                             data=struct.pack("!II", 0x3847760B, 9) + b"werrmsche\x00\x00\x00" +
+                             struct.pack("!III", 0, 0, 1) + struct.pack("!I", 5))
+    c = dpkt.rpc.RPC.Call(rpcvers=2, prog=prog, vers=vers, proc=proc, cred=cred,
+                          verf=dpkt.rpc.RPC.Auth(flavor=dpkt.rpc.AUTH_NONE, data=b""), data=bytes(36))
+    return bytes(dpkt.rpc.RPC(xid=xid, dir=dpkt.rpc.CALL, data=c))
+
+
+def rpc_record(message: bytes, last: bool = True) -> bytes:
+    """``message`` as ONC RPC sends it over TCP: behind its record mark (RFC 5531 §11), the last
+    fragment's or not."""
+    return struct.pack("!I", (0x80000000 if last else 0) | len(message)) + message

@@ -10,7 +10,7 @@ from dpicore import Classifier
 from dpicore.model import TCP, UDP
 
 from dpi_heuristics.protocols import all_heuristics
-from dpi_heuristics.testing import classify
+from dpi_heuristics.testing import classify, stun_message
 
 
 def only(name: str) -> list:
@@ -73,22 +73,18 @@ def test_ssh_banner_either_side_and_split() -> None:
 
 # --- STUN ------------------------------------------------------------------------
 
-def stun(mtype: int, attrs: bytes, cookie: int = 0x2112A442) -> bytes:
-    return struct.pack("!HHI", mtype, len(attrs), cookie) + bytes(range(12)) + attrs
-
-
 def test_stun_and_turn() -> None:
     software = struct.pack("!HH", 0x8022, 5) + b"dpi\x00\x00" + b"\x00\x00\x00"
-    assert named([(0, stun(0x0001, software))], UDP) == ("STUN", 0.95)
-    allocate = classify([(0, stun(0x0003, struct.pack("!HHI", 0x0019, 4, 17 << 24)))], UDP)
+    assert named([(0, stun_message(0x0001, software))], UDP) == ("STUN", 0.95)
+    allocate = classify([(0, stun_message(0x0003, struct.pack("!HHI", 0x0019, 4, 17 << 24)))], UDP)
     assert allocate.metadata == {"method": "Allocate", "class": "request", "turn": "yes"}
-    framed = stun(0x0101, b"")
+    framed = stun_message(0x0101, b"")
     assert named([(0, struct.pack("!H", len(framed)) + framed)], TCP) == ("STUN", 0.95)
     # Classic RFC 3489 binding (no cookie): known type and attributes that tile the body.
-    classic = stun(0x0001, struct.pack("!HH", 0x0003, 4) + bytes(4), cookie=0x01020304)
+    classic = stun_message(0x0001, struct.pack("!HH", 0x0003, 4) + bytes(4), cookie=0x01020304)
     assert named([(0, classic)], UDP) == ("STUN", 0.85)
-    assert named([(0, stun(0x0001, software)[:-1])], UDP, only("STUN")) is None
-    assert named([(0, stun(0x0123, b"", cookie=0x01020304))], UDP, only("STUN")) is None
+    assert named([(0, stun_message(0x0001, software)[:-1])], UDP, only("STUN")) is None
+    assert named([(0, stun_message(0x0123, b"", cookie=0x01020304))], UDP, only("STUN")) is None
 
 
 # --- RTP and RTCP ------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dpicore.model import ICMP, ICMPV6, TCP, UDP, parse_ip
 from dpi_heuristics.base import MORE, PORT_TIE
 from dpi_heuristics.plugin import select
 from dpi_heuristics.protocols import all_heuristics, netbios
-from dpi_heuristics.testing import classify, make_flow, run_detector
+from dpi_heuristics.testing import classify, make_flow, rpc_call, rpc_record, run_detector
 
 BATCH_C = ("DNS", "MDNS", "LLMNR", "NetBIOS", "SMB", "RDP", "DCERPC", "NTP", "DHCP", "DHCPv6", "SNMP", "Syslog",
            "TFTP", "SSDP", "NFS", "ICMP")
@@ -235,15 +235,6 @@ SSDP_RESPONSE = (b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nEXT:\r\n"
                  b"ST: upnp:rootdevice\r\nUSN: uuid:824ff22b-8c7d-41c5-a131-44f534e12555::upnp:rootdevice\r\n\r\n")
 
 
-def rpc_call(prog: int = 100003, vers: int = 3, proc: int = 1, xid: int = 0x5E1D0BDC) -> bytes:
-    cred = dpkt.rpc.RPC.Auth(flavor=dpkt.rpc.AUTH_UNIX,
-                             data=struct.pack("!II", 0x3847760B, 9) + b"werrmsche\x00\x00\x00" +
-                             struct.pack("!III", 0, 0, 1) + struct.pack("!I", 5))
-    c = dpkt.rpc.RPC.Call(rpcvers=2, prog=prog, vers=vers, proc=proc, cred=cred,
-                          verf=dpkt.rpc.RPC.Auth(flavor=dpkt.rpc.AUTH_NONE, data=b""), data=bytes(36))
-    return bytes(dpkt.rpc.RPC(xid=xid, dir=dpkt.rpc.CALL, data=c))
-
-
 def rpc_reply(xid: int = 0x5E1D0BDC) -> bytes:
     return struct.pack("!IIIIII", xid, 1, 0, 0, 0, 0) + bytes(84)
 
@@ -324,7 +315,7 @@ POSITIVES = [
     ("ssdp-response", UDP, [(1, SSDP_RESPONSE)], {}, "SSDP", {"method": "response"}),
     ("ssdp-over-tcp-beats-http", TCP, [(0, MSEARCH)], {}, "SSDP", {}),
     ("nfs-call-udp", UDP, [(0, rpc_call())], {}, "NFS", {"program": "nfs", "program_version": 3}),
-    ("portmap-call-tcp", TCP, [(0, struct.pack("!I", 0x80000000 | len(c := rpc_call(100000, 2, 3))) + c)], {},
+    ("portmap-call-tcp", TCP, [(0, rpc_record(rpc_call(100000, 2, 3)))], {},
      "NFS", {"program": "portmapper"}),
     ("mount-call", UDP, [(0, rpc_call(100005, 3, 1))], {}, "NFS", {"program": "mountd"}),
     ("icmp-echo", ICMP, [(0, icmp_echo())], {}, "ICMP", {"version": "ICMPv4", "message": "echo-request"}),

@@ -18,16 +18,7 @@ from dpicore.model import TCP, UDP
 
 from dpi_heuristics.base import Heuristic
 from dpi_heuristics.protocols import all_heuristics, oncrpc, stun
-from dpi_heuristics.testing import run_detector
-
-
-def stun_message(mtype: int, attrs: bytes = b"", cookie: int = stun.MAGIC) -> bytes:
-    return struct.pack("!HHI", mtype, len(attrs), cookie) + bytes(range(12)) + attrs
-
-
-def rpc_call(mark_last: bool = True) -> bytes:
-    call = struct.pack("!6I", 0x5E1D0BDC, 0, 2, 100003, 3, 1) + struct.pack("!IIII", 0, 0, 0, 0) + bytes(36)
-    return struct.pack("!I", (0x80000000 if mark_last else 0) | len(call)) + call
+from dpi_heuristics.testing import rpc_call, rpc_record, run_detector, stun_message
 
 
 def the(name: str, transport: int) -> Heuristic:
@@ -45,8 +36,8 @@ SAMPLES = [
     *[("STUN", UDP, stun_message(method_type(m, c))) for m in stun.METHODS for c in range(4)],
     *[("STUN", UDP, stun_message(t, struct.pack("!HH", 0x0003, 4) + bytes(4), cookie=0x01020304))
       for t in sorted(stun.CLASSIC_TYPES)],
-    ("NFS", TCP, rpc_call(True)),
-    ("NFS", TCP, rpc_call(False)),
+    ("NFS", TCP, rpc_record(rpc_call(), last=True)),
+    ("NFS", TCP, rpc_record(rpc_call(), last=False)),
 ]
 
 

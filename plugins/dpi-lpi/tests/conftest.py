@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import runpy
 import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -83,12 +85,5 @@ def lpi_classifier() -> Callable[..., Any]:
 
 @pytest.fixture(scope="session")
 def agreement() -> Any:
-    """benchmarks/agreement.py loaded as a module (it is a script, not part of the package)."""
-    import importlib.util
-
-    path = HERE.parent / "benchmarks" / "agreement.py"
-    spec = importlib.util.spec_from_file_location("dpi_lpi_agreement", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/agreement.py's names (it is a script, not part of the package)."""
+    return SimpleNamespace(**runpy.run_path(str(HERE.parent / "benchmarks" / "agreement.py")))
