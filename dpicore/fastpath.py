@@ -175,10 +175,11 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
                 and not (bits := flow._bits) & CLOSING and last - (seen := flow.last_seen) <= idle
                 and last - flow.first_seen <= active):
             n, n_a, b, b_a = g.packets[r], g.packets_a[r], g.bytes[r], g.bytes_a[r]
+            later = last if last > seen else None
             if bits < CLIENT_B:  # the client's end is the key's first (packets_a's)
-                _count(flow, n_a, b_a, n - n_a, b - b_a, last if last > seen else None)
+                _count(flow, n_a, b_a, n - n_a, b - b_a, later)
             else:
-                _count(flow, n - n_a, b - b_a, n_a, b_a, last if last > seen else None)
+                _count(flow, n - n_a, b - b_a, n_a, b_a, later)
             summed += n
             move(key)
             table.moved(flow)
