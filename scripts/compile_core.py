@@ -4,11 +4,11 @@
 
 The modules are those scripts/compile.txt and plugins/*/compile.txt list
 (a source path per line, relative to the list's repository or plugin root).
-Each ``.py`` is compiled with Python's semantics kept (``annotation_typing=False``:
-type hints stay hints), each ``.pyx`` (written for Cython, with a Python
-fallback where it is imported) as it says, into ``<venv>/dpicore-compiled/``, and the manifest
-there records each source's SHA-256, size and modification time; only what
-changed since the last build
+Each ``.py`` is compiled with Python's semantics kept
+(``annotation_typing=False``: type hints stay hints), each ``.pyx`` (written
+for Cython, with a Python fallback where it is imported) as it says, into
+``<venv>/dpicore-compiled/``, and the manifest there records each source's
+SHA-256, size and modification time; only what changed since the last build
 is compiled again.  ``scripts/install.sh`` runs this; without a C compiler
 or Python's headers nothing is built and dpicore runs every module from
 source, as it does for any module whose source changed since its build.
