@@ -600,6 +600,12 @@ class Engine:
             self._leave(flow, entry, REASON_VERDICT)
         return True
 
+    def offer_counted(self, flow: Flow, pkt: Packet, direction: int) -> None:
+        """What :meth:`feed` does last: run ``flow``'s layers on ``pkt``, which the caller (the batch path)
+        has counted on the flow as feed would have (the packet starts no flow and ends none)."""
+        if flow.pending and (pkt.payload or self.wants_empty):
+            self._classify(flow, pkt, direction)
+
     def watched_past(self, flow: Flow, direction: int, proto: int, seq: int, payload: bytes) -> None:
         """What :meth:`_classify` does with a payload that :func:`passes` every layer watching ``flow``:
         the batch path's inline twin, so the two paths keep the same watches, notes and payloads."""

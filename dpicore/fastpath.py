@@ -10,10 +10,11 @@ second of capture time).  Each interval is run flow by flow, in order of
 first packet: a group of packets that only changes counters (the flow is
 decided, or the group is empty and no layer wants empty packets; no FIN/RST,
 no timeout) is accounted in one step from numpy's sums; any other group runs
-packet by packet, where a packet that only changes counters is still
-accounted inline and every other one goes to :meth:`Engine.feed`, as a
-Packet built from the decoded columns (or by the scalar decoder, for the
-frames numpy leaves to it), in order within its flow.
+packet by packet, where a packet of a live flow is still accounted
+inline (and handed to the flow's layers when they look at it), and one
+that opens or restarts a flow goes to :meth:`Engine.feed`, as a Packet
+built from the decoded columns (or by the scalar decoder, for the frames
+numpy leaves to it), in order within its flow.
 
 The records equal the packet-by-packet path's; the order in which ended
 flows are reported can differ (flows are fed flow by flow within an
@@ -509,9 +510,14 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     :meth:`Engine.feed` and the checks of :meth:`FlowTable.must_restart`
     on purpose: calling them per packet cost 7-10% of the whole run on
     corpus_x10; tests/test_fastpath.py holds the two paths equal.)
-    Any other goes to :meth:`Engine.feed`, as a Packet built from the
-    numpy-decoded columns (or the scalar decoder's, for the frames numpy
-    left to it).
+    A packet that joins the flow (those same checks) but that its layers
+    look at is counted inline too, and only then handed to them with
+    :meth:`Engine.offer_counted`, the last step of feed: a flow's first
+    payloads and handshake went through the whole of feed, which cost
+    ~3% of a real-client run's instructions.  Any other packet (one that
+    opens a flow, or restarts it, or that the scalar decoder made) goes
+    to :meth:`Engine.feed`, as a Packet built from the numpy-decoded
+    columns (or the scalar decoder's, for the frames numpy left to it).
     """
     table = engine.table
     idle, active = table.idle_timeout, table.active_timeout
@@ -529,10 +535,7 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
     n_c = b_c = n_s = b_s = 0
     seen = None
     for j in idx:
-        if flow is not None and j not in decoded and (
-                not pending or skip_empty and not paylen[j]
-                or watching is not None and paylen[j] and passes(watching, (row := cols.transport(j))[2])
-                or held is not None and not paylen[j] and len(held) < defer):
+        if flow is not None and j not in decoded:
             ts = times[j]
             f = flags[j]
             if ts - last <= idle and ts - first <= active and (
@@ -550,11 +553,20 @@ def _group(engine: Engine, source: CaptureSource, cols: _Columns, key: FlowKey, 
                 if f & (FIN | RST):  # numpy's flags are 0 for UDP
                     table.note_tcp_flags(flow, f, direction, ts)
                     bits = flow._bits
-                if watching is not None and paylen[j]:  # watched past: ``row`` is set (a decided flow has no watchers)
-                    engine.watched_past(flow, direction, *row)
-                elif held is not None:  # kept for the layers that want it, which have not started
-                    held.append(cols.packet(j))
                 summed += 1
+                if not pending or skip_empty and not paylen[j]:
+                    continue
+                if watching is not None and paylen[j] and passes(watching, (row := cols.transport(j))[2]):
+                    engine.watched_past(flow, direction, *row)  # watched past (a decided flow has no watchers)
+                    continue
+                if held is not None and not paylen[j] and len(held) < defer:
+                    held.append(cols.packet(j))  # kept for the layers that want it, which have not started
+                    continue
+                _count(flow, n_c, b_c, n_s, b_s, seen)
+                n_c = b_c = n_s = b_s = 0
+                seen = None
+                engine.offer_counted(flow, cols.packet(j), direction)
+                pending, first, last, bits, client_a, watching, held = _looked_at(flow, defer)
                 continue
         if n_c or n_s:
             _count(flow, n_c, b_c, n_s, b_s, seen)
