@@ -142,7 +142,8 @@ class Classifier:
 
     def classify_pcap(self, path: str | Path, batched: bool = True,
                       shard: tuple[int, int] | None = None, walks: SharedWalks | None = None) -> Iterator[Flow]:
-        """Every flow of a capture, yielded as it ends (streamed: memory follows live flows only).
+        """Every flow of a capture, yielded as it ends (streamed: memory follows live flows only; the
+        batch path yields the flows a batch of packets ended once that batch is done).
 
         ``batched`` uses the numpy batch path (:mod:`dpicore.fastpath`); False
         feeds packet by packet (the reference the batch path is tested

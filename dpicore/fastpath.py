@@ -58,7 +58,13 @@ from .model import C2S, CLIENT_B, FIN, RST, S2C, SYN, Flow, FlowKey, Packet, new
 
 def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, int] | None = None,
                      walks: SharedWalks | None = None) -> Iterator[Flow]:
-    """Every flow of ``source``'s capture, yielded as it ends.
+    """Every flow of ``source``'s capture, yielded as it ends: those a batch ended once the batch is done.
+
+    Why not each at once: a flow's record, made by the caller between one flow's packets and the next,
+    emptied the processor's caches of the engine's and the layers' code each time, and theirs of its
+    own; written one after the other, at the batch's end, both run warm (4-6% of a real-client run,
+    docs/performance.md, run BK).  A batch is what one read gives (from a pipe, what has arrived), so
+    a slow capture's records still come as its packets do.
 
     ``shard=(i, n)`` keeps only the flows whose key hashes to ``i`` modulo
     ``n``, so ``n`` processes can split one file without splitting a flow;
@@ -158,10 +164,11 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
     positions = order.tolist()  # rows of cols, grouped as pos
     at = 0  # scans done (interval 0 comes before the first)
     summed = 0
+    ended: list[Flow] = []
     for r in np.argsort(pos[starts], kind="stable").tolist():
         if at < group_interval[r]:
             for t in scan_times[at:group_interval[r]]:
-                yield from engine.tick(t)
+                ended += engine.tick(t)
             at = group_interval[r]
         key = keys[group_flow[r]]
         flow = get(key)
@@ -186,12 +193,13 @@ def _batch(engine: Engine, source: CaptureSource, batch: Batch, shard: tuple[int
             table.moved(flow)
             continue
         s = g.start[r]
-        yield from _group(engine, source, cols, key, positions[s:s + g.packets[r]], decoded)
+        ended.extend(_group(engine, source, cols, key, positions[s:s + g.packets[r]], decoded))
     _in_capture_order(table, keys, g)
     for t in scan_times[at:]:  # the scans after the batch's last kept packet
-        yield from engine.tick(t)
+        ended += engine.tick(t)
     engine.stats.packets += summed
     source.packets += summed
+    yield from ended
 
 
 def _in_capture_order(table: FlowTable, keys: list[FlowKey], g: _Groups) -> None:
