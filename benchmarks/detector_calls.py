@@ -27,7 +27,7 @@ from dpicore import Classifier
 from dpicore.output import flow_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_inputs import cache_dir  # noqa: E402
+from make_inputs import absent, cache_dir  # noqa: E402
 
 
 def counted(h: Heuristic, outcomes: Counter[tuple[str, str]]) -> Heuristic:
@@ -80,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=12, help="detectors listed per capture (default 12)")
     args = ap.parse_args(argv)
     paths = args.captures or [cache_dir() / f"{name}.pcap" for name in ("corpus_x10", "realclients_large")]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        print(f"detector_calls: no such capture: {', '.join(missing)} (make them with benchmarks/make_inputs.py)",
-              file=sys.stderr)
+    if absent("detector_calls", paths):
         return 2
     for path in paths:
         report(path, args.top)

@@ -35,7 +35,7 @@ from dpicore import Classifier, Verdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detector_calls import dispatcher_of  # noqa: E402
-from make_inputs import cache_dir  # noqa: E402
+from make_inputs import absent, cache_dir  # noqa: E402
 
 
 class Sample(NamedTuple):
@@ -155,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="warm loops per detector, the fastest kept (default 5)")
     args = ap.parse_args(argv)
     paths = args.captures or [cache_dir() / "realclients_large.pcap"]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        print(f"detector_warmth: no such capture: {', '.join(missing)} (make them with benchmarks/make_inputs.py)",
-              file=sys.stderr)
+    if absent("detector_warmth", paths):
         return 2
     for path in paths:
         report(path, args.keep, args.rounds, args.least)

@@ -61,6 +61,16 @@ def cache_dir(given: str | None = None) -> Path:
     return path
 
 
+def absent(tool: str, paths: list[Path]) -> bool:
+    """Whether a capture a benchmark script was asked to read is missing (said on stderr, with how to
+    make the default inputs)."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"{tool}: no such capture: {', '.join(missing)} (make them with benchmarks/make_inputs.py)",
+              file=sys.stderr)
+    return bool(missing)
+
+
 def realclient_sources() -> list[Path]:
     """The generator's captures, as committed (made by scripts/make_captures.py)."""
     return sorted((ROOT / "tests" / "captures" / "realclients").glob("*.pcap")) + [ROOT / "samples" / "sample.pcap"]
