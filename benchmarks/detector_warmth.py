@@ -53,6 +53,13 @@ class Warmth(NamedTuple):
     samples: int
     in_run_us: float
     warm_us: float
+    #: The samples timed: those whose replay is a verdict.
+    replayed: list[Sample]
+
+
+def _context(s: Sample) -> Context:
+    """A fresh Context of ``s``'s first payload, as the dispatcher builds one (no memo, no shared notes)."""
+    return Context(s.flow, s.transport, s.direction, s.payload, 1, {}, {})
 
 
 def timed(h: Heuristic, kept: dict[str, deque[Sample]], keep: int) -> Heuristic:
@@ -88,19 +95,18 @@ def record(path: Path, keep: int) -> tuple[dict[str, Heuristic], dict[str, deque
 def _loop_ns(samples: list[Sample], call: Callable[[Context], Any]) -> int:
     start = time.perf_counter_ns()
     for s in samples:
-        call(Context(s.flow, s.transport, s.direction, s.payload, 1, {}, {}))
+        call(_context(s))
     return time.perf_counter_ns() - start
 
 
 def warmth(h: Heuristic, samples: list[Sample], rounds: int) -> Warmth | None:
     """The in-run and warm per-call times of ``h`` on ``samples`` (those that replay to a verdict)."""
-    replayed = [s for s in samples
-                if isinstance(h.detect(Context(s.flow, s.transport, s.direction, s.payload, 1, {}, {})), Verdict)]
+    replayed = [s for s in samples if isinstance(h.detect(_context(s)), Verdict)]
     if not replayed:
         return None
     best = min(_loop_ns(replayed, h.detect) - _loop_ns(replayed, lambda ctx: None) for _ in range(rounds))
     in_run = sum(s.ns for s in replayed) / len(replayed)
-    return Warmth(h.name, len(replayed), in_run / 1e3, max(best, 0) / len(replayed) / 1e3)
+    return Warmth(h.name, len(replayed), in_run / 1e3, max(best, 0) / len(replayed) / 1e3, replayed)
 
 
 def mixed(plain: dict[str, Heuristic], kept: dict[str, list[Sample]], rounds: int) -> tuple[float, float, float]:
@@ -114,7 +120,7 @@ def mixed(plain: dict[str, Heuristic], kept: dict[str, list[Sample]], rounds: in
     def loop(order: list[tuple[int, Callable[[Context], Any], Sample]], idle: bool) -> int:
         start = time.perf_counter_ns()
         for _, detect, s in order:
-            ctx = Context(s.flow, s.transport, s.direction, s.payload, 1, {}, {})
+            ctx = _context(s)
             if not idle:
                 detect(ctx)
         return time.perf_counter_ns() - start
@@ -130,10 +136,6 @@ def report(path: Path, keep: int, rounds: int, least: int) -> list[Warmth]:
     plain, kept = record(path, keep)
     rows = [w for name, samples in kept.items() if len(samples) >= least
             if (w := warmth(plain[name], list(samples), rounds)) is not None]
-    names = {w.name for w in rows}
-    replayable = {name: [s for s in kept[name] if isinstance(
-        plain[name].detect(Context(s.flow, s.transport, s.direction, s.payload, 1, {}, {})), Verdict)]
-        for name in names}
     rows.sort(key=lambda w: -w.samples * w.in_run_us)
     print(f"{path.name}: first-payload verdicts, the last {keep} per detector (at least {least}), "
           f"µs per call, warm loop best of {rounds}")
@@ -141,7 +143,7 @@ def report(path: Path, keep: int, rounds: int, least: int) -> list[Warmth]:
     for w in rows:
         ratio = f"{w.in_run_us / w.warm_us:5.2f}x" if w.warm_us > 0 else "    -"
         print(f"  {w.name:<12} {w.samples:>8} {w.in_run_us:>11.2f} {w.warm_us:>7.2f} {ratio}")
-    in_run, in_order, grouped = mixed(plain, replayable, rounds)
+    in_run, in_order, grouped = mixed(plain, {w.name: w.replayed for w in rows}, rounds)
     print(f"  all of them: {in_run:.2f} in the run; replayed in the capture's order {in_order:.2f}, "
           f"detector by detector {grouped:.2f}")
     return rows
