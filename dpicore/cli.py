@@ -35,7 +35,7 @@ from .output import FORMATS, RecordWriter, flow_record, printable  # noqa: E402
 from .plugins import FAILED, LOADED, PluginError, PluginSet, discover  # noqa: E402
 
 if TYPE_CHECKING:  # imported where -j needs it: most runs are one process
-    from .parallel import FileReport, ParallelRun
+    from .parallel import FileReport
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -265,22 +265,10 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
             if not f.is_file():  # a worker would open its own /dev/stdin, or a FIFO nobody writes
                 raise InputError(f"{f}: --cluster needs regular files the workers can open; this is a "
                                  "pipe or device (save it to a file on shared storage, or run without --cluster)")
-    run = None
-    if jobs != 1:
-        from .parallel import classify_files
-
-        run = classify_files(files, jobs, _config(config_path, layers, all_layers), on_file=_report_file,
-                             jsonl=_format(fmt, output) == "jsonl")
-        run.start()  # the workers start up while this process checks the configuration and the layers
-    try:
-        config, plugins = _load(config_path, layers, all_layers)
-    except BaseException:
-        if run is not None:
-            run.close()
-        raise
+    config, plugins = _load(config_path, layers, all_layers)
     _warn_failed(plugins)
-    if cluster or run is not None:
-        _classify_distributed(files, config, plugins, fmt, output, quiet, run, cluster)
+    if cluster or jobs != 1:
+        _classify_distributed(files, config, plugins, fmt, output, quiet, jobs, cluster)
     clf = Classifier(config=config, plugins=plugins)
     if not clf.layers:
         _warn_no_layers()
@@ -337,21 +325,30 @@ def _report_file(rep: FileReport) -> None:
 
 
 def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet, fmt: str | None,
-                          output: str | None, quiet: bool, run: ParallelRun | None,
-                          cluster: str | None) -> NoReturn:
-    """'dpi classify -j N' (``run``, started) and '--cluster': the same records, classified elsewhere.
+                          output: str | None, quiet: bool, jobs: int, cluster: str | None) -> NoReturn:
+    """'dpi classify -j N' and '--cluster': the same records, classified elsewhere.
 
     The plugins were loaded here to check the configuration (required
-    layers, usage errors); each worker loads its own.
+    layers, usage errors) before any worker starts; each worker loads its
+    own.  A ``-j`` worker is forked after they are closed: what it copies
+    is what their modules built once per process (the heuristics' tables
+    and patterns, ~20 ms of a worker's start-up otherwise), not a layer's
+    native state.
     """
     if not plugins.layers:
         _warn_no_layers()
     plugins.close()
-    from .parallel import WorkerError
+    from .parallel import WorkerError, classify_files
 
-    work: Any = run
+    work: Any = None
     failures: tuple[type[Exception], ...] = (WorkerError,)
-    if cluster:
+    if not cluster:
+        work = classify_files(files, jobs, config, on_file=_report_file, jsonl=_format(fmt, output) == "jsonl")
+        # This process only writes what the workers send from now on: its start-up objects are frozen
+        # (before the fork, so the workers' collections skip them too), and its exit does not walk them.
+        freeze_startup()
+        work.start()
+    else:
         from .cluster import ClusterError, classify_on_cluster
 
         try:

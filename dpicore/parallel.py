@@ -400,9 +400,10 @@ def _context(threads: int | None = None) -> Any:
     everything already imported here (dpicore, numpy), which saves the
     ~0.4 s a forkserver spends importing them again before the first worker
     (a third of a `-j 2` run's fixed cost).  `dpi classify` starts its
-    workers before it loads any plugin, so no layer's native state is
-    copied; a program that forks us after loading nDPI itself only gives
-    the workers a copy they never touch (each builds its own Classifier).
+    workers after it has closed the plugins it loaded to check the
+    configuration, so no layer's native state is copied; a program that
+    forks us with nDPI loaded only gives the workers a copy they never
+    touch (each builds its own Classifier).
     With other threads running (a fork would copy locks they may hold)
     forkserver, and spawn where neither exists.
     """
