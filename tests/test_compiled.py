@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from dpicore import compiled
 from dpicore.decode.capture import CaptureReader
-from tests.helpers.frames import pcap_bytes, pcapng_bytes
+from tests.helpers.frames import every_link_type, pcap_bytes, pcapng_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -208,3 +209,61 @@ def test_the_pcapng_walk_in_c_finds_what_the_python_walk_finds() -> None:
         assert (starts.tolist(), stop) == batch._walk_pcapng(data, at, header), (big, at, len(data))
         found += len(starts)
     assert found > 1000  # the packet blocks were walked, not only stopped at
+
+
+def _c_decode() -> Any:
+    """dpicore.decode.batch, skipping unless it imported the header decode in C."""
+    from dpicore.decode import batch
+
+    if batch.decode_c is None:
+        pytest.skip("dpicore/decode/cheaders.pyx is not built here (scripts/install.sh builds it when gcc and "
+                    "python3-dev are there; DPI_PURE_PYTHON turns it off)")
+    return batch
+
+
+def _decoded_alike(files: list[Path]) -> int:
+    """Every batch of ``files`` decoded in C and in numpy: the same frames decoded, and for those the same
+    value of every field.  Returns how many frames were decoded."""
+    batch = _c_decode()
+    decoded = 0
+    for path in files:
+        for b in batch.batches(str(path)):
+            c, n = batch.decode_headers(b), batch.decode_numpy(b)
+            assert c.ok.tolist() == n.ok.tolist(), (path, b.first)
+            for field in attrs.fields(batch.Headers):
+                got, want = getattr(c, field.name), getattr(n, field.name)
+                assert got.dtype == want.dtype and got.shape == want.shape, field.name
+                assert got[n.ok].tolist() == want[n.ok].tolist(), (path, b.first, field.name)
+            decoded += int(n.ok.sum())
+    return decoded
+
+
+def test_the_header_decode_in_c_reads_what_numpy_reads(tmp_path: Path) -> None:
+    """On real captures (pcap and pcapng), on every link type, and on frames cut at every length or with
+    bytes changed at random (each check of each header fails somewhere), and on random bytes."""
+    rng = random.Random(13)
+    captures = sorted((ROOT / "tests" / "captures" / "realclients").glob("*.pcap"))
+    files = list(captures)
+    pcapng = tmp_path / "real.pcapng"
+    pcapng.write_bytes(pcapng_bytes([([(1, None)], [(0, ts, data) for ts, data, _ in _frames(captures[0])])]))
+    files.append(pcapng)
+    for linktype, frames in every_link_type().items():
+        cut = [f[:k] for f in frames for k in range(len(f))]
+        changed = []
+        for f in frames:
+            for _ in range(40):
+                g = bytearray(f)
+                for _ in range(rng.randrange(1, 4)):  # in the headers mostly: the first 70 bytes
+                    g[rng.randrange(min(len(g), 70))] = rng.randrange(256)
+                changed.append(bytes(g))
+        noise = [rng.randbytes(rng.randrange(90)) for _ in range(300)]
+        path = tmp_path / f"lt{linktype}.pcap"
+        records = frames + cut + changed + noise
+        path.write_bytes(pcap_bytes([(1_600_000_000 + i, f) for i, f in enumerate(records)], linktype))
+        files.append(path)
+    assert _decoded_alike(files) > 5_000
+
+
+@pytest.mark.corpus
+def test_the_header_decode_in_c_reads_the_corpus_as_numpy_does(corpus: Path) -> None:
+    assert _decoded_alike(sorted((corpus / "pcap").iterdir())) > 20_000

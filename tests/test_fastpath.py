@@ -199,33 +199,10 @@ def test_packets_from_columns_equal_the_scalar_decoder(corpus: Path) -> None:
 def test_packets_from_columns_on_every_link_type(tmp_path: Path) -> None:
     """Link types, tags, IP and TCP options, padding, snap length, odd loopback families, damage;
     IPv6 with extension headers, fragments or a zero payload length goes to the scalar decoder
-    (numpy must not decode it, or decode it exactly the same)."""
-    import struct
+    (the batch decode, in C or numpy, must not decode it, or decode it exactly the same)."""
+    from tests.helpers.frames import every_link_type, pcap_bytes
 
-    from dpicore.decode.packets import DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_NULL, DLT_RAW
-    from tests.helpers.frames import (ACK, FIN, PSH, eth, ext_header, ip4, ip6, pcap_bytes, sll, sll2, tcp, tcp4,
-                                      udp, udp4)
-
-    v6 = ("2001:db8::1", "2001:db8:ffff::2")
-    body = [tcp4(flags=PSH | ACK, payload=b"GET / HTTP/1.1\r\n\r\n", seq=0xFFFFFFF0),
-            tcp4(flags=FIN | ACK, seq=7), udp4(payload=b"\x00" * 40), udp4(payload=b""),
-            ip4("10.0.0.1", "10.0.0.2", tcp(1, 2, ACK, 5, 0, b"data", opts=b"\x01" * 12), 6, opts=b"\x01" * 8),
-            ip6(*v6, tcp(40000, 443, PSH | ACK, 0xFFFFFFFF, 1, b"\x16\x03\x01"), 6),
-            ip6(v6[1], v6[0], tcp(443, 40000, FIN | ACK, 9, 0, b"", opts=b"\x01" * 4), 6),
-            ip6("::1", "::1", udp(5353, 5353, b"\x00" * 12), 17), ip6(*v6, udp(1, 2, b""), 17),
-            ip6(*v6, tcp(1, 2, ACK, 5, 0, b"hop"), 0, ext=ext_header(6)),  # hop-by-hop first: scalar
-            ip6(*v6, udp(1, 2, b"frag"), 44, ext=bytes([17, 0, 0, 1]) + b"\x00\x00\x00\x07"),  # fragment
-            ip6(*v6, udp(1, 2, b"x"), 17)[:4] + b"\x00\x00" + ip6(*v6, udp(1, 2, b"x"), 17)[6:]]  # length 0
-    ethertype = [0x86DD if p[0] >> 4 == 6 else 0x0800 for p in body]
-    frames = {
-        1: [eth(p, et, tags=tags, pad_to=pad) for p, et in zip(body, ethertype)
-            for tags in ([], [(0x8100, 7)], [(0x88A8, 5), (0x8100, 9)], [(0x9100, 1), (0x8100, 2), (0x8100, 3)])
-            for pad in (0, 80)],
-        DLT_LINUX_SLL: [sll(p, et) for p, et in zip(body, ethertype)],
-        DLT_LINUX_SLL2: [sll2(p, et) for p, et in zip(body, ethertype)],
-        DLT_RAW: body + [p[:30] for p in body] + [p[:50] for p in body] + [p[:-2] for p in body],  # cut
-        DLT_NULL: [struct.pack(o, fam) + p for p in body for o in ("<I", ">I") for fam in (2, 0x0102, 10, 24, 28, 30)],
-    }
+    frames = every_link_type()
     files = []
     for linktype, recs in frames.items():
         path = tmp_path / f"lt{linktype}.pcap"

@@ -33,6 +33,11 @@ try:  # the record walks in C (cwalk.pyx), when scripts/compile_core.py built it
     from .cwalk import walk_pcap, walk_pcapng
 except ImportError:  # no compiler at install, DPI_PURE_PYTHON, or the .pyx edited since: _walk, _walk_pcapng
     walk_pcap = walk_pcapng = None
+decode_c: Callable[[bytes, np.ndarray, np.ndarray, int], tuple[np.ndarray, ...]] | None
+try:  # the header decode in C (cheaders.pyx), likewise
+    from .cheaders import decode as decode_c
+except ImportError:  # decode_numpy
+    decode_c = None
 
 BATCH = 8192
 CHUNK = 4 << 20
@@ -551,8 +556,25 @@ _IP = 40
 _L4 = 14
 
 
+#: The link types both decoders read, as cheaders.decode numbers them.
+_LINKS = {DLT_EN10MB: 0, DLT_LINUX_SLL: 1, DLT_LINUX_SLL2: 2, DLT_RAW: 3, DLT_RAW_OLD: 3, DLT_RAW_OPENBSD: 3,
+          DLT_IPV4: 3, DLT_NULL: 4, DLT_LOOP: 4}
+
+
 def decode_headers(batch: Batch) -> Headers:
-    """Vectorised decode of the common case; everything else has ``ok`` False.
+    """The common case decoded (TCP and UDP over IPv4, and over IPv6 without extension headers); every
+    other frame has ``ok`` False and is left to the scalar decoder.  In C (``cheaders.pyx``) when it is
+    built, else in numpy (:func:`decode_numpy`): the same frames decoded, the same fields."""
+    link = _LINKS.get(batch.linktype)
+    if link is None:
+        return _not_decoded(len(batch))
+    if decode_c is not None:
+        return Headers(*decode_c(batch.buf, batch.off, batch.cap, link))
+    return decode_numpy(batch)
+
+
+def decode_numpy(batch: Batch) -> Headers:
+    """:func:`decode_headers` vectorised: each field one array operation over the whole batch.
 
     A frame is ok only if every field read lies inside it (``end``); the rows of a frame too short
     hold bytes of the next frame or zeros, and its fields are garbage nobody reads.

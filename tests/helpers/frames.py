@@ -16,12 +16,12 @@ from typing import Iterable, Sequence
 import dpkt
 
 from dpicore.decode import Decoder
-from dpicore.decode.packets import DLT_RAW
+from dpicore.decode.packets import DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_NULL, DLT_RAW
 from dpicore.model import ACK, FIN, PSH, RST, SYN, Packet
 
 __all__ = [
     "ACK", "FIN", "PSH", "RST", "SYN", "eth", "ip4", "ip6", "tcp", "udp", "tcp4", "udp4", "packet",
-    "pcap_bytes", "pcapng_bytes", "write_pcap", "gzip_bytes", "sll", "sll2", "tcp_session",
+    "pcap_bytes", "pcapng_bytes", "write_pcap", "gzip_bytes", "sll", "sll2", "tcp_session", "every_link_type",
 ]
 
 ETH_SRC = b"\x02\x00\x00\x00\x00\x01"
@@ -98,6 +98,33 @@ def sll(payload: bytes, etype: int = 0x0800) -> bytes:
 def sll2(payload: bytes, etype: int = 0x0800, ifindex: int = 2) -> bytes:
     """Linux cooked v2 (``tcpdump -i any`` since libpcap 1.10): protocol first, then interface index."""
     return struct.pack("!HHIHBB8s", etype, 0, ifindex, 1, 0, 6, ETH_SRC + b"\x00\x00") + payload
+
+
+def every_link_type() -> dict[int, list[bytes]]:
+    """Frames of each link type the batch decoder reads, by link type: TCP and UDP over IPv4 (options,
+    high sequence numbers) and IPv6, VLAN tags up to three deep, Ethernet padding, both loopback byte
+    orders and every IPv6 family number, frames cut short; and IPv6 that only the scalar decoder reads
+    (extension headers, fragments, a zero payload length)."""
+    v6 = ("2001:db8::1", "2001:db8:ffff::2")
+    body = [tcp4(flags=PSH | ACK, payload=b"GET / HTTP/1.1\r\n\r\n", seq=0xFFFFFFF0),
+            tcp4(flags=FIN | ACK, seq=7), udp4(payload=b"\x00" * 40), udp4(payload=b""),
+            ip4("10.0.0.1", "10.0.0.2", tcp(1, 2, ACK, 5, 0, b"data", opts=b"\x01" * 12), 6, opts=b"\x01" * 8),
+            ip6(*v6, tcp(40000, 443, PSH | ACK, 0xFFFFFFFF, 1, b"\x16\x03\x01"), 6),
+            ip6(v6[1], v6[0], tcp(443, 40000, FIN | ACK, 9, 0, b"", opts=b"\x01" * 4), 6),
+            ip6("::1", "::1", udp(5353, 5353, b"\x00" * 12), 17), ip6(*v6, udp(1, 2, b""), 17),
+            ip6(*v6, tcp(1, 2, ACK, 5, 0, b"hop"), 0, ext=ext_header(6)),  # hop-by-hop first: scalar
+            ip6(*v6, udp(1, 2, b"frag"), 44, ext=bytes([17, 0, 0, 1]) + b"\x00\x00\x00\x07"),  # fragment
+            ip6(*v6, udp(1, 2, b"x"), 17)[:4] + b"\x00\x00" + ip6(*v6, udp(1, 2, b"x"), 17)[6:]]  # length 0
+    ethertype = [0x86DD if p[0] >> 4 == 6 else 0x0800 for p in body]
+    return {
+        1: [eth(p, et, tags=tags, pad_to=pad) for p, et in zip(body, ethertype)
+            for tags in ([], [(0x8100, 7)], [(0x88A8, 5), (0x8100, 9)], [(0x9100, 1), (0x8100, 2), (0x8100, 3)])
+            for pad in (0, 80)],
+        DLT_LINUX_SLL: [sll(p, et) for p, et in zip(body, ethertype)],
+        DLT_LINUX_SLL2: [sll2(p, et) for p, et in zip(body, ethertype)],
+        DLT_RAW: body + [p[:30] for p in body] + [p[:50] for p in body] + [p[:-2] for p in body],  # cut
+        DLT_NULL: [struct.pack(o, fam) + p for p in body for o in ("<I", ">I") for fam in (2, 0x0102, 10, 24, 28, 30)],
+    }
 
 
 # -- capture files -----------------------------------------------------------------
