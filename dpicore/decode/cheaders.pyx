@@ -27,6 +27,10 @@ cdef enum:
     TCP = 6
     UDP = 17
 
+# Rows of the int64 columns, in the order of batch.Headers' fields.
+cdef enum:
+    PROTO, VLAN, SRC, DST, SPORT, DPORT, FLAGS, PAYLEN, L3, PAY, IPEND, SEQ, PAYWIRE, _COLUMNS
+
 
 cdef inline int64_t _be16(const unsigned char* b) noexcept nogil:
     return (<int64_t>b[0] << 8) | b[1]
@@ -50,26 +54,12 @@ def decode(const unsigned char[::1] buf, const int64_t[:] off, const int64_t[:] 
     cdef Py_ssize_t size = buf.shape[0]
     ok_a = np.zeros(n, dtype=np.bool_)
     ip6_a = np.zeros(n, dtype=np.bool_)
-    cols = [np.zeros(n, dtype=np.int64) for _ in range(13)]
-    hi_a = np.zeros(n, dtype=np.uint64)
-    dhi_a = np.zeros(n, dtype=np.uint64)
+    cols_a = np.zeros((_COLUMNS, n), dtype=np.int64)  # Headers' int64 fields, one row each
+    hi_a = np.zeros((2, n), dtype=np.uint64)  # src_hi, dst_hi
     cdef uint8_t[::1] ok = ok_a.view(np.uint8)
     cdef uint8_t[::1] ip6 = ip6_a.view(np.uint8)
-    cdef int64_t[::1] proto = cols[0]
-    cdef int64_t[::1] vlan = cols[1]
-    cdef int64_t[::1] src = cols[2]
-    cdef int64_t[::1] dst = cols[3]
-    cdef int64_t[::1] sport = cols[4]
-    cdef int64_t[::1] dport = cols[5]
-    cdef int64_t[::1] flags = cols[6]
-    cdef int64_t[::1] paylen = cols[7]
-    cdef int64_t[::1] l3_a = cols[8]
-    cdef int64_t[::1] pay = cols[9]
-    cdef int64_t[::1] ipend_a = cols[10]
-    cdef int64_t[::1] seq = cols[11]
-    cdef int64_t[::1] paywire = cols[12]
-    cdef uint64_t[::1] src_hi = hi_a
-    cdef uint64_t[::1] dst_hi = dhi_a
+    cdef int64_t[:, ::1] c = cols_a
+    cdef uint64_t[:, ::1] hi = hi_a
     cdef const unsigned char* b = &buf[0] if size else NULL
     cdef Py_ssize_t i
     cdef int64_t o, end, et, l3, l4, l4wire, total, ihl, hlen, ipend, fam, fam_le, tag, pr, doff, plen
@@ -82,38 +72,33 @@ def decode(const unsigned char[::1] buf, const int64_t[:] off, const int64_t[:] 
             if o < 0 or end > size or end < o:
                 continue  # not a record of this buffer (never, from batches())
             # The link layer: where the IP header starts, and whether it is IPv6 (else IPv4).
-            if link == 0:
-                if o + 14 > end:
-                    continue
-                et = _be16(b + o + 12)
-                l3 = o + 14
-                tag = 14
-                while tag <= 18 and _tag(et):  # 802.1Q and QinQ; the innermost tag wins
-                    if o + tag + 4 > end:
-                        break
-                    vlan[i] = _be16(b + o + tag) & 0x0FFF
-                    et = _be16(b + o + tag + 2)
-                    l3 = o + tag + 4
-                    tag += 4
+            if link <= 2:  # an ethertype: Ethernet (after its VLAN tags), Linux cooked, cooked v2
+                if link == 0:
+                    if o + 14 > end:
+                        continue
+                    et = _be16(b + o + 12)
+                    l3 = o + 14
+                    tag = 14
+                    while tag <= 18 and _tag(et):  # 802.1Q and QinQ; the innermost tag wins
+                        if o + tag + 4 > end:
+                            break
+                        c[VLAN, i] = _be16(b + o + tag) & 0x0FFF
+                        et = _be16(b + o + tag + 2)
+                        l3 = o + tag + 4
+                        tag += 4
+                elif link == 1:
+                    if o + 16 > end:
+                        continue
+                    et = _be16(b + o + 14)
+                    l3 = o + 16
+                else:
+                    if o + 2 > end:
+                        continue
+                    et = _be16(b + o)
+                    l3 = o + 20
                 if et != 0x0800 and et != 0x86DD:
                     continue
                 v6 = et == 0x86DD
-            elif link == 1:
-                if o + 16 > end:
-                    continue
-                et = _be16(b + o + 14)
-                if et != 0x0800 and et != 0x86DD:
-                    continue
-                v6 = et == 0x86DD
-                l3 = o + 16
-            elif link == 2:
-                if o + 2 > end:
-                    continue
-                et = _be16(b + o)
-                if et != 0x0800 and et != 0x86DD:
-                    continue
-                v6 = et == 0x86DD
-                l3 = o + 20
             elif link == 3:
                 if o + 1 > end:
                     continue
@@ -163,8 +148,8 @@ def decode(const unsigned char[::1] buf, const int64_t[:] off, const int64_t[:] 
                 if doff < 20 or l4 + doff > ipend:
                     continue
                 hlen = doff
-                flags[i] = b[l4 + 13]
-                seq[i] = _be32(b + l4 + 4)
+                c[FLAGS, i] = b[l4 + 13]
+                c[SEQ, i] = _be32(b + l4 + 4)
             elif pr == UDP:
                 if l4 + 8 > end or l4 + 8 > ipend:
                     continue
@@ -172,22 +157,21 @@ def decode(const unsigned char[::1] buf, const int64_t[:] off, const int64_t[:] 
             else:
                 continue
             ok[i] = 1
-            proto[i] = pr
+            c[PROTO, i] = pr
             if v6:
                 ip6[i] = 1
-                src_hi[i] = _be64(b + l3 + 8)
-                dst_hi[i] = _be64(b + l3 + 24)
-                src[i] = <int64_t>_be64(b + l3 + 16)
-                dst[i] = <int64_t>_be64(b + l3 + 32)
+                hi[0, i] = _be64(b + l3 + 8)
+                hi[1, i] = _be64(b + l3 + 24)
+                c[SRC, i] = <int64_t>_be64(b + l3 + 16)
+                c[DST, i] = <int64_t>_be64(b + l3 + 32)
             else:
-                src[i] = _be32(b + l3 + 12)
-                dst[i] = _be32(b + l3 + 16)
-            sport[i] = _be16(b + l4)
-            dport[i] = _be16(b + l4 + 2)
-            l3_a[i] = l3
-            pay[i] = l4 + hlen
-            ipend_a[i] = ipend
-            paylen[i] = ipend - (l4 + hlen)
-            paywire[i] = l4wire - hlen if l4wire > hlen else 0
-    return (ok_a, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9],
-            cols[10], cols[11], cols[12], ip6_a, hi_a, dhi_a)
+                c[SRC, i] = _be32(b + l3 + 12)
+                c[DST, i] = _be32(b + l3 + 16)
+            c[SPORT, i] = _be16(b + l4)
+            c[DPORT, i] = _be16(b + l4 + 2)
+            c[L3, i] = l3
+            c[PAY, i] = l4 + hlen
+            c[IPEND, i] = ipend
+            c[PAYLEN, i] = ipend - (l4 + hlen)
+            c[PAYWIRE, i] = l4wire - hlen if l4wire > hlen else 0
+    return (ok_a, *cols_a, ip6_a, hi_a[0], hi_a[1])
