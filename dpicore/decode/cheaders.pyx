@@ -27,7 +27,7 @@ cdef enum:
     TCP = 6
     UDP = 17
 
-# Rows of the int64 columns, in the order of batch.Headers' fields.
+# The int64 columns, in the order of batch.Headers' fields (and their count).
 cdef enum:
     PROTO, VLAN, SRC, DST, SPORT, DPORT, FLAGS, PAYLEN, L3, PAY, IPEND, SEQ, PAYWIRE, _COLUMNS
 
@@ -54,12 +54,23 @@ def decode(const unsigned char[::1] buf, const int64_t[:] off, const int64_t[:] 
     cdef Py_ssize_t size = buf.shape[0]
     ok_a = np.zeros(n, dtype=np.bool_)
     ip6_a = np.zeros(n, dtype=np.bool_)
-    cols_a = np.zeros((_COLUMNS, n), dtype=np.int64)  # Headers' int64 fields, one row each
-    hi_a = np.zeros((2, n), dtype=np.uint64)  # src_hi, dst_hi
+    cols = [np.zeros(n, dtype=np.int64) for _ in range(_COLUMNS)]  # Headers' int64 fields
+    his = [np.zeros(n, dtype=np.uint64) for _ in range(2)]  # src_hi, dst_hi
+    if n == 0:
+        return (ok_a, *cols, ip6_a, *his)
     cdef uint8_t[::1] ok = ok_a.view(np.uint8)
     cdef uint8_t[::1] ip6 = ip6_a.view(np.uint8)
-    cdef int64_t[:, ::1] c = cols_a
-    cdef uint64_t[:, ::1] hi = hi_a
+    cdef int64_t* c[_COLUMNS]  # each column's data, indexed c[FIELD][i]
+    cdef uint64_t* hi[2]
+    cdef int64_t[::1] column
+    cdef uint64_t[::1] high
+    cdef int k
+    for k in range(_COLUMNS):
+        column = cols[k]
+        c[k] = &column[0]
+    for k in range(2):
+        high = his[k]
+        hi[k] = &high[0]
     cdef const unsigned char* b = &buf[0] if size else NULL
     cdef Py_ssize_t i
     cdef int64_t o, end, et, l3, l4, l4wire, total, ihl, hlen, ipend, fam, fam_le, tag, pr, doff, plen
@@ -82,7 +93,7 @@ def decode(const unsigned char[::1] buf, const int64_t[:] off, const int64_t[:] 
                     while tag <= 18 and _tag(et):  # 802.1Q and QinQ; the innermost tag wins
                         if o + tag + 4 > end:
                             break
-                        c[VLAN, i] = _be16(b + o + tag) & 0x0FFF
+                        c[VLAN][i] = _be16(b + o + tag) & 0x0FFF
                         et = _be16(b + o + tag + 2)
                         l3 = o + tag + 4
                         tag += 4
@@ -148,8 +159,8 @@ def decode(const unsigned char[::1] buf, const int64_t[:] off, const int64_t[:] 
                 if doff < 20 or l4 + doff > ipend:
                     continue
                 hlen = doff
-                c[FLAGS, i] = b[l4 + 13]
-                c[SEQ, i] = _be32(b + l4 + 4)
+                c[FLAGS][i] = b[l4 + 13]
+                c[SEQ][i] = _be32(b + l4 + 4)
             elif pr == UDP:
                 if l4 + 8 > end or l4 + 8 > ipend:
                     continue
@@ -157,21 +168,21 @@ def decode(const unsigned char[::1] buf, const int64_t[:] off, const int64_t[:] 
             else:
                 continue
             ok[i] = 1
-            c[PROTO, i] = pr
+            c[PROTO][i] = pr
             if v6:
                 ip6[i] = 1
-                hi[0, i] = _be64(b + l3 + 8)
-                hi[1, i] = _be64(b + l3 + 24)
-                c[SRC, i] = <int64_t>_be64(b + l3 + 16)
-                c[DST, i] = <int64_t>_be64(b + l3 + 32)
+                hi[0][i] = _be64(b + l3 + 8)
+                hi[1][i] = _be64(b + l3 + 24)
+                c[SRC][i] = <int64_t>_be64(b + l3 + 16)
+                c[DST][i] = <int64_t>_be64(b + l3 + 32)
             else:
-                c[SRC, i] = _be32(b + l3 + 12)
-                c[DST, i] = _be32(b + l3 + 16)
-            c[SPORT, i] = _be16(b + l4)
-            c[DPORT, i] = _be16(b + l4 + 2)
-            c[L3, i] = l3
-            c[PAY, i] = l4 + hlen
-            c[IPEND, i] = ipend
-            c[PAYLEN, i] = ipend - (l4 + hlen)
-            c[PAYWIRE, i] = l4wire - hlen if l4wire > hlen else 0
-    return (ok_a, *cols_a, ip6_a, hi_a[0], hi_a[1])
+                c[SRC][i] = _be32(b + l3 + 12)
+                c[DST][i] = _be32(b + l3 + 16)
+            c[SPORT][i] = _be16(b + l4)
+            c[DPORT][i] = _be16(b + l4 + 2)
+            c[L3][i] = l3
+            c[PAY][i] = l4 + hlen
+            c[IPEND][i] = ipend
+            c[PAYLEN][i] = ipend - (l4 + hlen)
+            c[PAYWIRE][i] = l4wire - hlen if l4wire > hlen else 0
+    return (ok_a, *cols, ip6_a, *his)
