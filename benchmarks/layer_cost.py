@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.captures:
         paths = [str(p) for p in args.captures]
     else:
-        made = make_inputs.make_all(make_inputs.cache_dir(None))
+        made = make_inputs.make_all(make_inputs.cache_dir(None), names=["corpus_x10", "realclients_large"])
         paths = [str(made["corpus_x10"]), str(made["realclients_large"])]
     layers = Classifier(layers=args.layers.split(","))
     floor = Classifier(layers=[STAND_IN], extra_plugins=[(STAND_IN, FirstPayloadLayer())])

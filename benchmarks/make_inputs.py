@@ -40,7 +40,7 @@ import os
 import struct
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from dpicore.corpus import corpus_dir
 from dpicore.decode import CaptureSource
@@ -164,30 +164,49 @@ def pcapng_of(pcap: Path, force: bool = False) -> Path:
     return out
 
 
-def make(out: Path, sources: list[Path], copies: int | None, force: bool) -> Path:
-    """``out`` from ``sources`` repeated ``copies`` times (None: enough copies for LARGE_PACKETS)."""
-    if out.exists() and out.with_suffix(".json").exists() and not force:
+def made(out: Path, force: bool = False) -> bool:
+    """Whether ``out`` is there to be used as it is (written whole: its packet count beside it)."""
+    return out.exists() and out.with_suffix(".json").exists() and not force
+
+
+def make(out: Path, sources: Callable[[], list[Path]], copies: int | None, force: bool) -> Path:
+    """``out`` from ``sources()`` repeated ``copies`` times (None: enough copies for LARGE_PACKETS).
+    ``sources`` is only called when ``out`` must be made: a cached input needs no corpus."""
+    if made(out, force):
         return out
-    decoded = [ip_packets(p) for p in sources]
+    paths = sources()
+    decoded = [ip_packets(p) for p in paths]
     per_copy = sum(len(x) for x in decoded)
     n = copies if copies is not None else max(1, round(LARGE_PACKETS / per_copy))
     if n > 4094:
         sys.exit(f"{out.name}: {n} copies need more VLAN ids than 802.1Q has")
     count = write_pcap(out, frames(decoded, n))
-    print(f"wrote {out}: {n} copies of {len(sources)} files, {count:,} packets, "
+    print(f"wrote {out}: {n} copies of {len(paths)} files, {count:,} packets, "
           f"{out.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
     return out
 
 
-def make_all(cache: Path, force: bool = False) -> dict[str, Path]:
-    """Every benchmark input, by name."""
-    large = make(cache / "realclients_large.pcap", realclient_sources(), None, force)
-    copies = max(1, round(packets_in(large) / sum(len(ip_packets(p)) for p in realclient_sources()) / 10))
-    return {
-        "corpus_x10": make(cache / "corpus_x10.pcap", corpus_sources(), CORPUS_COPIES, force),
-        "realclients_large": large,
-        "realclients_small": make(cache / "realclients_small.pcap", realclient_sources(), copies, force),
-    }
+#: The benchmark inputs, in the order they are made (realclients_small's size follows realclients_large's).
+NAMES = ("corpus_x10", "realclients_large", "realclients_small")
+
+
+def make_all(cache: Path, force: bool = False, names: Iterable[str] = NAMES) -> dict[str, Path]:
+    """The benchmark inputs ``names`` (every one by default), by name; each made when missing.  Only
+    corpus_x10 needs the nDPI corpus, and only to be made."""
+    wanted = set(names)
+    out = {}
+    if "corpus_x10" in wanted:
+        out["corpus_x10"] = make(cache / "corpus_x10.pcap", corpus_sources, CORPUS_COPIES, force)
+    if wanted & {"realclients_large", "realclients_small"}:
+        large = make(cache / "realclients_large.pcap", realclient_sources, None, force)
+        if "realclients_large" in wanted:
+            out["realclients_large"] = large
+    if "realclients_small" in wanted:
+        small = cache / "realclients_small.pcap"
+        copies = 1 if made(small, force) else max(
+            1, round(packets_in(large) / sum(len(ip_packets(p)) for p in realclient_sources()) / 10))
+        out["realclients_small"] = make(small, realclient_sources, copies, force)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

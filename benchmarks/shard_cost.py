@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--layers", default="heuristics")
     args = ap.parse_args(argv)
-    path = args.file or str(make_inputs.make_all(make_inputs.cache_dir(None))["realclients_large"])
+    path = args.file or str(make_inputs.make_all(make_inputs.cache_dir(None), names=["realclients_large"])
+                                ["realclients_large"])
     n = args.shards
     clf = Classifier(config=Config().with_layers(args.layers.split(",")))
     whole = shards = None

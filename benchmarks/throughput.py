@@ -470,6 +470,8 @@ def _frame(kind: str, src: bytes, sport: int, payload: bytes) -> bytes:
 
 
 def memory_report(cache: Path) -> None:
+    # The inputs of the last rows first: one that cannot be made stops the report before its long rows.
+    inputs = make_inputs.make_all(cache, names=["realclients_small", "realclients_large"])
     n = 1_000_000
     print(f"\nbytes per tracked flow (RSS growth / flows; {n:,} flows, all live at once; payload: one "
           f"unrecognised UDP payload, syn: a bare TCP SYN, real: a real-client conversation up to its "
@@ -483,7 +485,6 @@ def memory_report(cache: Path) -> None:
             print(f"  {kind:7} layers [{layers or 'none'}]: {m['bytes'] / 2**20:,.0f} MiB = {m['bytes'] / 1e9:.3f} GB "
                   f"({m['per_flow']:,.0f} bytes/flow), process peak {m['maxrss'] / 2**20:,.0f} MiB = "
                   f"{m['maxrss'] / 1e9:.3f} GB")
-    inputs = make_inputs.make_all(cache)
     print("\npeak RSS of 'dpi classify -l heuristics' by input size (output streamed):")
     with tempfile.TemporaryDirectory() as scratch:
         for label in ("realclients_small", "realclients_large"):
