@@ -1,8 +1,9 @@
-"""Captures in batches, with the common headers decoded by numpy for a whole batch at once.
+"""Captures in batches, with the common headers decoded for a whole batch at once.
 
 A CPython loop that reads a packet's header fields costs several
 microseconds; numpy gathers the same fields for thousands of packets in one
-call.  Only the common case is decoded here — Ethernet (with 802.1Q/QinQ),
+call, and the same decode compiled from ``cheaders.pyx`` (used when it was
+built) does it in one pass per frame.  Only the common case is decoded here — Ethernet (with 802.1Q/QinQ),
 Linux cooked, raw IP or loopback framing around an unfragmented IPv4 TCP or
 UDP packet, or an IPv6 one without extension headers, with its headers
 captured — and every other frame is marked for
