@@ -169,15 +169,15 @@ def made(out: Path, force: bool = False) -> bool:
     return out.exists() and out.with_suffix(".json").exists() and not force
 
 
-def make(out: Path, sources: Callable[[], list[Path]], copies: int | None, force: bool) -> Path:
-    """``out`` from ``sources()`` repeated ``copies`` times (None: enough copies for LARGE_PACKETS).
-    ``sources`` is only called when ``out`` must be made: a cached input needs no corpus."""
+def make(out: Path, sources: Callable[[], list[Path]], copies: Callable[[int], int], force: bool) -> Path:
+    """``out`` from ``sources()`` repeated ``copies(packets of one copy)`` times.  Both are only called
+    when ``out`` must be made: a cached input needs no corpus, and its sources are not decoded."""
     if made(out, force):
         return out
     paths = sources()
     decoded = [ip_packets(p) for p in paths]
     per_copy = sum(len(x) for x in decoded)
-    n = copies if copies is not None else max(1, round(LARGE_PACKETS / per_copy))
+    n = copies(per_copy)
     if n > 4094:
         sys.exit(f"{out.name}: {n} copies need more VLAN ids than 802.1Q has")
     count = write_pcap(out, frames(decoded, n))
@@ -196,16 +196,15 @@ def make_all(cache: Path, force: bool = False, names: Iterable[str] = NAMES) -> 
     wanted = set(names)
     out = {}
     if "corpus_x10" in wanted:
-        out["corpus_x10"] = make(cache / "corpus_x10.pcap", corpus_sources, CORPUS_COPIES, force)
+        out["corpus_x10"] = make(cache / "corpus_x10.pcap", corpus_sources, lambda _: CORPUS_COPIES, force)
     if wanted & {"realclients_large", "realclients_small"}:
-        large = make(cache / "realclients_large.pcap", realclient_sources, None, force)
+        large = make(cache / "realclients_large.pcap", realclient_sources,
+                     lambda per_copy: max(1, round(LARGE_PACKETS / per_copy)), force)
         if "realclients_large" in wanted:
             out["realclients_large"] = large
-    if "realclients_small" in wanted:
-        small = cache / "realclients_small.pcap"
-        copies = 1 if made(small, force) else max(
-            1, round(packets_in(large) / sum(len(ip_packets(p)) for p in realclient_sources()) / 10))
-        out["realclients_small"] = make(small, realclient_sources, copies, force)
+    if "realclients_small" in wanted:  # a tenth of realclients_large
+        out["realclients_small"] = make(cache / "realclients_small.pcap", realclient_sources,
+                                        lambda per_copy: max(1, round(packets_in(large) / per_copy / 10)), force)
     return out
 
 
