@@ -342,28 +342,34 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
 
     work: Any = None
     failures: tuple[type[Exception], ...] = (WorkerError,)
-    if not cluster:
-        work = classify_files(files, jobs, config, on_file=_report_file, jsonl=_format(fmt, output) == "jsonl")
-        # This process only writes what the workers send from now on: its start-up objects are frozen
-        # (before the fork, so the workers' collections skip them too), and its exit does not walk them.
-        freeze_startup()
-        work.start()
-    else:
-        from .cluster import ClusterError, classify_on_cluster
-
-        try:
-            work = classify_on_cluster(files, cluster, config, on_file=_report_file,
-                                       jsonl=_format(fmt, output) == "jsonl")
-        except ClusterError as exc:
-            raise InputError(str(exc)) from None
-        failures = (ClusterError,)
-        if not work.workers():  # the tasks would wait, silently, until one joins
-            _err(f"warning: the scheduler at {cluster} has no workers yet; the tasks wait for one "
-                 "(start 'dask worker' on a host that sees the captures; Ctrl-C stops)")
+    jsonl = _format(fmt, output) == "jsonl"
+    # Opened first: -j workers write JSONL to a regular file themselves (parallel.ParallelRun, fd).
+    out, writer = _open_writer(output, fmt, config.all_layers)
     try:
-        out, writer = _open_writer(output, fmt, config.all_layers)
+        if not cluster:
+            work = classify_files(files, jobs, config, on_file=_report_file, jsonl=jsonl,
+                                  fd=_descriptor(out) if jsonl else None)
+            # This process only writes what the workers send from now on: its start-up objects are
+            # frozen (before the fork, so the workers' collections skip them too), and its exit does
+            # not walk them.
+            freeze_startup()
+            work.start()
+        else:
+            from .cluster import ClusterError, classify_on_cluster
+
+            try:
+                work = classify_on_cluster(files, cluster, config, on_file=_report_file, jsonl=jsonl)
+            except ClusterError as exc:
+                raise InputError(str(exc)) from None
+            failures = (ClusterError,)
+            if not work.workers():  # the tasks would wait, silently, until one joins
+                _err(f"warning: the scheduler at {cluster} has no workers yet; the tasks wait for one "
+                     "(start 'dask worker' on a host that sees the captures; Ctrl-C stops)")
     except BaseException:
-        work.close()
+        if work is not None:
+            work.close()
+        if output:
+            out.close()
         raise
     with _writing(output):
         try:
@@ -460,6 +466,17 @@ def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple
         out = sys.stdout
     _pass_writes_on(out)
     return out, RecordWriter(out, fmt, all_layers)
+
+
+def _descriptor(out: IO[str]) -> int | None:
+    """``out``'s file descriptor, its text layer emptied first (None: it has none, as a test's
+    StringIO standard output)."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return None
+    out.flush()
+    return fd
 
 
 def _pass_writes_on(out: IO[str]) -> None:

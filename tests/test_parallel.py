@@ -255,3 +255,126 @@ def test_a_capture_whose_clock_jumps_back_splits_as_one_process_reads_it(tmp_pat
     split = list(run)
     assert next(iter(run.tally.files.values())).shards == 2
     assert multiset(split) == multiset(one)
+
+
+def _whole_lines(path: Path) -> list[dict]:
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), "the file ends inside a record"
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_workers_write_a_regular_file_themselves_with_the_records_of_one_process(tmp_path: Path) -> None:
+    """JSONL for a regular file: forked workers write it (the parent is handed empty chunks), split
+    files included, and the file holds the records one process gives, as whole lines."""
+    captures = sorted((Path(__file__).resolve().parent / "captures" / "realclients").glob("*.pcap"))
+    config = Config().with_layers(["heuristics"])
+    with Classifier(config=config) as clf:
+        one = [flow_record(f) for p in captures for f in clf.classify_pcap(p)]
+    assert len(one) > 60
+    out = tmp_path / "records.jsonl"
+    with open(out, "wb") as f:
+        run = classify_files(captures, jobs=2, config=config, split_bytes=0, jsonl=True, fd=f.fileno())
+        chunks = list(run)
+    assert run.direct
+    assert chunks and not any(chunks)
+    assert run.tally.records == len(one)
+    assert multiset(_whole_lines(out)) == multiset(one)
+    # A pipe is not a regular file: the text comes through the parent.
+    r, w = os.pipe()
+    try:
+        run = classify_files(captures[:1], jobs=2, config=config, jsonl=True, fd=w)
+        text = "".join(run)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert not run.direct and text
+
+
+def test_cli_j2_to_a_file_equals_j1(tmp_path: Path) -> None:
+    """-o FILE and standard output redirected to a file (both written by the workers) hold the
+    records of -j 1."""
+    captures = Path(__file__).resolve().parent / "captures" / "realclients"
+    one = dpi("classify", str(captures), "-f", "jsonl", "-q", cwd=tmp_path)
+    two = dpi("classify", str(captures), "-q", "-j", "2", "-o", str(tmp_path / "two.jsonl"), cwd=tmp_path)
+    with open(tmp_path / "redirected.jsonl", "wb") as f:
+        three = subprocess.run(DPI + ["classify", str(captures), "-q", "-j", "2"], cwd=tmp_path, stdout=f,
+                               stderr=subprocess.PIPE, text=True, timeout=120)
+    assert one.returncode == two.returncode == three.returncode == 0, three.stderr
+    assert len(one.stdout.splitlines()) > 60
+    assert multiset(_whole_lines(tmp_path / "two.jsonl")) == multiset(one.stdout)
+    assert multiset(_whole_lines(tmp_path / "redirected.jsonl")) == multiset(one.stdout)
+
+
+def test_a_worker_that_cannot_write_the_file_fails_the_run_as_the_parent_would(tmp_path: Path) -> None:
+    """A file size limit (as a full disk) stops a worker's write: one error line naming the file,
+    exit code 2, no traceback, no worker left; the same as one process says."""
+    import resource
+
+    captures = Path(__file__).resolve().parent / "captures" / "realclients"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    runs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}.jsonl"
+        runs[jobs] = subprocess.run(DPI + ["classify", str(captures), "-q", "-l", "heuristics", "-j", jobs,
+                                           "-o", str(out)], cwd=tmp_path, capture_output=True, text=True,
+                                    timeout=120, preexec_fn=limited)
+    assert runs["2"].returncode == runs["1"].returncode == 2
+    assert runs["2"].stderr.replace("j2", "j1") == runs["1"].stderr
+    assert runs["2"].stderr.strip().endswith("j2.jsonl: cannot write: File too large"), runs["2"].stderr
+
+
+def test_ctrl_c_while_workers_write_a_file_leaves_whole_lines(tmp_path: Path) -> None:
+    """Ctrl-C once the workers write the file: they stop after the write under way (SIGTERM's default
+    action would cut a write inside a line), exit code 130, nobody left behind."""
+    path = tmp_path / "many_flows.pcap"
+    path.write_bytes(pcap_bytes(udp_flows_frames(150_000, b"q" * 20)))
+    out = tmp_path / "records.jsonl"
+    proc = subprocess.Popen(DPI + ["classify", str(path), "-q", "-l", "heuristics", "-j", "2", "-o", str(out)],
+                            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=sigint_as_default)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out.exists() and out.stat().st_size):
+            time.sleep(0.002)
+        workers = _descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, "the run ended before the Ctrl-C: make the capture larger"
+    assert 0 < len(_whole_lines(out)) < 150_000
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _running(p)], "processes left behind after Ctrl-C"
+
+
+def test_a_terminated_worker_finishes_the_write_under_way(tmp_path: Path) -> None:
+    """The workers' SIGTERM handler: a process writing 128 MB to a file in one call, terminated in
+    the middle of it, exits 143 with all of it written (the default action stops at a page)."""
+    out = tmp_path / "written"
+    code = ("import os, signal, sys\n"
+            "from dpicore.parallel import _terminated, _write_all\n"
+            "signal.signal(signal.SIGTERM, _terminated)\n"
+            "data = b'x' * (128 << 20)\n"
+            f"fd = os.open({str(out)!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)\n"
+            "sys.stdout.write('writing\\n'); sys.stdout.flush()\n"
+            "for _ in range(4):\n"
+            "    _write_all(fd, data)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+        time.sleep(0.01)
+        proc.terminate()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM
+    size = out.stat().st_size
+    assert size % (128 << 20) == 0 and 0 < size < 4 * (128 << 20), size
