@@ -343,10 +343,10 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
     work: Any = None
     failures: tuple[type[Exception], ...] = (WorkerError,)
     jsonl = _format(fmt, output) == "jsonl"
-    # Opened first: -j workers write JSONL to a regular file themselves (parallel.ParallelRun, fd).
-    out, writer = _open_writer(output, fmt, config.all_layers)
-    try:
-        if not cluster:
+    if not cluster:
+        # The output first: -j workers write JSONL to a regular file themselves (ParallelRun's fd).
+        out, writer = _open_writer(output, fmt, config.all_layers)
+        try:
             work = classify_files(files, jobs, config, on_file=_report_file, jsonl=jsonl,
                                   fd=_descriptor(out) if jsonl else None)
             # This process only writes what the workers send from now on: its start-up objects are
@@ -354,23 +354,28 @@ def _classify_distributed(files: list[Path], config: Config, plugins: PluginSet,
             # not walk them.
             freeze_startup()
             work.start()
-        else:
-            from .cluster import ClusterError, classify_on_cluster
+        except BaseException:
+            if work is not None:
+                work.close()
+            if output:
+                out.close()
+            raise
+    else:
+        from .cluster import ClusterError, classify_on_cluster
 
-            try:
-                work = classify_on_cluster(files, cluster, config, on_file=_report_file, jsonl=jsonl)
-            except ClusterError as exc:
-                raise InputError(str(exc)) from None
-            failures = (ClusterError,)
-            if not work.workers():  # the tasks would wait, silently, until one joins
-                _err(f"warning: the scheduler at {cluster} has no workers yet; the tasks wait for one "
-                     "(start 'dask worker' on a host that sees the captures; Ctrl-C stops)")
-    except BaseException:
-        if work is not None:
+        try:  # the scheduler first: a run that cannot connect leaves an existing -o FILE as it was
+            work = classify_on_cluster(files, cluster, config, on_file=_report_file, jsonl=jsonl)
+        except ClusterError as exc:
+            raise InputError(str(exc)) from None
+        failures = (ClusterError,)
+        if not work.workers():  # the tasks would wait, silently, until one joins
+            _err(f"warning: the scheduler at {cluster} has no workers yet; the tasks wait for one "
+                 "(start 'dask worker' on a host that sees the captures; Ctrl-C stops)")
+        try:
+            out, writer = _open_writer(output, fmt, config.all_layers)
+        except BaseException:
             work.close()
-        if output:
-            out.close()
-        raise
+            raise
     with _writing(output):
         try:
             # JSONL comes as text the workers wrote (whole lines); other formats as records.
