@@ -265,29 +265,35 @@ def _whole_lines(path: Path) -> list[dict]:
 
 def test_workers_write_a_regular_file_themselves_with_the_records_of_one_process(tmp_path: Path) -> None:
     """JSONL for a regular file: forked workers write it (the parent is handed empty chunks), split
-    files included, and the file holds the records one process gives, as whole lines."""
+    files included, and the file holds the records one process gives, as whole lines.  Run in a
+    process of its own: threads another test left in this one would make the workers come from a
+    forkserver, which does not hand them the descriptor."""
     captures = sorted((Path(__file__).resolve().parent / "captures" / "realclients").glob("*.pcap"))
     config = Config().with_layers(["heuristics"])
     with Classifier(config=config) as clf:
         one = [flow_record(f) for p in captures for f in clf.classify_pcap(p)]
     assert len(one) > 60
     out = tmp_path / "records.jsonl"
-    with open(out, "wb") as f:
-        run = classify_files(captures, jobs=2, config=config, split_bytes=0, jsonl=True, fd=f.fileno())
-        chunks = list(run)
-    assert run.direct
-    assert chunks and not any(chunks)
-    assert run.tally.records == len(one)
+    code = ("import json, os, sys\n"
+            "from dpicore.config import Config\n"
+            "from dpicore.parallel import classify_files\n"
+            "paths, out = sys.argv[1:-1], sys.argv[-1]\n"
+            "fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)\n"
+            "run = classify_files(paths, jobs=2, config=Config().with_layers(['heuristics']), split_bytes=0,\n"
+            "                     jsonl=True, fd=fd)\n"
+            "chunks = list(run)\n"
+            "r, w = os.pipe()  # a pipe is no regular file: the text comes through the parent\n"
+            "piped = classify_files(paths[:1], jobs=2, jsonl=True, fd=w)\n"
+            "text = ''.join(piped)\n"
+            "print(json.dumps([run.direct, len(chunks), any(chunks), run.tally.records, piped.direct, len(text)]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, captures), str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    direct, chunks, text_in_chunks, records, piped_direct, piped_text = json.loads(proc.stdout)
+    assert direct and chunks and not text_in_chunks
+    assert records == len(one)
     assert multiset(_whole_lines(out)) == multiset(one)
-    # A pipe is not a regular file: the text comes through the parent.
-    r, w = os.pipe()
-    try:
-        run = classify_files(captures[:1], jobs=2, config=config, jsonl=True, fd=w)
-        text = "".join(run)
-    finally:
-        os.close(r)
-        os.close(w)
-    assert not run.direct and text
+    assert not piped_direct and piped_text
 
 
 def test_cli_j2_to_a_file_equals_j1(tmp_path: Path) -> None:
