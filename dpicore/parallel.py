@@ -37,8 +37,9 @@ each in whole-line chunks: on Linux a write to a regular file through an
 open file description that processes share is atomic with respect to
 the file offset, so the chunks never overlap.  Passing the text through
 the parent cost the workers the pipe and the parent the copies: on the
-real-client benchmark input, the parent's ~0.1 s of CPU ran on the
-workers' two cores, and `-j 2` took 2.14-2.22 s instead of 2.08-2.13.
+real-client benchmark input the parent's ~0.1 s of CPU ran on the
+workers' two cores, and `-j 2` took 2.17-2.28 s against 2.10-2.15 s
+(docs/performance.md, run BQ).
 
 Flows between the same two hosts share a shard, so the state one flow
 leaves for another (an FTP control connection announcing its data
