@@ -433,8 +433,16 @@ def _records_progress(run: Any, files: int, show: bool) -> Iterator[Any]:
 def _format(fmt: str | None, output: str | None) -> str:
     """The output format: as asked, else a table on a terminal and JSONL otherwise."""
     if fmt is None:
-        return "table" if output is None and sys.stdout.isatty() else "jsonl"
+        return "table" if output is None and _stdout().isatty() else "jsonl"
     return fmt
+
+
+def _stdout() -> IO[str]:
+    """Standard output, for the records; a clear error where the process was started without one
+    (``dpi classify x.pcap >&-``: Python then has no ``sys.stdout``)."""
+    if sys.stdout is None:
+        raise InputError("standard output is closed: write the records to a file with -o FILE")
+    return sys.stdout
 
 
 def _silence_stdout() -> None:
@@ -468,7 +476,7 @@ def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple
         except OSError as exc:
             raise InputError(f"{output}: cannot write: {exc.strerror}") from None
     else:
-        out = sys.stdout
+        out = _stdout()
     _pass_writes_on(out)
     return out, RecordWriter(out, fmt, all_layers)
 

@@ -380,3 +380,24 @@ def test_classify_leaves_the_start_up_out_of_garbage_collection(capture: Path, t
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and (tmp_path / "out.jsonl").read_text().count("\n") == 3, proc.stderr
     assert int(proc.stderr.split()[-1]) > 10_000, proc.stderr
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_closed_standard_output_is_one_error_line_and_o_file_still_works(tmp_path: Path, jobs: str) -> None:
+    """Started with standard output closed (``>&-``), Python has no sys.stdout: the records' default
+    destination was an AttributeError traceback.  Now one line says to use -o, exit code 2; with -o
+    the run needs no standard output."""
+    capture = Path(__file__).resolve().parent / "captures" / "realclients" / "dns_high_port.pcap"
+
+    def closed() -> None:
+        os.close(1)
+
+    base = DPI + ["classify", str(capture), "-q", "-l", "heuristics", "-j", jobs]
+    proc = subprocess.run(base, cwd=tmp_path, stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=closed)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "Error: standard output is closed: write the records to a file with -o FILE"
+    out = tmp_path / "records.jsonl"
+    proc = subprocess.run(base + ["-o", str(out)], cwd=tmp_path, stderr=subprocess.PIPE, text=True, timeout=120,
+                          preexec_fn=closed)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["protocol"] for line in out.read_text().splitlines()]
