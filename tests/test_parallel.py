@@ -361,26 +361,32 @@ def test_ctrl_c_while_workers_write_a_file_leaves_whole_lines(tmp_path: Path) ->
 
 def test_a_terminated_worker_finishes_the_write_under_way(tmp_path: Path) -> None:
     """The workers' SIGTERM handler: a process writing 128 MB to a file in one call, terminated in
-    the middle of it, exits 143 with all of it written (the default action stops at a page)."""
+    the middle of it, exits 143 with all of it written (the default action stops at a page).
+    A termination that came before the first write began (a busy machine can hold the writer back
+    past the pause) proves nothing either way, so that run is made again."""
+    chunk = 128 << 20
     out = tmp_path / "written"
     code = ("import os, signal, sys\n"
             "from dpicore.parallel import _terminated, _write_all\n"
             "signal.signal(signal.SIGTERM, _terminated)\n"
-            "data = b'x' * (128 << 20)\n"
+            f"data = b'x' * {chunk}\n"
             f"fd = os.open({str(out)!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)\n"
             "sys.stdout.write('writing\\n'); sys.stdout.flush()\n"
             "for _ in range(4):\n"
             "    _write_all(fd, data)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
-        time.sleep(0.01)
-        proc.terminate()
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 128 + signal.SIGTERM
-    size = out.stat().st_size
-    assert size % (128 << 20) == 0 and 0 < size < 4 * (128 << 20), size
+    sizes = []
+    while len(sizes) < 5 and not any(sizes):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+            time.sleep(0.01)
+            proc.terminate()
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 128 + signal.SIGTERM
+        sizes.append(out.stat().st_size)
+        assert sizes[-1] % chunk == 0 and sizes[-1] < 4 * chunk, sizes
+    assert any(sizes), "every termination came before the first write"
