@@ -534,14 +534,14 @@ def _worker(config: Config, todo: Any, results: Any, number: int, log_level: int
             started = time.monotonic()
 
             def send() -> None:
-                taken = batch.take()
-                if fd is not None:
+                count, data = batch.take()
+                if fd is not None and isinstance(data, str):  # JSONL text (fd comes with jsonl only)
                     try:
-                        _write_all(fd, taken[1].encode())  # type: ignore[union-attr]  (JSONL text)
+                        _write_all(fd, data.encode())
                     except OSError as exc:
                         raise _Unwritable(exc.errno, exc.strerror) from exc
-                    taken = (taken[0], "")
-                put(("records", number, taken))
+                    data = ""
+                put(("records", number, (count, data)))
 
             def emit(record: dict[str, Any]) -> None:
                 nonlocal started
