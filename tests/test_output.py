@@ -225,6 +225,33 @@ def test_a_write_ctrl_c_interrupts_loses_no_record_and_cuts_no_line(fmt: str) ->
     assert got == list(range(40))
 
 
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 7, 15, 22])
+def test_jsonl_chunks_from_workers_interrupted_lose_no_record_and_cut_no_line(fail_at: int) -> None:
+    """The -j parent's write_lines: chunks of many JSONL lines (ASCII), handed over in pieces of
+    ASCII_PIECE characters, each of which fits a pipe's 4 KB buffer (the smallest Python gives a pipe);
+    an interrupted write takes none of its piece, which is written with the next chunk or at close."""
+    from dpicore.output import ASCII_PIECE, jsonl_line
+
+    raw = _Interrupted(cap=4096)  # a full pipe takes 4 KB at a time: a larger write can be cut
+    raw.fail_at = fail_at
+    out = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=4096), encoding="utf-8", newline="",
+                           write_through=True)
+    writer = RecordWriter(out, "jsonl")
+    chunks = ["".join(jsonl_line({"src_port": c * 1000 + i, "pad": "y" * (i % 300)}) + "\n" for i in range(200))
+              for c in range(4)]
+    interrupted = 0
+    for chunk in chunks:
+        try:
+            writer.write_lines(chunk)
+        except KeyboardInterrupt:
+            interrupted += 1
+    writer.close()
+    assert interrupted == 1
+    got = [json.loads(line)["src_port"] for line in raw.data.decode().splitlines()]
+    assert sorted(got) == sorted(c * 1000 + i for c in range(4) for i in range(200))
+    assert raw.calls > len(raw.data) // ASCII_PIECE >= 20  # pieces, not whole chunks
+
+
 @pytest.mark.parametrize("after", range(1, 12))
 def test_a_line_longer_than_the_output_buffer_is_not_written_twice(after: int) -> None:
     """A write larger than the output's buffer goes to the pipe in parts, so a signal could come after
