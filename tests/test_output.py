@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -196,6 +197,20 @@ class _Interrupted(io.RawIOBase):
         return n
 
 
+def _interrupted_writes(write: Callable[[Any], None], items: list[Any],
+                        arm: Callable[[int], None] = lambda i: None) -> int:
+    """``write`` each item (``arm(i)`` first: it may set the pipe to interrupt that write), as a caller
+    goes on after a Ctrl-C it caught; how many writes the interruption raised out of."""
+    interrupted = 0
+    for i, item in enumerate(items):
+        arm(i)
+        try:
+            write(item)
+        except KeyboardInterrupt:
+            interrupted += 1
+    return interrupted
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_a_write_ctrl_c_interrupts_loses_no_record_and_cuts_no_line(fmt: str) -> None:
     """Ctrl-C or SIGTERM while stdout blocks raised inside the write, and the text layer's buffer lost
@@ -208,15 +223,12 @@ def test_a_write_ctrl_c_interrupts_loses_no_record_and_cuts_no_line(fmt: str) ->
                            write_through=True)
     writer = RecordWriter(out, fmt)
     records = [{"transport": "tcp", "src_port": i, "metadata": {"pad": "x" * 40}} for i in range(40)]
-    interrupted = 0
-    for i, record in enumerate(records):
+
+    def arm(i: int) -> None:
         raw.interrupt = i in (5, 17, 39)
-        try:
-            writer.write(record)
-        except KeyboardInterrupt:
-            interrupted += 1
+
+    assert _interrupted_writes(writer.write, records, arm) == 3
     writer.close()
-    assert interrupted == 3
     text = raw.data.decode()
     if fmt == "jsonl":
         got = sorted(json.loads(line)["src_port"] for line in text.splitlines())
@@ -239,14 +251,8 @@ def test_jsonl_chunks_from_workers_interrupted_lose_no_record_and_cut_no_line(fa
     writer = RecordWriter(out, "jsonl")
     chunks = ["".join(jsonl_line({"src_port": c * 1000 + i, "pad": "y" * (i % 300)}) + "\n" for i in range(200))
               for c in range(4)]
-    interrupted = 0
-    for chunk in chunks:
-        try:
-            writer.write_lines(chunk)
-        except KeyboardInterrupt:
-            interrupted += 1
+    assert _interrupted_writes(writer.write_lines, chunks) == 1
     writer.close()
-    assert interrupted == 1
     got = [json.loads(line)["src_port"] for line in raw.data.decode().splitlines()]
     assert sorted(got) == sorted(c * 1000 + i for c in range(4) for i in range(200))
     assert raw.calls > len(raw.data) // ASCII_PIECE >= 20  # pieces, not whole chunks
