@@ -258,6 +258,8 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, layers
     workers send them; see docs/cluster.md).
     """
     files = expand_paths(paths)
+    if output is not None:
+        _refuse_to_overwrite(output, files)
     if cluster and jobs != 1:
         raise InputError("--cluster and -j exclude each other (the cluster's workers are the parallelism)")
     if cluster:
@@ -479,6 +481,25 @@ def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple
         out = _stdout()
     _pass_writes_on(out)
     return out, RecordWriter(out, fmt, all_layers)
+
+
+def _refuse_to_overwrite(output: str, files: list[Path]) -> None:
+    """-o naming one of the captures (a slip of tab completion) emptied that capture before it was read:
+    the user lost it, and got "empty file, not a capture".  Refused before anything is opened."""
+    try:
+        target = os.stat(output)
+    except OSError:
+        return  # not there yet (or not reachable: opening it says why)
+    if not stat.S_ISREG(target.st_mode):
+        return
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            raise InputError(f"{output}: is one of the captures to classify ({f}); the records would overwrite "
+                             "it: choose another -o FILE")
 
 
 def _descriptor(out: IO[str]) -> int | None:

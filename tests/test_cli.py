@@ -401,3 +401,23 @@ def test_closed_standard_output_is_one_error_line_and_o_file_still_works(tmp_pat
                           preexec_fn=closed)
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line)["protocol"] for line in out.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_o_naming_one_of_the_captures_is_refused_and_the_capture_kept(tmp_path: Path, jobs: str) -> None:
+    """-o opened (and emptied) its file before the captures were read: `dpi classify cap.pcap -o cap.pcap`
+    destroyed the capture and then said "empty file, not a capture".  Now it is refused first, exit
+    code 2, also when the capture comes from a directory or through another name (a hard link)."""
+    source = Path(__file__).resolve().parent / "captures" / "realclients" / "dns_high_port.pcap"
+    (tmp_path / "caps").mkdir()
+    capture = tmp_path / "caps" / "cap.pcap"
+    capture.write_bytes(source.read_bytes())
+    os.link(capture, tmp_path / "other_name.pcap")
+    cases = (([capture], capture), ([tmp_path / "caps"], capture), ([capture], tmp_path / "other_name.pcap"))
+    for paths, output in cases:
+        args = ["classify", *map(str, paths), "-q", "-l", "heuristics", "-j", jobs, "-o", str(output)]
+        proc = subprocess.run(DPI + args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert f"{output}: is one of the captures to classify" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert capture.read_bytes() == source.read_bytes()
