@@ -611,6 +611,9 @@ def live(interface: str, bpf: str | None, duration: float | None, fmt: str | Non
     """
     from .live import LiveCaptureError
 
+    if output is not None and write_pcap is not None and os.path.realpath(output) == os.path.realpath(write_pcap):
+        raise InputError(f"{output}: -o and --write-pcap name the same file; the records and the packets "
+                         "would overwrite each other")
     config, plugins = _load(config_path, layers, all_layers)
     _warn_failed(plugins)
     clf = Classifier(config=config, plugins=plugins)

@@ -199,6 +199,19 @@ def test_live_write_pcap_to_an_unwritable_place_is_a_clear_error(tmp_path: Path)
     assert f"{target}: cannot write the capture" in proc.stderr
 
 
+def test_live_o_and_write_pcap_naming_one_file_is_refused(tmp_path: Path) -> None:
+    """-o and --write-pcap on one file (here through another spelling of its path) would write records
+    and packets over each other: refused before the capture starts, the file left as it was."""
+    target = tmp_path / "both.pcap"
+    target.write_bytes(b"kept")
+    other = tmp_path / "." / "both.pcap"
+    proc = subprocess.run(DPI + ["live", "-i", "lo", "--duration", "1", "--write-pcap", str(target), "-o", str(other)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "-o and --write-pcap name the same file" in proc.stderr
+    assert target.read_bytes() == b"kept"
+
+
 def test_live_summary_comes_while_no_flow_ends() -> None:
     """--summary-every came only after a record was written: with flows that stay open (a flood,
     long connections) or none at all, nothing was printed until the end."""
