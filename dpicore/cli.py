@@ -485,7 +485,8 @@ def _open_writer(output: str | None, fmt: str | None, all_layers: bool) -> tuple
 
 def _refuse_to_overwrite(output: str, files: list[Path]) -> None:
     """-o naming one of the captures (a slip of tab completion) emptied that capture before it was read:
-    the user lost it, and got "empty file, not a capture".  Refused before anything is opened."""
+    the user lost it, and got "empty file, not a capture".  Refused before anything is opened (also by
+    `dpi report`, which would replace its input with the report)."""
     try:
         target = os.stat(output)
     except OSError:
@@ -498,8 +499,8 @@ def _refuse_to_overwrite(output: str, files: list[Path]) -> None:
         except OSError:
             continue
         if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
-            raise InputError(f"{output}: is one of the captures to classify ({f}); the records would overwrite "
-                             "it: choose another -o FILE")
+            raise InputError(f"{output}: is one of the inputs ({f}); writing there would overwrite it: choose "
+                             "another -o FILE")
 
 
 def _descriptor(out: IO[str]) -> int | None:
@@ -725,6 +726,7 @@ def report(paths: tuple[str, ...], output: str, title: str, layers: str | None, 
     damaged = False
     clf: Classifier | None = None
     files = expand_paths(paths, jsonl=True)
+    _refuse_to_overwrite(output, files)  # the report would replace the capture (or JSONL) it was made from
     try:
         for given in files:
             with contextlib.ExitStack() as stack:

@@ -418,6 +418,6 @@ def test_o_naming_one_of_the_captures_is_refused_and_the_capture_kept(tmp_path: 
         args = ["classify", *map(str, paths), "-q", "-l", "heuristics", "-j", jobs, "-o", str(output)]
         proc = subprocess.run(DPI + args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr
-        assert f"{output}: is one of the captures to classify" in proc.stderr
+        assert f"{output}: is one of the inputs" in proc.stderr
         assert "Traceback" not in proc.stderr
         assert capture.read_bytes() == source.read_bytes()

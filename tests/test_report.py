@@ -179,6 +179,18 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path: Path, target: str
         "No space left on device" if target == "/dev/full" else "No such file or directory")
 
 
+def test_a_report_over_its_own_input_is_refused_and_the_input_kept(tmp_path: Path) -> None:
+    """`dpi report records.jsonl -o records.jsonl` replaced the records with their report."""
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(_BASE) + "\n")
+    before = good.read_bytes()
+    proc = subprocess.run(DPI + ["report", str(good), "-o", str(good)], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{good}: is one of the inputs" in proc.stderr
+    assert good.read_bytes() == before
+
+
 def test_text_with_no_utf_8_is_written_not_a_traceback(tmp_path: Path) -> None:
     """A lone surrogate (the valid JSON escape \\ud800 in an address, an undecodable byte in --title)
     ended the report with a UnicodeEncodeError and left -o emptied (regression fuzzing)."""
