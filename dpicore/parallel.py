@@ -426,12 +426,16 @@ def classify_files(paths: Iterable[str | Path], jobs: int = 0, config: Config | 
 def _shares_offsets(fd: int) -> bool:
     """Whether processes writing whole chunks to ``fd`` at once leave them whole and apart: a regular
     file on Linux, where write() holds the shared file offset for its whole length (since 3.14;
-    POSIX asks it of regular files, not every system does it).  A pipe, a terminal or a socket goes
-    through the parent: a write there can be cut short, or wait for a reader."""
+    POSIX asks it of regular files, not every system does it), or /dev/null (``-o /dev/null``, to time
+    a run), which takes every write whole.  A pipe, a terminal or a socket goes through the parent: a
+    write there can be cut short, or wait for a reader."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
+        st = os.fstat(fd)
+        if stat.S_ISCHR(st.st_mode):
+            return st.st_rdev == os.stat(os.devnull).st_rdev
+        return stat.S_ISREG(st.st_mode)
     except OSError:
         return False
 

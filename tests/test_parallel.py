@@ -390,3 +390,18 @@ def test_a_terminated_worker_finishes_the_write_under_way(tmp_path: Path) -> Non
         sizes.append(out.stat().st_size)
         assert sizes[-1] % chunk == 0 and sizes[-1] < 4 * chunk, sizes
     assert any(sizes), "every termination came before the first write"
+
+
+def test_which_outputs_the_workers_write_themselves(tmp_path: Path) -> None:
+    """A regular file and /dev/null (every write taken whole); not a pipe, nor another character device."""
+    from dpicore.parallel import _shares_offsets
+
+    r, w = os.pipe()
+    fds = {"file": os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT), "null": os.open(os.devnull, os.O_WRONLY),
+           "zero": os.open("/dev/zero", os.O_WRONLY), "pipe": w}
+    try:
+        assert {name: _shares_offsets(fd) for name, fd in fds.items()} == {
+            "file": True, "null": True, "zero": False, "pipe": False}
+    finally:
+        for fd in (*fds.values(), r):
+            os.close(fd)
