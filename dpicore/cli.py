@@ -177,6 +177,11 @@ class PluginCommands(click.Group):
             # records still buffered, and that EPIPE replaced the KeyboardInterrupt (click: exit 1).
             cause = _interruption(exc)
             if cause is None:
+                if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+                    # The reader left (| head) and a finally's flush found it gone: as a write in the run
+                    # does, exit 0 (click's exit 1 read as "an input was damaged").
+                    _silence_stdout()
+                    sys.exit(EXIT_OK)
                 raise
             _silence_stdout()  # nobody reads it
             if isinstance(cause, KeyboardInterrupt):  # a SystemExit(130/143) has said so already
@@ -445,6 +450,19 @@ def _stdout() -> IO[str]:
     if sys.stdout is None:
         raise InputError("standard output is closed: write the records to a file with -o FILE")
     return sys.stdout
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (poll says POLLERR): an EPIPE that
+    came from elsewhere (a pipe of a plugin's own) is not the user's ``| head``."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _silence_stdout() -> None:

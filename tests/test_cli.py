@@ -421,3 +421,21 @@ def test_o_naming_one_of_the_captures_is_refused_and_the_capture_kept(tmp_path: 
         assert f"{output}: is one of the inputs" in proc.stderr
         assert "Traceback" not in proc.stderr
         assert capture.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("args", [["-l", "heuristics"], ["-l", "heuristics,ndpi"], ["-l", "heuristics", "-j", "2"]],
+                         ids=["heuristics", "with-ndpi", "j2"])
+def test_a_reader_gone_before_the_records_is_exit_0_not_damaged(args: list[str]) -> None:
+    """`dpi classify x.pcap | true`: the reader had left before the first record.  The write that found
+    it gone exited 0 ("not an error of ours"), but the flush of the records still buffered, in a
+    finally, met the same EPIPE, and click turned it into exit 1, "an input was damaged", silently."""
+    capture = Path(__file__).resolve().parent / "captures" / "realclients" / "dns_high_port.pcap"
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run(DPI + ["classify", str(capture), "-q", *args], stdout=w, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
