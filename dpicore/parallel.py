@@ -290,7 +290,9 @@ class ParallelRun:
     records per chunk) instead of record dicts; with ``fd`` too, the file
     descriptor of a regular file, the workers write that text to it
     themselves where they can (:attr:`direct`, see :func:`_shares_offsets`)
-    and the chunks yielded are empty (one per batch written: progress).
+    and the chunks yielded are empty (one per batch written: progress);
+    flush what the caller wrote to that file before :meth:`start`, or its
+    buffered text lands after theirs.
     """
 
     def __init__(self, paths: Iterable[str | Path], jobs: int = 0, config: Config | None = None,
