@@ -161,6 +161,14 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _assert_gone(workers: set[int]) -> None:
+    """Every one of ``workers`` has exited within 10 s (after a Ctrl-C)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _running(p)], "processes left behind after Ctrl-C"
+
+
 def test_ctrl_c_leaves_no_worker_behind(tmp_path: Path) -> None:
     """Workers blocked on a full output pipe (nobody reads it), then Ctrl-C to the process group."""
     path = tmp_path / "many_flows.pcap"
@@ -185,10 +193,7 @@ def test_ctrl_c_leaves_no_worker_behind(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode != 0
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_running(p) for p in workers):
-        time.sleep(0.1)
-    assert not [p for p in workers if _running(p)], "processes left behind after Ctrl-C"
+    _assert_gone(workers)
 
 
 def test_cli_j2_csv_equals_j1() -> None:
@@ -313,7 +318,7 @@ def test_cli_j2_to_a_file_equals_j1(tmp_path: Path) -> None:
 
 def test_a_worker_that_cannot_write_the_file_fails_the_run_as_the_parent_would(tmp_path: Path) -> None:
     """A file size limit (as a full disk) stops a worker's write: one error line naming the file,
-    exit code 2, no traceback, no worker left; the same as one process says."""
+    exit code 2, no traceback; the same as one process says."""
     import resource
 
     captures = Path(__file__).resolve().parent / "captures" / "realclients"
@@ -353,10 +358,7 @@ def test_ctrl_c_while_workers_write_a_file_leaves_whole_lines(tmp_path: Path) ->
             proc.wait()
     assert proc.returncode == 130, "the run ended before the Ctrl-C: make the capture larger"
     assert 0 < len(_whole_lines(out)) < 150_000
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_running(p) for p in workers):
-        time.sleep(0.1)
-    assert not [p for p in workers if _running(p)], "processes left behind after Ctrl-C"
+    _assert_gone(workers)
 
 
 def test_a_terminated_worker_finishes_the_write_under_way(tmp_path: Path) -> None:
