@@ -4,7 +4,7 @@
 
 Without a capture it reads the throughput benchmark's inputs (``make_inputs.py``'s cache).  A call
 that returns None (a rejection) is the dispatcher's wasted work: each costs a Python call and the
-detector's first checks, several thousand instructions (docs/performance.md, run BH), and a flow's
+detector's first checks, several thousand instructions (docs/performance-history.md, run BH), and a flow's
 candidates run in their ``order`` until one decides (a watching detector's None, TLS's after the
 ServerHello, counts as one too, though it is no waste).  This counts them, so a change of the order or
 of a heuristic's first-byte filter can be judged by the calls it saves, not only by a noisy timing.

@@ -6,7 +6,7 @@ is there) compiles the modules that ``scripts/compile.txt`` and each
 ``<venv>/dpicore-compiled/``, with a manifest of each source's SHA-256, size
 and modification time.
 The sources stay where they are and stay the code: the same files run, a
-few percent faster (docs/performance.md, "The compiled modules").  The
+few percent faster (docs/performance-history.md, "The compiled modules").  The
 one exception is a ``.pyx`` written for Cython (the pcap record walk,
 ``dpicore/decode/cwalk.pyx``): its module exists only compiled, and the
 module importing it falls back to its Python twin when the import fails.

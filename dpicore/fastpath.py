@@ -63,7 +63,7 @@ def classify_batched(engine: Engine, source: CaptureSource, shard: tuple[int, in
     Why not each at once: a flow's record, made by the caller between one flow's packets and the next,
     emptied the processor's caches of the engine's and the layers' code each time, and theirs of its
     own; written one after the other, at the batch's end, both run warm (4-6% of a real-client run,
-    docs/performance.md, run BK).  A batch is what one read gives (from a pipe, what has arrived), so
+    docs/performance-history.md, run BK).  A batch is what one read gives (from a pipe, what has arrived), so
     a slow capture's records still come as its packets do.
 
     ``shard=(i, n)`` keeps only the flows whose key hashes to ``i`` modulo

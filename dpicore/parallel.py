@@ -39,7 +39,7 @@ the file offset, so the chunks never overlap.  Passing the text through
 the parent cost the workers the pipe and the parent the copies: on the
 real-client benchmark input the parent's ~0.1 s of CPU ran on the
 workers' two cores, and `-j 2` took 2.17-2.28 s against 2.10-2.15 s
-(docs/performance.md, run BQ).
+(docs/performance-history.md, run BQ).
 
 Flows between the same two hosts share a shard, so the state one flow
 leaves for another (an FTP control connection announcing its data

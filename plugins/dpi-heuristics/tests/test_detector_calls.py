@@ -1,7 +1,7 @@
 """benchmarks/detector_calls.py counts every detector call without changing what the layer decides.
 
 The script is how a change of the candidates' order or of a first-byte
-filter is judged (docs/performance.md, run BH), so its counts must be the
+filter is judged (docs/performance-history.md, run BH), so its counts must be the
 dispatcher's: the same records as a plain run, and at least as many
 verdicts counted as flows the layer named (a flow named from a standing
 guess has none; these captures have such flows at most alongside others).

@@ -15,6 +15,6 @@ HEURISTICS = [
     # No first-byte filter: the first bytes are a random query ID (or, over TCP, a length).  Early in the
     # order all the same: the whole message must parse and end where the datagram does, as specific as a
     # magic number, and DNS is a third of real flows; behind the tests once ordered before it each DNS flow
-    # made ~10 rejected calls (benchmarks/detector_calls.py, docs/performance.md run BH).
+    # made ~10 rejected calls (benchmarks/detector_calls.py, docs/performance-history.md run BH).
     Heuristic("DNS", detector("DNS"), TCP_UDP, None, server_first=False, order=11),
 ]
