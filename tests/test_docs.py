@@ -1,9 +1,11 @@
 """Documentation stays true: every hook has its page with its exact signature,
-every hook is exercised by some test, and the runnable examples run."""
+every hook is exercised by some test, the runnable examples run, and the
+links between the pages lead somewhere."""
 
 from __future__ import annotations
 
 import inspect
+import re
 import runpy
 import subprocess
 import sys
@@ -95,3 +97,25 @@ def test_plugin_template_configuration_errors_are_reported() -> None:
         status = dpi.plugins.statuses["gopher"]
         assert status.status == "failed" and "max_selector" in status.reason
         assert "gopher" not in dpi.layers
+
+
+#: A markdown link's target: ``[text](target)``, the target up to its closing parenthesis.
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _documents() -> list[Path]:
+    """The project's markdown pages: the README, docs/ (the plugin template's included), the plugins' READMEs."""
+    return [ROOT / "README.md", *sorted(DOCS.glob("**/*.md")), *sorted(ROOT.glob("plugins/*/README.md"))]
+
+
+def test_links_between_documents_resolve() -> None:
+    """A page moved or renamed (docs/performance.md's log became performance-history.md) leaves no link
+    behind that leads nowhere; links to the web and to anchors within a page are not followed."""
+    broken = []
+    for page in _documents():
+        for target in _LINK.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            if not (page.parent / target.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert len(_documents()) > 10 and not broken, broken
